@@ -1,0 +1,78 @@
+"""jupyter_kernel_client — run code in kernels of a Jupyter Enterprise Gateway.
+
+Design: one I/O-free protocol core (``_protocol``) builds every request, matches replies by
+parent ``msg_id``, decides when an execution is complete and assembles its result.  A
+conversation is a generator of actions; :class:`GatewayKernelSession` performs them with
+blocking I/O (``requests`` + ``websocket-client``) and :class:`AsyncGatewayKernelSession` with
+``await`` (``aiohttp``) — two thin faces of the same core, sharing ``_base.SessionBase``.
+
+Errors form one tree rooted at :class:`KernelClientError` (drawn in ``_exceptions``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import (
+    ExecutionError,
+    ExecutionTimeoutError,
+    GatewayError,
+    GatewayRefusedError,
+    KernelClientError,
+    KernelDiedError,
+    PoolTimeoutError,
+    SessionStateError,
+    StartupTimeoutError,
+    TransportError,
+    UnknownKernelNameError,
+)
+
+from ._pool import KernelSessionPool
+from ._result import ExecutionResult, KernelErrorInfo, OutputEvent
+from ._session import GatewayKernelSession
+
+if TYPE_CHECKING:
+    from ._async_session import AsyncGatewayKernelSession
+
+__all__ = [
+    "AsyncGatewayKernelSession",
+    "ExecutionError",
+    "ExecutionResult",
+    "ExecutionTimeoutError",
+    "GatewayError",
+    "GatewayKernelSession",
+    "GatewayRefusedError",
+    "KernelClientError",
+    "KernelDiedError",
+    "KernelErrorInfo",
+    "KernelSessionPool",
+    "OutputEvent",
+    "PoolTimeoutError",
+    "SessionStateError",
+    "StartupTimeoutError",
+    "TransportError",
+    "UnknownKernelNameError",
+]
+
+# Faces with optional dependencies load on first use, so `pip install mini-jupyter-sandbox`
+# without extras still imports; a missing extra is reported with the command that adds it.
+_OPTIONAL = {
+    "AsyncGatewayKernelSession": ("._async_session", "async"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _OPTIONAL:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, extra = _OPTIONAL[name]
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name, __name__)
+    except ModuleNotFoundError as exc:
+        raise ImportError(
+            f"{name} needs the '{extra}' extra: pip install 'mini-jupyter-sandbox[{extra}]'"
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

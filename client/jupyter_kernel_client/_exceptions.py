@@ -1,0 +1,87 @@
+"""The package's one exception tree.
+
+    KernelClientError                     root: catch this to catch everything below
+    ├── TransportError                    the network failed (connection refused, socket closed)
+    ├── GatewayError                      the gateway answered with an error (5xx after retries)
+    │   └── GatewayRefusedError           4xx: the request can never succeed as sent
+    │       └── UnknownKernelNameError    no kernelspec of that name on the gateway
+    ├── KernelDiedError                   the kernel died or restarted under an execution
+    ├── ExecutionTimeoutError             execute() ran past its timeout (kernel was interrupted)
+    ├── StartupTimeoutError               the kernel did not answer within startup_timeout
+    ├── ExecutionError                    raised by ExecutionResult.raise_for_error()
+    ├── SessionStateError                 the session is not started, or already closed
+    └── PoolTimeoutError                  no kernel became free in the pool within the timeout
+
+Exceptions from ``requests``, ``websocket-client`` and ``aiohttp`` never leak: they are converted
+at the boundary into one of the classes above, with the original kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._result import ExecutionResult
+
+
+class KernelClientError(Exception):
+    """Root of every error raised by jupyter_kernel_client."""
+
+
+class TransportError(KernelClientError):
+    """The connection to the gateway failed or was closed unexpectedly."""
+
+
+class GatewayError(KernelClientError):
+    """The gateway answered a request with an error status."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class GatewayRefusedError(GatewayError):
+    """The gateway refused the request (4xx); retrying the same request cannot help."""
+
+
+class UnknownKernelNameError(GatewayRefusedError):
+    """The gateway has no kernelspec with the requested name."""
+
+    def __init__(self, kernel_name: str, available: list[str], *, status_code: int | None) -> None:
+        names = ", ".join(sorted(available)) or "none"
+        super().__init__(
+            f"gateway has no kernel named {kernel_name!r} (available: {names})",
+            status_code=status_code,
+        )
+        self.kernel_name = kernel_name
+        self.available = available
+
+
+class KernelDiedError(KernelClientError):
+    """The kernel died (or was restarted, losing its state) while the client depended on it."""
+
+
+class ExecutionTimeoutError(KernelClientError, TimeoutError):
+    """An execution exceeded its timeout; the kernel was interrupted and the session is usable."""
+
+
+class StartupTimeoutError(KernelClientError, TimeoutError):
+    """The kernel did not become ready within ``startup_timeout`` seconds."""
+
+
+class ExecutionError(KernelClientError):
+    """The code raised an exception inside the kernel (see :attr:`result`)."""
+
+    def __init__(self, result: ExecutionResult) -> None:
+        error = result.error
+        summary = f"{error.ename}: {error.evalue}" if error else f"execution {result.status}"
+        super().__init__(summary)
+        self.result = result
+
+
+class SessionStateError(KernelClientError):
+    """The session is used outside its lifecycle (before start, or after close)."""
+
+
+class PoolTimeoutError(KernelClientError, TimeoutError):
+    """No pooled kernel became available within the acquire timeout."""

@@ -1,0 +1,530 @@
+"""The I/O-free protocol core shared by the sync and the async session.
+
+Everything that decides *what* to send and *what a message means* lives here: building
+requests, matching replies to their request by parent ``msg_id``, the completion rule (an
+execution is over when the kernel reported ``idle`` for it *and* its ``execute_reply`` arrived),
+assembling the result, retry policy and mapping gateway answers to exceptions.
+
+The sessions only move bytes.  A conversation with the kernel is a generator (a *flow*) that
+yields actions (:class:`Send`, :class:`Receive`, :class:`Interrupt`, :class:`CheckKernel`); the
+sync session performs them with blocking calls and the async session with ``await``, sending each
+action's outcome back into the generator.  This is the shape of httpx's auth flows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import struct
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final, Union
+from urllib.parse import quote
+
+from ._exceptions import (
+    ExecutionTimeoutError,
+    GatewayError,
+    GatewayRefusedError,
+    KernelDiedError,
+    StartupTimeoutError,
+    TransportError,
+    UnknownKernelNameError,
+)
+from ._result import ExecutionResult, KernelErrorInfo, OutputEvent
+
+PROTOCOL_VERSION: Final = "5.3"
+LIVENESS_INTERVAL: Final = 2.0
+"""Seconds of silence during an execution after which the kernel's state is checked."""
+INTERRUPT_GRACE: Final = 5.0
+"""Seconds to wait for the interrupted execution to finish after a timeout."""
+MAX_RETRY_DELAY: Final = 30.0
+
+Message = dict[str, Any]
+OutputCallback = Callable[[OutputEvent], None]
+
+
+# --- actions a flow asks its session to perform -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Http:
+    """Make an HTTP request to the gateway; outcome: a :class:`Response`.
+
+    A connection failure is thrown into the flow as :class:`TransportError`.
+    """
+
+    method: str
+    url: str
+    body: dict[str, Any] | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open the kernel's websocket (replacing any open one); failure: :class:`TransportError`."""
+
+    url: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send one websocket text frame."""
+
+    frame: str
+
+
+@dataclass(frozen=True)
+class Receive:
+    """Receive one frame; the outcome is the frame, ``None`` on timeout, or :data:`CLOSED`."""
+
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+class _Closed:
+    def __repr__(self) -> str:
+        return "CLOSED"
+
+
+CLOSED: Final = _Closed()
+"""Outcome of :class:`Receive` when the websocket is closed."""
+
+Action = Union[Http, Connect, Send, Receive, Sleep]
+Frame = Union[str, bytes]
+Flow = Generator[Action, Any, Any]
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def new_message(
+    msg_type: str, content: dict[str, Any], *, session_id: str, username: str, channel: str
+) -> Message:
+    """A Jupyter message in the gateway's websocket JSON form (``channel`` inside the message)."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": username,
+            "session": session_id,
+            "date": datetime.now(timezone.utc).isoformat(),
+            "version": PROTOCOL_VERSION,
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": channel,
+        "buffers": [],
+    }
+
+
+def execute_request(code: str, *, session_id: str, username: str) -> Message:
+    """An ``execute_request``; the code is dedented so indented triple-quoted blocks run."""
+    content = {
+        "code": textwrap.dedent(code),
+        "silent": False,
+        "store_history": True,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    return new_message(
+        "execute_request", content, session_id=session_id, username=username, channel="shell"
+    )
+
+
+def kernel_info_request(*, session_id: str, username: str) -> Message:
+    return new_message(
+        "kernel_info_request", {}, session_id=session_id, username=username, channel="shell"
+    )
+
+
+def encode(message: Message) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def decode(frame: Frame) -> Message:
+    """Parse a websocket frame: JSON text, or the gateway's binary form for messages with buffers.
+
+    Binary form: ``n`` (uint32, big endian), ``n`` uint32 offsets; part 0 is the JSON message,
+    parts 1.. are its buffers.
+    """
+    if isinstance(frame, str):
+        message: Message = json.loads(frame)
+        return message
+    (count,) = struct.unpack_from("!I", frame, 0)
+    offsets = list(struct.unpack_from(f"!{count}I", frame, 4)) + [len(frame)]
+    message = json.loads(frame[offsets[0] : offsets[1]])
+    message["buffers"] = [frame[offsets[i] : offsets[i + 1]] for i in range(1, count)]
+    return message
+
+
+def parent_id(message: Message) -> str | None:
+    parent = message.get("parent_header") or {}
+    value = parent.get("msg_id")
+    return value if isinstance(value, str) else None
+
+
+def kernel_lost(message: Message) -> str | None:
+    """The state if this is the gateway telling that the kernel restarted or died, else None."""
+    if message.get("msg_type") == "status":
+        state = message.get("content", {}).get("execution_state")
+        if state in ("restarting", "dead", "autorestarting"):
+            return str(state)
+    return None
+
+
+# --- collecting one execution ------------------------------------------------------------------
+
+
+class ExecutionCollector:
+    """Assembles the result of one request from the messages that answer it.
+
+    Messages whose parent ``msg_id`` is not ``msg_id`` are ignored, whatever their order; the
+    request is complete once its shell reply arrived and (when ``wait_for_idle``) the kernel
+    reported ``idle`` for it on iopub — the two channels are not ordered against each other.
+    """
+
+    def __init__(
+        self,
+        msg_id: str,
+        *,
+        reply_type: str = "execute_reply",
+        wait_for_idle: bool = True,
+        on_output: OutputCallback | None = None,
+    ) -> None:
+        self.msg_id = msg_id
+        self.reply_type = reply_type
+        self.reply: Message | None = None
+        self.outputs: list[OutputEvent] = []
+        self._idle = not wait_for_idle
+        self._on_output = on_output
+        self._clear_pending = False
+        self._started = time.monotonic()
+
+    @property
+    def done(self) -> bool:
+        return self._idle and self.reply is not None
+
+    def feed(self, message: Message) -> None:
+        """Take one message; foreign ones are ignored."""
+        if parent_id(message) != self.msg_id:
+            return
+        msg_type = message.get("msg_type") or message.get("header", {}).get("msg_type")
+        content = message.get("content", {})
+        if msg_type == self.reply_type:
+            self.reply = content
+        elif msg_type == "status":
+            if content.get("execution_state") == "idle":
+                self._idle = True
+        elif msg_type == "clear_output":
+            if content.get("wait"):
+                self._clear_pending = True
+            else:
+                self.outputs.clear()
+        else:
+            event = _output_event(msg_type, content)
+            if event is not None:
+                self._emit(event)
+
+    def _emit(self, event: OutputEvent) -> None:
+        if self._clear_pending:
+            self.outputs.clear()
+            self._clear_pending = False
+        self.outputs.append(event)
+        if self._on_output is not None:
+            self._on_output(event)
+
+    def result(self) -> ExecutionResult:
+        reply = self.reply or {}
+        outputs = self.outputs
+        status = str(reply.get("status", "ok"))
+        if status == "error" and not any(o.kind == "error" for o in outputs):
+            # The kernel sent the error only in the reply (no iopub error message).
+            info = KernelErrorInfo(
+                str(reply.get("ename", "")),
+                str(reply.get("evalue", "")),
+                list(reply.get("traceback", [])),
+            )
+            outputs = [*outputs, OutputEvent("error", error=info)]
+        return ExecutionResult(
+            status=status,
+            outputs=outputs,
+            execution_count=reply.get("execution_count"),
+            duration=time.monotonic() - self._started,
+        )
+
+
+def _output_event(msg_type: str | None, content: dict[str, Any]) -> OutputEvent | None:
+    if msg_type == "stream":
+        kind = "stderr" if content.get("name") == "stderr" else "stdout"
+        return OutputEvent(kind, text=str(content.get("text", "")))
+    if msg_type in ("display_data", "update_display_data"):
+        return OutputEvent("display", data=dict(content.get("data", {})))
+    if msg_type == "execute_result":
+        return OutputEvent("result", data=dict(content.get("data", {})))
+    if msg_type == "error":
+        info = KernelErrorInfo(
+            str(content.get("ename", "")),
+            str(content.get("evalue", "")),
+            list(content.get("traceback", [])),
+        )
+        return OutputEvent("error", error=info)
+    return None
+
+
+# --- flows -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelRef:
+    """Where a started kernel lives on the gateway."""
+
+    gateway_http: str
+    gateway_ws: str
+    kernel_id: str
+    session_id: str
+
+
+def start_flow(
+    gateway_http: str,
+    kernel_name: str,
+    launch_env: dict[str, str] | None,
+    *,
+    startup_timeout: float,
+    max_retries: int,
+    retry_delay: float,
+) -> Flow:
+    """Ask the gateway for a kernel; retry connection failures and 5xx; return its id."""
+    body = start_kernel_body(kernel_name, launch_env)
+    request = Http("POST", kernels_url(gateway_http), body, timeout=startup_timeout)
+    delays = retry_delays(max_retries, retry_delay)
+    while True:
+        try:
+            response = yield request
+        except TransportError as exc:
+            failure: Exception = exc
+        else:
+            if response.status < 300:
+                return str(json.loads(response.text)["id"])
+            specs = yield from _get_or_none(kernelspecs_url(gateway_http))
+            unknown = specs and unknown_kernel_name(kernel_name, specs.text, response.status)
+            if unknown:
+                raise unknown
+            failure = error_for_status(response.status, response.text, "start a kernel")
+            if not is_retryable_status(response.status):
+                raise failure
+        delay = next(delays, None)
+        if delay is None:
+            raise failure
+        yield Sleep(delay)
+
+
+def connect_flow(
+    ref: KernelRef, *, username: str, startup_timeout: float, max_retries: int, retry_delay: float
+) -> Flow:
+    """Open the kernel's websocket (with retries) and wait until the kernel answers."""
+    url = channels_url(ref.gateway_ws, ref.kernel_id, ref.session_id)
+    delays = retry_delays(max_retries, retry_delay)
+    while True:
+        try:
+            yield Connect(url, timeout=startup_timeout)
+            break
+        except TransportError:
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            yield Sleep(delay)
+    request = kernel_info_request(session_id=ref.session_id, username=username)
+    collector = ExecutionCollector(
+        request["header"]["msg_id"], reply_type="kernel_info_reply", wait_for_idle=False
+    )
+    deadline = time.monotonic() + startup_timeout
+    yield Send(encode(request))
+    while not collector.done:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StartupTimeoutError(f"kernel did not answer within {startup_timeout:g} s")
+        yield from _receive_one(ref, collector, min(remaining, LIVENESS_INTERVAL))
+    return collector.reply
+
+
+def execute_flow(
+    ref: KernelRef, request: Message, collector: ExecutionCollector, timeout: float
+) -> Flow:
+    """Send ``request`` and collect its answer; interrupt the kernel if ``timeout`` expires."""
+    yield Send(encode(request))
+    deadline = time.monotonic() + timeout
+    while not collector.done:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            yield from interrupt_flow(ref)
+            grace_deadline = time.monotonic() + INTERRUPT_GRACE
+            while not collector.done and (left := grace_deadline - time.monotonic()) > 0:
+                yield from _receive_one(ref, collector, left)
+            raise ExecutionTimeoutError(
+                f"execution did not finish within {timeout:g} s; the kernel was interrupted"
+            )
+        yield from _receive_one(ref, collector, min(remaining, LIVENESS_INTERVAL))
+    return collector.result()
+
+
+def interrupt_flow(ref: KernelRef) -> Flow:
+    response = yield Http("POST", kernels_url(ref.gateway_http, ref.kernel_id, "interrupt"))
+    if response.status >= 300 and response.status != 404:
+        raise error_for_status(response.status, response.text, "interrupt the kernel")
+
+
+def kernel_state_flow(ref: KernelRef) -> Flow:
+    """The kernel's ``execution_state`` on the gateway, or ``None`` if the gateway lost it."""
+    response = yield from _get_or_none(kernels_url(ref.gateway_http, ref.kernel_id))
+    if response is None:
+        return None
+    try:
+        return str(json.loads(response.text).get("execution_state", "unknown"))
+    except (ValueError, AttributeError):
+        return "unknown"
+
+
+def shutdown_flow(ref: KernelRef) -> Flow:
+    response = yield Http("DELETE", kernels_url(ref.gateway_http, ref.kernel_id))
+    if response.status >= 300 and response.status != 404:
+        raise error_for_status(response.status, response.text, "shut the kernel down")
+
+
+def _get_or_none(url: str) -> Flow:
+    response = yield Http("GET", url)
+    if response.status == 404:
+        return None
+    if response.status >= 300:
+        raise error_for_status(response.status, response.text, f"answer GET {url}")
+    return response
+
+
+def _receive_one(ref: KernelRef, collector: ExecutionCollector, timeout: float) -> Flow:
+    frame = yield Receive(timeout)
+    if frame is None:
+        # Silence: make sure there is still a kernel to wait for.
+        state = yield from kernel_state_flow(ref)
+        if state is None or state == "dead":
+            raise KernelDiedError("the kernel is gone from the gateway")
+        return
+    if frame is CLOSED:
+        state = yield from kernel_state_flow(ref)
+        if state is None or state == "dead":
+            raise KernelDiedError("the kernel died and the gateway closed its connection")
+        raise TransportError("the gateway closed the kernel's websocket")
+    message = decode(frame)
+    lost = kernel_lost(message)
+    if lost is not None:
+        raise KernelDiedError(f"the kernel died during the request (gateway reported {lost!r})")
+    collector.feed(message)
+
+
+# --- gateway REST --------------------------------------------------------------------------
+
+
+def kernel_username(launch_env: dict[str, str] | None) -> str:
+    """The user the kernel is started for (``KERNEL_USERNAME``).
+
+    Enterprise Gateway refuses kernels for unauthorised users, ``root`` by default, and falls
+    back to its own process user when the request names none.  Containers run kernels as the
+    unprivileged ``jovyan``, so that is the identity used when the caller is root.
+    """
+    if launch_env and launch_env.get("KERNEL_USERNAME"):
+        return launch_env["KERNEL_USERNAME"]
+    if os.environ.get("KERNEL_USERNAME"):
+        return os.environ["KERNEL_USERNAME"]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    return user if user and user != "root" else "jovyan"
+
+
+def start_kernel_body(kernel_name: str, launch_env: dict[str, str] | None) -> dict[str, Any]:
+    env = dict(launch_env or {})
+    env["KERNEL_USERNAME"] = kernel_username(launch_env)
+    for key, value in env.items():
+        if not isinstance(value, str):
+            raise TypeError(f"launch_env[{key!r}] must be a string, not {type(value).__name__}")
+    return {"name": kernel_name, "env": env}
+
+
+def kernels_url(gateway_http: str, kernel_id: str | None = None, action: str = "") -> str:
+    url = gateway_http.rstrip("/") + "/api/kernels"
+    if kernel_id is not None:
+        url += "/" + quote(kernel_id, safe="")
+    return url + (f"/{action}" if action else "")
+
+
+def kernelspecs_url(gateway_http: str) -> str:
+    return gateway_http.rstrip("/") + "/api/kernelspecs"
+
+
+def channels_url(gateway_ws: str, kernel_id: str, session_id: str) -> str:
+    return (
+        gateway_ws.rstrip("/")
+        + f"/api/kernels/{quote(kernel_id, safe='')}/channels?session_id={session_id}"
+    )
+
+
+def retry_delays(max_retries: int, retry_delay: float) -> Iterator[float]:
+    """Exponential backoff: ``retry_delay``, twice that, … capped, ``max_retries`` times."""
+    for attempt in range(max_retries):
+        yield min(retry_delay * (2**attempt), MAX_RETRY_DELAY)
+
+
+def gateway_reason(body: str) -> str:
+    """The human part of a gateway error body (never its server-side traceback)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:500]
+    if not isinstance(data, dict):
+        return str(data)[:500]
+    parts = [str(data.get(k)) for k in ("reason", "message") if data.get(k)]
+    return ": ".join(dict.fromkeys(parts)) or "no reason given"
+
+
+def is_retryable_status(status: int) -> bool:
+    return status >= 500 or status == 429
+
+
+def error_for_status(status: int, body: str, what: str) -> GatewayError:
+    reason = gateway_reason(body)
+    cls = GatewayRefusedError if 400 <= status < 500 else GatewayError
+    return cls(f"gateway refused to {what}: HTTP {status}: {reason}", status_code=status)
+
+
+def unknown_kernel_name(
+    kernel_name: str, specs_body: str, status: int
+) -> UnknownKernelNameError | None:
+    """An error if the gateway's kernelspec listing lacks ``kernel_name``, else ``None``.
+
+    Enterprise Gateway 3.3 answers an unknown name with a 500, which would otherwise be
+    retried: the listing tells the two apart.
+    """
+    try:
+        specs = json.loads(specs_body).get("kernelspecs", {})
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(specs, dict) or kernel_name in specs:
+        return None
+    return UnknownKernelNameError(kernel_name, list(specs), status_code=status)
