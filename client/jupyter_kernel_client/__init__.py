@@ -26,7 +26,6 @@ from ._exceptions import (
     TransportError,
     UnknownKernelNameError,
 )
-
 from ._pool import KernelSessionPool
 from ._result import ExecutionResult, KernelErrorInfo, OutputEvent
 from ._session import GatewayKernelSession

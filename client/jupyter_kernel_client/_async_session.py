@@ -22,7 +22,7 @@ logger = logging.getLogger("jupyter_kernel_client")
 
 
 class _AsyncChannel:
-    """One kernel websocket, read by a background task so that pings are always answered."""
+    """One kernel websocket, read by a background task so pings are always answered."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
@@ -38,9 +38,10 @@ class _AsyncChannel:
                 quickack(self._sock)
                 if not self.listening:
                     continue
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    self._frames.put_nowait(message.data)
-                elif message.type is aiohttp.WSMsgType.BINARY:
+                if (
+                    message.type is aiohttp.WSMsgType.TEXT
+                    or message.type is aiohttp.WSMsgType.BINARY
+                ):
                     self._frames.put_nowait(message.data)
         except (aiohttp.ClientError, OSError):
             pass  # connection gone: reported to the waiting exchange as CLOSED

@@ -45,14 +45,23 @@ class KernelSessionPool:
     ) -> None:
         max_size = size if max_size is None else max_size
         if size < 0 or max_size < 1 or size > max_size:
-            raise ValueError(f"need 0 <= size <= max_size and max_size >= 1 (got {size}, {max_size})")
+            raise ValueError(
+                f"need 0 <= size <= max_size and max_size >= 1 (got {size}, {max_size})"
+            )
         if health_check_interval is not None and health_check_interval <= 0:
             raise ValueError("health_check_interval must be positive or None")
         self.size = size
         self.max_size = max_size
         self.health_check_interval = health_check_interval
-        self._new_args = (gateway_http, gateway_ws, kernel_name, launch_env, startup_timeout,
-                          max_retries, retry_delay)
+        self._new_args = (
+            gateway_http,
+            gateway_ws,
+            kernel_name,
+            launch_env,
+            startup_timeout,
+            max_retries,
+            retry_delay,
+        )
         self._session_class = session_class
         self._session_kwargs = session_kwargs
         # Fail on bad arguments now, not in a background thread later.

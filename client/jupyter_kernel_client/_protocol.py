@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Final, Union
+from typing import Any, Final
 from urllib.parse import quote
 
 from ._exceptions import (
@@ -105,8 +105,8 @@ class _Closed:
 CLOSED: Final = _Closed()
 """Outcome of :class:`Receive` when the websocket is closed."""
 
-Action = Union[Http, Connect, Send, Receive, Sleep]
-Frame = Union[str, bytes]
+Action = Http | Connect | Send | Receive | Sleep
+Frame = str | bytes
 Flow = Generator[Action, Any, Any]
 
 
@@ -169,7 +169,7 @@ def decode(frame: Frame) -> Message:
         message: Message = json.loads(frame)
         return message
     (count,) = struct.unpack_from("!I", frame, 0)
-    offsets = list(struct.unpack_from(f"!{count}I", frame, 4)) + [len(frame)]
+    offsets = [*struct.unpack_from(f"!{count}I", frame, 4), len(frame)]
     message = json.loads(frame[offsets[0] : offsets[1]])
     message["buffers"] = [frame[offsets[i] : offsets[i + 1]] for i in range(1, count)]
     return message
@@ -273,8 +273,10 @@ class ExecutionCollector:
 
 def _output_event(msg_type: str | None, content: dict[str, Any]) -> OutputEvent | None:
     if msg_type == "stream":
-        kind = "stderr" if content.get("name") == "stderr" else "stdout"
-        return OutputEvent(kind, text=str(content.get("text", "")))
+        text = str(content.get("text", ""))
+        if content.get("name") == "stderr":
+            return OutputEvent("stderr", text=text)
+        return OutputEvent("stdout", text=text)
     if msg_type in ("display_data", "update_display_data"):
         return OutputEvent("display", data=dict(content.get("data", {})))
     if msg_type == "execute_result":
@@ -339,30 +341,33 @@ def start_flow(
 def connect_flow(
     ref: KernelRef, *, username: str, startup_timeout: float, max_retries: int, retry_delay: float
 ) -> Flow:
-    """Open the kernel's websocket (with retries) and wait until the kernel answers."""
+    """Open the kernel's websocket and wait until the kernel answers a ``kernel_info_request``.
+
+    A refused connection, or one the gateway closes while the kernel is still starting (it
+    does so when its own kernel_info wait expires), is retried with backoff.
+    """
     url = channels_url(ref.gateway_ws, ref.kernel_id, ref.session_id)
     delays = retry_delays(max_retries, retry_delay)
+    deadline = time.monotonic() + startup_timeout
     while True:
         try:
             yield Connect(url, timeout=startup_timeout)
-            break
+            request = kernel_info_request(session_id=ref.session_id, username=username)
+            collector = ExecutionCollector(
+                request["header"]["msg_id"], reply_type="kernel_info_reply", wait_for_idle=False
+            )
+            yield Send(encode(request))
+            while not collector.done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StartupTimeoutError(f"kernel did not answer within {startup_timeout:g} s")
+                yield from _receive_one(ref, collector, min(remaining, LIVENESS_INTERVAL))
+            return collector.reply
         except TransportError:
             delay = next(delays, None)
             if delay is None:
                 raise
             yield Sleep(delay)
-    request = kernel_info_request(session_id=ref.session_id, username=username)
-    collector = ExecutionCollector(
-        request["header"]["msg_id"], reply_type="kernel_info_reply", wait_for_idle=False
-    )
-    deadline = time.monotonic() + startup_timeout
-    yield Send(encode(request))
-    while not collector.done:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise StartupTimeoutError(f"kernel did not answer within {startup_timeout:g} s")
-        yield from _receive_one(ref, collector, min(remaining, LIVENESS_INTERVAL))
-    return collector.reply
 
 
 def execute_flow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import socket
@@ -31,10 +32,8 @@ def quickack(sock: socket.socket | None) -> None:
     is set after every receive.
     """
     if sock is not None and hasattr(socket, "TCP_QUICKACK"):
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        except OSError:
-            pass
 
 
 class _Channel:
@@ -102,12 +101,10 @@ class _Channel:
         return self._reader.is_alive()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(websocket.WebSocketException, OSError):
             self._ws.send_close()
-        except (websocket.WebSocketException, OSError):
-            pass
         self._reader.join(timeout=1.0)
-        self._ws.shutdown()
+        self._ws.shutdown()  # type: ignore[no-untyped-call]
 
 
 class GatewayKernelSession(SessionBase):

@@ -1,0 +1,69 @@
+"""AsyncGatewayKernelSession against a real gateway: same behaviour as the sync face."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from jupyter_kernel_client import (
+    AsyncGatewayKernelSession,
+    ExecutionTimeoutError,
+    KernelDiedError,
+    UnknownKernelNameError,
+)
+
+from tests.support.gateway import Gateway
+
+
+async def test_twenty_concurrent_sessions_each_get_only_their_own_output(
+    gateway: Gateway,
+) -> None:
+    async def worker(n: int) -> tuple[int, list[str]]:
+        async with AsyncGatewayKernelSession(
+            gateway.http, gateway.ws, "python3", startup_timeout=120
+        ) as session:
+            outputs = []
+            for step in range(3):
+                result = await session.execute(f"print('worker {n} step {step}')")
+                outputs.append(result.stdout)
+            return n, outputs
+
+    results = await asyncio.gather(*(worker(n) for n in range(20)))
+    for n, outputs in results:
+        assert outputs == [f"worker {n} step {step}\n" for step in range(3)]
+
+
+async def test_timeout_interrupts_and_the_session_stays_usable(gateway: Gateway) -> None:
+    async with AsyncGatewayKernelSession(gateway.http, gateway.ws, "python3") as session:
+        await session.execute("kept = 1")
+        with pytest.raises(ExecutionTimeoutError):
+            await session.execute("import time; time.sleep(120)", timeout=1)
+        assert str(await session.execute("kept + 1")) == "2"
+
+
+async def test_kernel_killed_mid_execute_is_reported_as_died(gateway: Gateway) -> None:
+    async with AsyncGatewayKernelSession(gateway.http, gateway.ws, "python3") as session:
+        pid = int(str(await session.execute("import os; os.getpid()")))
+        asyncio.get_running_loop().call_later(1.0, os.kill, pid, signal.SIGKILL)
+        with pytest.raises(KernelDiedError):
+            await session.execute("import time; time.sleep(120)", timeout=90)
+
+
+async def test_streaming_and_results_of_every_kind(gateway: Gateway) -> None:
+    async with AsyncGatewayKernelSession(gateway.http, gateway.ws, "python3") as session:
+        events = []
+        result = await session.execute(
+            "print('a'); 1/0", on_output=lambda event: events.append(event.kind)
+        )
+        assert events == ["stdout", "error"]
+        assert result.error is not None and result.error.ename == "ZeroDivisionError"
+        assert str(await session.execute("2 + 2")) == "4"
+
+
+async def test_unknown_kernel_name(gateway: Gateway) -> None:
+    session = AsyncGatewayKernelSession(gateway.http, gateway.ws, "nope", retry_delay=30)
+    with pytest.raises(UnknownKernelNameError):
+        await asyncio.wait_for(session.start(), 20)
+    assert session.closed

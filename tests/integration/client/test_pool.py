@@ -1,0 +1,70 @@
+"""KernelSessionPool against a real gateway."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+from jupyter_kernel_client import KernelDiedError, KernelSessionPool, PoolTimeoutError
+
+from tests.support.gateway import Gateway
+
+
+def test_acquire_release_reuse_and_limits(gateway: Gateway) -> None:
+    with KernelSessionPool(
+        gateway.http, gateway.ws, "python3", size=1, max_size=2, health_check_interval=None
+    ) as pool:
+        assert pool.stats == {"idle": 1, "in_use": 0, "total": 1}
+        first = pool.acquire()
+        first.execute("marker = 'first'")
+        second = pool.acquire()  # grows to max_size
+        assert second.kernel_id != first.kernel_id
+        with pytest.raises(PoolTimeoutError):
+            pool.acquire(timeout=0.5)
+        pool.release(first)
+        again = pool.acquire(timeout=5)
+        assert again is first and str(again.execute("marker")) == "'first'"
+        pool.release(again)
+        pool.release(second)
+        with pytest.raises(ValueError):
+            pool.release(second)
+        assert pool.stats["in_use"] == 0
+
+
+def test_waiting_acquire_gets_the_released_kernel(gateway: Gateway) -> None:
+    with KernelSessionPool(gateway.http, gateway.ws, size=1, health_check_interval=None) as pool:
+        held = pool.acquire()
+        threading.Timer(0.5, pool.release, (held,)).start()
+        assert pool.acquire(timeout=30) is held
+
+
+def test_dead_idle_kernel_is_replaced_by_the_health_check(gateway: Gateway) -> None:
+    with KernelSessionPool(gateway.http, gateway.ws, size=2, health_check_interval=None) as pool:
+        with pool.session() as s:
+            victim = s.kernel_id
+        requests.delete(f"{gateway.http}/api/kernels/{victim}", timeout=30).raise_for_status()
+        assert pool.check_health() == 1
+        assert pool.stats == {"idle": 2, "in_use": 0, "total": 2}
+        with pool.session() as a, pool.session() as b:
+            assert victim not in (a.kernel_id, b.kernel_id)
+            assert str(a.execute("1 + 1")) == "2" and str(b.execute("2 + 2")) == "4"
+
+
+def test_kernel_dying_in_use_is_discarded_and_replaced(gateway: Gateway) -> None:
+    with KernelSessionPool(gateway.http, gateway.ws, size=1, health_check_interval=None) as pool:
+        with pytest.raises(KernelDiedError), pool.session() as s:
+            dead = s.kernel_id
+            s.execute("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", timeout=60)
+        with pool.session() as fresh:
+            assert fresh.kernel_id != dead
+            assert str(fresh.execute("3 * 3")) == "9"
+
+
+def test_close_shuts_down_every_kernel_idle_or_in_use(gateway: Gateway) -> None:
+    pool = KernelSessionPool(gateway.http, gateway.ws, size=2, health_check_interval=None).start()
+    in_use = pool.acquire()
+    ids = {in_use.kernel_id, *(s.kernel_id for s in list(pool._idle))}
+    pool.close()
+    assert ids.isdisjoint(k["id"] for k in gateway.kernels())
+    assert in_use.closed

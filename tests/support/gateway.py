@@ -1,0 +1,140 @@
+"""A real Jupyter Enterprise Gateway 3.3 for tests: its own cached venv, local kernels.
+
+EG pins jupyter_client<7 / jupyter_server<2, so it never shares an environment with the
+client under test.  The venv is created once and reused (``SANDBOX_GATEWAY_VENV`` overrides
+where); the gateway loads the same config file as the gateway image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+GATEWAY_CONFIG = REPO / "images" / "gateway" / "jupyter_enterprise_gateway_config.py"
+GATEWAY_REQUIREMENTS = ["jupyter_enterprise_gateway==3.3.0", "ipykernel>=6.29,<7"]
+DEFAULT_VENV = Path.home() / ".cache" / "mini-jupyter-sandbox" / "eg-3.3.0"
+
+
+def gateway_venv() -> Path:
+    """The gateway's venv, created on first use (safe against concurrent creators)."""
+    venv = Path(os.environ.get("SANDBOX_GATEWAY_VENV", DEFAULT_VENV))
+    marker = venv / ".complete"
+    if marker.exists():
+        return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", *GATEWAY_REQUIREMENTS], check=True
+            )
+            marker.touch()
+    return venv
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gateway:
+    """One Enterprise Gateway process on a loopback port; start/stop may be repeated."""
+
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}"
+        self._extra_env = env or {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="eg-test-"))
+        self.log_path = self._dir / "gateway.log"
+
+    def start(self, wait: bool = True) -> Gateway:
+        venv = gateway_venv()
+        env = {
+            **os.environ,
+            "JUPYTER_RUNTIME_DIR": str(self._dir / "runtime"),
+            "JUPYTER_DATA_DIR": str(self._dir / "data"),
+            "JUPYTER_CONFIG_DIR": str(self._dir / "config"),
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "EG_LIST_KERNELS": "True",
+            **self._extra_env,
+        }
+        env.pop("VIRTUAL_ENV", None)
+        with open(self.log_path, "ab") as log:
+            self._proc = self._spawn(venv, env, log)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def _spawn(self, venv: Path, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                str(venv / "bin" / "jupyter"),
+                "enterprisegateway",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                "--port_retries=0",
+                f"--config={GATEWAY_CONFIG}",
+            ],
+            cwd=self._dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so that stop() also reaps the kernels it started
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log()}")
+            try:
+                if requests.get(self.http + "/api/kernelspecs", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway not ready after {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # Kernels are in the gateway's process group: make sure none outlives it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def kernels(self) -> list[dict[str, object]]:
+        response = requests.get(self.http + "/api/kernels", timeout=10)
+        response.raise_for_status()
+        result: list[dict[str, object]] = response.json()
+        return result
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""

@@ -1,0 +1,298 @@
+"""The protocol core on recorded message sequences, driven without any I/O."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from jupyter_kernel_client import (
+    ExecutionError,
+    ExecutionTimeoutError,
+    GatewayError,
+    GatewayRefusedError,
+    KernelDiedError,
+    TransportError,
+    UnknownKernelNameError,
+)
+from jupyter_kernel_client import _protocol as proto
+
+REF = proto.KernelRef("http://gw", "ws://gw", "k-1", "sess")
+
+
+def msg(parent: str, msg_type: str, content: dict[str, Any], channel: str = "iopub") -> str:
+    return json.dumps(
+        {
+            "header": {"msg_id": "x", "msg_type": msg_type},
+            "msg_type": msg_type,
+            "parent_header": {"msg_id": parent} if parent else {},
+            "content": content,
+            "channel": channel,
+        }
+    )
+
+
+def status(parent: str, state: str) -> str:
+    return msg(parent, "status", {"execution_state": state})
+
+
+def reply(parent: str, **content: Any) -> str:
+    return msg(parent, "execute_reply", {"status": "ok", "execution_count": 1, **content}, "shell")
+
+
+class Script:
+    """Performs a flow's actions from canned outcomes, recording what the flow asked for."""
+
+    def __init__(self, frames: list[Any], http: Callable[[proto.Http], Any] | None = None):
+        self.frames = list(frames)
+        self.http = http or (lambda action: proto.Response(200, '{"execution_state": "busy"}'))
+        self.actions: list[Any] = []
+
+    def run(self, flow: proto.Flow) -> Any:
+        outcome: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                action = flow.throw(failure) if failure else flow.send(outcome)
+            except StopIteration as stop:
+                return stop.value
+            self.actions.append(action)
+            outcome, failure = None, None
+            if isinstance(action, proto.Receive):
+                outcome = self.frames.pop(0) if self.frames else None
+            elif isinstance(action, proto.Http):
+                result = self.http(action)
+                if isinstance(result, Exception):
+                    failure = result
+                else:
+                    outcome = result
+
+
+def execute(frames: list[Any], timeout: float = 5, **kwargs: Any) -> tuple[Any, Script, str]:
+    request = proto.execute_request("1+1", session_id="sess", username="u")
+    mid = request["header"]["msg_id"]
+    collector = proto.ExecutionCollector(mid, **kwargs)
+    script = Script([f.replace("MID", mid) if isinstance(f, str) else f for f in frames])
+    return script.run(proto.execute_flow(REF, request, collector, timeout)), script, mid
+
+
+def test_reply_before_idle_and_idle_before_reply_both_complete() -> None:
+    for frames in (
+        [
+            status("MID", "busy"),
+            reply("MID"),
+            msg("MID", "stream", {"name": "stdout", "text": "a"}),
+            status("MID", "idle"),
+        ],
+        [
+            status("MID", "busy"),
+            msg("MID", "stream", {"name": "stdout", "text": "a"}),
+            status("MID", "idle"),
+            reply("MID"),
+        ],
+    ):
+        result, _, _ = execute(frames)
+        assert result.stdout == "a"
+        assert result.ok
+
+
+def test_foreign_parent_ids_are_ignored() -> None:
+    frames = [
+        status("other", "idle"),
+        msg("other", "stream", {"name": "stdout", "text": "not mine"}),
+        reply("other"),
+        msg("MID", "execute_result", {"data": {"text/plain": "2"}, "execution_count": 1}),
+        msg("", "stream", {"name": "stdout", "text": "no parent"}),
+        status("MID", "idle"),
+        reply("MID"),
+    ]
+    result, _, _ = execute(frames)
+    assert str(result) == "2"
+    assert result.stdout == ""
+
+
+def test_missing_idle_means_not_done_and_times_out_with_interrupt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proto, "INTERRUPT_GRACE", 0.05)
+    # Reply but never idle: the flow must keep waiting, then interrupt at the deadline.
+    result_frames = [reply("MID")]
+    with pytest.raises(ExecutionTimeoutError):
+        execute(result_frames, timeout=0.05)
+    request = proto.execute_request("x", session_id="s", username="u")
+    collector = proto.ExecutionCollector(request["header"]["msg_id"])
+    script = Script([])
+    with pytest.raises(ExecutionTimeoutError):
+        script.run(proto.execute_flow(REF, request, collector, 0.01))
+    urls = [a.url for a in script.actions if isinstance(a, proto.Http)]
+    assert "http://gw/api/kernels/k-1/interrupt" in urls
+
+
+def test_kernel_restart_notice_raises_kernel_died() -> None:
+    with pytest.raises(KernelDiedError, match="restarting"):
+        execute([status("MID", "busy"), status("", "restarting")])
+
+
+def test_closed_socket_with_kernel_gone_is_kernel_died_else_transport() -> None:
+    request = proto.execute_request("x", session_id="s", username="u")
+    gone = Script([proto.CLOSED], http=lambda a: proto.Response(404, "{}"))
+    with pytest.raises(KernelDiedError):
+        gone.run(proto.execute_flow(REF, request, proto.ExecutionCollector("m"), 5))
+    alive = Script([proto.CLOSED], http=lambda a: proto.Response(200, '{"execution_state":"idle"}'))
+    with pytest.raises(TransportError):
+        alive.run(proto.execute_flow(REF, request, proto.ExecutionCollector("m"), 5))
+
+
+def test_silence_checks_the_kernel_and_reports_death() -> None:
+    request = proto.execute_request("x", session_id="s", username="u")
+    script = Script([None], http=lambda a: proto.Response(404, "{}"))
+    with pytest.raises(KernelDiedError, match="gone"):
+        script.run(proto.execute_flow(REF, request, proto.ExecutionCollector("m"), 5))
+    assert isinstance(script.actions[-1], proto.Http)
+    assert script.actions[-1].method == "GET"
+
+
+def test_every_kind_of_output_is_assembled_in_order() -> None:
+    png = "iVBORw0KGgo="
+    frames = [
+        msg("MID", "stream", {"name": "stdout", "text": "out\n"}),
+        msg("MID", "stream", {"name": "stderr", "text": "err\n"}),
+        msg("MID", "display_data", {"data": {"image/png": png, "text/plain": "<Image>"}}),
+        msg("MID", "execute_result", {"data": {"text/plain": "42"}, "execution_count": 3}),
+        msg("MID", "error", {"ename": "E", "evalue": "v", "traceback": ["\x1b[31mTB\x1b[0m"]}),
+        reply("MID", status="error", execution_count=3, ename="E", evalue="v"),
+        status("MID", "idle"),
+    ]
+    events: list[proto.OutputEvent] = []
+    result, _, _ = execute(frames, on_output=events.append)
+    assert [e.kind for e in events] == ["stdout", "stderr", "display", "result", "error"]
+    assert result.stdout == "out\n" and result.stderr == "err\n"
+    assert result.execute_result == {"text/plain": "42"}
+    assert result.images == [b"\x89PNG\r\n\x1a\n"]
+    assert result.execution_count == 3
+    assert result.error is not None and result.error.plain_traceback() == "TB"
+    assert str(result) == "out\nerr\n<Image>\n42\nTB"
+    with pytest.raises(ExecutionError, match="E: v"):
+        result.raise_for_error()
+
+
+def test_error_only_in_reply_is_still_reported() -> None:
+    result, _, _ = execute(
+        [
+            reply("MID", status="error", ename="KeyError", evalue="'k'", traceback=[]),
+            status("MID", "idle"),
+        ]
+    )
+    assert result.error is not None and result.error.ename == "KeyError"
+
+
+def test_clear_output_drops_earlier_outputs() -> None:
+    frames = [
+        msg("MID", "stream", {"name": "stdout", "text": "old"}),
+        msg("MID", "clear_output", {"wait": True}),
+        msg("MID", "stream", {"name": "stdout", "text": "new"}),
+        reply("MID"),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames)
+    assert result.stdout == "new"
+
+
+def test_binary_frame_decodes_with_buffers() -> None:
+    body = json.dumps({"msg_type": "comm_msg", "parent_header": {}, "content": {}}).encode()
+    buffers = [b"\x00\x01", b"xyz"]
+    offsets = [4 * 4]
+    for part in (body, buffers[0]):
+        offsets.append(offsets[-1] + len(part))
+    frame = struct.pack("!4I", 3, *offsets) + body + b"".join(buffers)
+    decoded = proto.decode(frame)
+    assert decoded["msg_type"] == "comm_msg"
+    assert decoded["buffers"] == buffers
+
+
+def test_execute_request_dedents_indented_blocks() -> None:
+    code = "\n        with open('f') as f:\n            f.write('x')\n    "
+    request = proto.execute_request(code, session_id="s", username="u")
+    lines = request["content"]["code"].splitlines()
+    assert lines[1:3] == ["with open('f') as f:", "    f.write('x')"]
+
+
+def start(http: Callable[[proto.Http], Any], max_retries: int = 3) -> tuple[Any, Script]:
+    script = Script([], http=http)
+    flow = proto.start_flow(
+        "http://gw", "python3", None, startup_timeout=5, max_retries=max_retries, retry_delay=1.0
+    )
+    return script.run(flow), script
+
+
+def test_start_retries_connection_errors_and_5xx_then_succeeds() -> None:
+    answers: list[Any] = [
+        TransportError("refused"),
+        proto.Response(503, "{}"),
+        proto.Response(201, '{"id": "abc"}'),
+    ]
+    specs = proto.Response(200, '{"kernelspecs": {"python3": {}}}')
+    kernel_id, script = start(lambda a: specs if "kernelspecs" in a.url else answers.pop(0))
+    assert kernel_id == "abc"
+    assert [a.seconds for a in script.actions if isinstance(a, proto.Sleep)] == [1.0, 2.0]
+
+
+def test_start_gives_up_after_max_retries() -> None:
+    script = Script([], http=lambda a: TransportError("refused"))
+    with pytest.raises(TransportError):
+        script.run(
+            proto.start_flow(
+                "http://gw", "python3", None, startup_timeout=5, max_retries=2, retry_delay=0.5
+            )
+        )
+    posts = [a for a in script.actions if isinstance(a, proto.Http)]
+    assert len(posts) == 3
+
+
+def test_4xx_fails_at_once_with_the_gateway_reason() -> None:
+    def http(action: proto.Http) -> Any:
+        if "kernelspecs" in action.url:
+            return proto.Response(200, '{"kernelspecs": {"python3": {}}}')
+        return proto.Response(403, '{"reason": "User root is not authorized", "message": ""}')
+
+    with pytest.raises(GatewayRefusedError, match="User root is not authorized") as info:
+        start(http)
+    assert info.value.status_code == 403
+
+
+def test_unknown_kernel_name_is_told_apart_from_a_5xx() -> None:
+    script = Script(
+        [],
+        http=lambda a: (
+            proto.Response(200, '{"kernelspecs": {"python3": {}}}')
+            if "kernelspecs" in a.url
+            else proto.Response(500, '{"message": "x", "traceback": "Traceback ..."}')
+        ),
+    )
+    with pytest.raises(UnknownKernelNameError, match=r"'nope'.*python3") as info:
+        script.run(
+            proto.start_flow(
+                "http://gw", "nope", None, startup_timeout=5, max_retries=3, retry_delay=1
+            )
+        )
+    assert not any(isinstance(a, proto.Sleep) for a in script.actions)
+    assert "Traceback" not in str(info.value)
+
+
+def test_gateway_reason_never_includes_a_traceback() -> None:
+    body = '{"reason": "Internal Server Error", "message": "boom", "traceback": "Traceback"}'
+    assert proto.gateway_reason(body) == "Internal Server Error: boom"
+    assert isinstance(proto.error_for_status(502, body, "x"), GatewayError)
+    assert not isinstance(proto.error_for_status(502, body, "x"), GatewayRefusedError)
+
+
+def test_kernel_username_is_never_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KERNEL_USERNAME", raising=False)
+    monkeypatch.setattr(proto.getpass, "getuser", lambda: "root")
+    assert proto.start_kernel_body("python3", None)["env"]["KERNEL_USERNAME"] == "jovyan"
+    body = proto.start_kernel_body("python3", {"KERNEL_USERNAME": "alice", "KERNEL_X": "1"})
+    assert body["env"] == {"KERNEL_USERNAME": "alice", "KERNEL_X": "1"}
+    with pytest.raises(TypeError, match="KERNEL_X"):
+        proto.start_kernel_body("python3", {"KERNEL_X": 1})  # type: ignore[dict-item]
