@@ -16,11 +16,16 @@ from typing import TYPE_CHECKING, Any
 from ._exceptions import (
     ExecutionError,
     ExecutionTimeoutError,
+    FileOperationError,
+    FileServerAuthError,
+    FileServerError,
+    FileTooLargeError,
     GatewayError,
     GatewayRefusedError,
     KernelClientError,
     KernelDiedError,
     PoolTimeoutError,
+    RemoteFileNotFoundError,
     SessionStateError,
     StartupTimeoutError,
     TransportError,
@@ -32,21 +37,31 @@ from ._session import GatewayKernelSession
 
 if TYPE_CHECKING:
     from ._async_session import AsyncGatewayKernelSession
+    from ._auth import AuthenticatedKernelSession
+    from ._metrics import KernelMetrics, PrometheusGatewayKernelSession
 
 __all__ = [
     "AsyncGatewayKernelSession",
+    "AuthenticatedKernelSession",
     "ExecutionError",
     "ExecutionResult",
     "ExecutionTimeoutError",
+    "FileOperationError",
+    "FileServerAuthError",
+    "FileServerError",
+    "FileTooLargeError",
     "GatewayError",
     "GatewayKernelSession",
     "GatewayRefusedError",
     "KernelClientError",
     "KernelDiedError",
     "KernelErrorInfo",
+    "KernelMetrics",
     "KernelSessionPool",
     "OutputEvent",
     "PoolTimeoutError",
+    "PrometheusGatewayKernelSession",
+    "RemoteFileNotFoundError",
     "SessionStateError",
     "StartupTimeoutError",
     "TransportError",
@@ -57,6 +72,9 @@ __all__ = [
 # without extras still imports; a missing extra is reported with the command that adds it.
 _OPTIONAL = {
     "AsyncGatewayKernelSession": ("._async_session", "async"),
+    "AuthenticatedKernelSession": ("._auth", "auth"),
+    "KernelMetrics": ("._metrics", "metrics"),
+    "PrometheusGatewayKernelSession": ("._metrics", "metrics"),
 }
 
 

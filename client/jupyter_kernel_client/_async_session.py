@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from . import _protocol as proto
-from ._base import SessionBase, SessionState
+from ._base import Instrumentation, SessionBase, SessionState
 from ._exceptions import KernelClientError, TransportError
 from ._protocol import CLOSED, OutputCallback
 from ._result import ExecutionResult
@@ -99,6 +99,7 @@ class AsyncGatewayKernelSession(SessionBase):
         retry_delay: float = 1.0,
         *,
         kernel_id: str | None = None,
+        metrics: Instrumentation | None = None,
     ) -> None:
         super().__init__(
             gateway_http,
@@ -109,6 +110,7 @@ class AsyncGatewayKernelSession(SessionBase):
             max_retries,
             retry_delay,
             kernel_id=kernel_id,
+            metrics=metrics,
         )
         self._http: aiohttp.ClientSession | None = None
         self._channel: _AsyncChannel | None = None
@@ -149,7 +151,7 @@ class AsyncGatewayKernelSession(SessionBase):
         await self._close_transport()
 
     async def _close_transport(self) -> None:
-        self._state = SessionState.CLOSED
+        self._mark_closed()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None

@@ -6,12 +6,24 @@ Each face adds only the I/O that performs the protocol core's actions (see ``_pr
 from __future__ import annotations
 
 import enum
+import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from . import _protocol as proto
-from ._exceptions import SessionStateError
+from ._exceptions import KernelClientError, SessionStateError
 from ._protocol import KernelRef, Message, OutputCallback
+from ._result import ExecutionResult
+
+
+class Instrumentation(Protocol):
+    """What a session reports about itself (``_metrics.KernelMetrics`` implements it)."""
+
+    def started(self, kernel_name: str, seconds: float) -> None: ...
+    def closed(self, kernel_name: str) -> None: ...
+    def executed(self, kernel_name: str, result: ExecutionResult) -> None: ...
+    def failed(self, kernel_name: str, operation: str, error: BaseException) -> None: ...
+    def acquired(self, kernel_name: str, seconds: float) -> None: ...
 
 
 class SessionState(enum.Enum):
@@ -34,6 +46,7 @@ class SessionBase:
         retry_delay: float = 1.0,
         *,
         kernel_id: str | None = None,
+        metrics: Instrumentation | None = None,
     ) -> None:
         _check_url("gateway_http", gateway_http, ("http://", "https://"))
         _check_url("gateway_ws", gateway_ws, ("ws://", "wss://"))
@@ -53,6 +66,7 @@ class SessionBase:
         self.max_retries = int(max_retries)
         self.retry_delay = float(retry_delay)
         self.kernel_info: dict[str, Any] = {}
+        self.metrics = metrics
         self._attach_to = kernel_id
         self._owns_kernel = kernel_id is None
         self._ref: KernelRef | None = None
@@ -83,6 +97,9 @@ class SessionBase:
             raise SessionStateError("this session is already started")
 
     def _start_flow(self) -> proto.Flow:
+        return self._observed(self._start_and_connect(), "start")
+
+    def _start_and_connect(self) -> proto.Flow:
         kernel_id = self._attach_to
         if kernel_id is None:
             kernel_id = yield from proto.start_flow(
@@ -119,7 +136,28 @@ class SessionBase:
             code, session_id=ref.session_id, username=self._username
         )
         collector = proto.ExecutionCollector(request["header"]["msg_id"], on_output=on_output)
-        return proto.execute_flow(ref, request, collector, timeout)
+        return self._observed(proto.execute_flow(ref, request, collector, timeout), "execute")
+
+    def _observed(self, flow: proto.Flow, operation: str) -> proto.Flow:
+        """``flow``, reporting its outcome and duration to :attr:`metrics`."""
+        if self.metrics is None:
+            return (yield from flow)
+        started = time.monotonic()
+        try:
+            value = yield from flow
+        except KernelClientError as exc:
+            self.metrics.failed(self.kernel_name, operation, exc)
+            raise
+        if operation == "start":
+            self.metrics.started(self.kernel_name, time.monotonic() - started)
+        elif isinstance(value, ExecutionResult):
+            self.metrics.executed(self.kernel_name, value)
+        return value
+
+    def _mark_closed(self) -> None:
+        if self._state is SessionState.STARTED and self.metrics is not None:
+            self.metrics.closed(self.kernel_name)
+        self._state = SessionState.CLOSED
 
     def _require_started(self) -> KernelRef:
         if self._state is SessionState.CLOSED:

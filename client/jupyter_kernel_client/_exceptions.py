@@ -10,7 +10,12 @@
     ├── StartupTimeoutError               the kernel did not answer within startup_timeout
     ├── ExecutionError                    raised by ExecutionResult.raise_for_error()
     ├── SessionStateError                 the session is not started, or already closed
-    └── PoolTimeoutError                  no kernel became free in the pool within the timeout
+    ├── PoolTimeoutError                  no kernel became free in the pool within the timeout
+    ├── FileOperationError                a file operation run in the kernel failed
+    └── FileServerError                   the file server refused a request
+        ├── FileServerAuthError           401/403: missing or wrong token
+        ├── RemoteFileNotFoundError       404: no such file on the shared volume
+        └── FileTooLargeError             413: the upload exceeds the server's limit
 
 Exceptions from ``requests``, ``websocket-client`` and ``aiohttp`` never leak: they are converted
 at the boundary into one of the classes above, with the original kept as ``__cause__``.
@@ -85,3 +90,31 @@ class SessionStateError(KernelClientError):
 
 class PoolTimeoutError(KernelClientError, TimeoutError):
     """No pooled kernel became available within the acquire timeout."""
+
+
+class FileOperationError(KernelClientError):
+    """A file operation performed by code in the kernel failed (see ``ename``)."""
+
+    def __init__(self, message: str, *, ename: str = "") -> None:
+        super().__init__(message)
+        self.ename = ename
+
+
+class FileServerError(KernelClientError):
+    """The file server answered with an error status."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class FileServerAuthError(FileServerError):
+    """The file server refused the token (401) or the operation (403)."""
+
+
+class RemoteFileNotFoundError(FileServerError):
+    """The file does not exist on the shared volume (404)."""
+
+
+class FileTooLargeError(FileServerError):
+    """The upload is larger than the file server accepts (413)."""

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
+from ._base import Instrumentation
 from ._exceptions import KernelClientError, KernelDiedError, PoolTimeoutError, SessionStateError
 from ._session import GatewayKernelSession
 
@@ -24,7 +25,8 @@ class KernelSessionPool:
     Idle kernels are health-checked every ``health_check_interval`` seconds; dead ones, and
     kernels released with ``discard=True`` or found closed, are shut down and replaced.
     ``close()`` shuts every kernel down, in use or not.  ``session_class`` lets the pool hand out
-    a subclass (e.g. the Prometheus session).
+    a subclass; ``metrics=KernelMetrics.for_registry(registry)`` instruments the pool's
+    sessions and its acquire times.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class KernelSessionPool:
         )
         self._session_class = session_class
         self._session_kwargs = session_kwargs
+        self._metrics: Instrumentation | None = session_kwargs.get("metrics")
         # Fail on bad arguments now, not in a background thread later.
         session_class(*self._new_args, **session_kwargs)
         self._cond = threading.Condition()
@@ -130,6 +133,13 @@ class KernelSessionPool:
 
     def acquire(self, timeout: float | None = None) -> GatewayKernelSession:
         """Take a kernel; start one if none is idle and the pool may grow; else wait."""
+        started = time.monotonic()
+        session = self._acquire(timeout)
+        if self._metrics is not None:
+            self._metrics.acquired(self._new_args[2], time.monotonic() - started)
+        return session
+
+    def _acquire(self, timeout: float | None) -> GatewayKernelSession:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:

@@ -15,7 +15,7 @@ import requests
 import websocket
 
 from . import _protocol as proto
-from ._base import SessionBase, SessionState
+from ._base import Instrumentation, SessionBase, SessionState
 from ._exceptions import KernelClientError, TransportError
 from ._protocol import CLOSED, OutputCallback
 from ._result import ExecutionResult
@@ -124,6 +124,7 @@ class GatewayKernelSession(SessionBase):
         retry_delay: float = 1.0,
         *,
         kernel_id: str | None = None,
+        metrics: Instrumentation | None = None,
     ) -> None:
         super().__init__(
             gateway_http,
@@ -134,6 +135,7 @@ class GatewayKernelSession(SessionBase):
             max_retries,
             retry_delay,
             kernel_id=kernel_id,
+            metrics=metrics,
         )
         self._http = requests.Session()
         self._channel: _Channel | None = None
@@ -174,7 +176,7 @@ class GatewayKernelSession(SessionBase):
         self._close_transport()
 
     def _close_transport(self) -> None:
-        self._state = SessionState.CLOSED
+        self._mark_closed()
         if self._channel is not None:
             self._channel.close()
             self._channel = None
