@@ -8,7 +8,7 @@ import posixpath
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import requests
@@ -124,8 +124,7 @@ class AuthenticatedKernelSession(GatewayKernelSession):
             _reporter(progress, show_progress, total, f"upload {source.name}") as report,
             source.open("rb") as stream,
         ):
-            headers = {"Content-Length": str(total)}
-            self._request("PUT", remote, data=_chunks(stream, report), headers=headers).close()
+            self._request("PUT", remote, data=_ReportingReader(stream, total, report)).close()
         return posixpath.join(self.shared_dir, remote)
 
     def download_from_kernel(
@@ -188,10 +187,20 @@ def _file_server_error(response: requests.Response, remote: str) -> FileServerEr
     return FileServerError(message, status_code=status)
 
 
-def _chunks(stream: Any, report: Callable[[int], None]) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK_SIZE):
-        report(len(chunk))
-        yield chunk
+class _ReportingReader:
+    """A file wrapper with a known length (so the body is sent with Content-Length, not
+    chunked) that reports every block read."""
+
+    def __init__(self, stream: BinaryIO, total: int, report: Callable[[int], None]) -> None:
+        self._stream, self._total, self._report = stream, total, report
+
+    def __len__(self) -> int:
+        return self._total
+
+    def read(self, size: int = CHUNK_SIZE) -> bytes:
+        chunk = self._stream.read(max(size, CHUNK_SIZE))
+        self._report(len(chunk))
+        return chunk
 
 
 @contextlib.contextmanager

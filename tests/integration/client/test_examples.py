@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.gateway import Gateway
+from tests.integration.fileserver.fileserver_harness import start_uvicorn
+from tests.support.gateway import Gateway, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -40,3 +41,35 @@ def test_basic_usage(gateway: Gateway, tmp_path: Path) -> None:
 def test_async_example(gateway: Gateway) -> None:
     out = run_example("async_example.py", gateway)
     assert out.splitlines() == ["Hello, async world!", "squares: 1, 4, 9"]
+
+
+def test_metrics_example(gateway: Gateway) -> None:
+    out = run_example("metrics_example.py", gateway, METRICS_PORT=str(free_port()))
+    lines = out.splitlines()
+    assert lines[0] == "Hello, Prometheus!"
+    assert 'jupyter_kernel_executions_total{kernel_name="python3",status="ok"} 6.0' in lines
+    assert 'jupyter_kernel_executions_total{kernel_name="python3",status="error"} 1.0' in lines
+    assert 'jupyter_kernel_active_sessions{kernel_name="python3"} 0.0' in lines
+
+
+def test_auth_example(gateway: Gateway, tmp_path: Path) -> None:
+    root = tmp_path / "shared"
+    root.mkdir()
+    server = start_uvicorn(root, tmp_path / "server.log")
+    try:
+        out = run_example(
+            "auth_example.py",
+            gateway,
+            FILE_SERVER_URL=server.base_url,
+            FILE_SERVER_TOKEN=server.token,
+            SHARED_DIR=str(root),
+        )
+    finally:
+        server.stop()
+    assert out.splitlines() == [
+        "kernel wrote: Hello from authenticated kernel!",
+        "kernel reads upload: 'uploaded from the client'",
+        "downloaded: kernel_output.csv 3,9",
+        "shared files: ['kernel_output.csv', 'local_file.txt', 'test.txt']",
+    ]
+    assert (root / "local_file.txt").read_text() == "uploaded from the client\n"
