@@ -7,13 +7,13 @@ import os
 import signal
 
 import pytest
+
 from jupyter_kernel_client import (
     AsyncGatewayKernelSession,
     ExecutionTimeoutError,
     KernelDiedError,
     UnknownKernelNameError,
 )
-
 from tests.support.gateway import Gateway
 
 

@@ -76,11 +76,13 @@ async def test_async_session_and_pool_report_into_the_same_families(gateway: Gat
         gateway.http, gateway.ws, "python3", metrics=metrics
     ) as session:
         await session.execute("2 + 2")
-    with KernelSessionPool(
-        gateway.http, gateway.ws, "python3", size=1, health_check_interval=None, metrics=metrics
-    ) as pool:
-        with pool.session() as pooled:
-            pooled.execute("3 + 3")
+    with (
+        KernelSessionPool(
+            gateway.http, gateway.ws, "python3", size=1, health_check_interval=None, metrics=metrics
+        ) as pool,
+        pool.session() as pooled,
+    ):
+        pooled.execute("3 + 3")
 
     def sample(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {"kernel_name": "python3", **labels})

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 import requests
-from jupyter_kernel_client import KernelDiedError, KernelSessionPool, PoolTimeoutError
 
+from jupyter_kernel_client import KernelDiedError, KernelSessionPool, PoolTimeoutError
 from tests.support.gateway import Gateway
 
 

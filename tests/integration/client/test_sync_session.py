@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+
 from jupyter_kernel_client import (
     ExecutionTimeoutError,
     GatewayKernelSession,
@@ -20,7 +21,6 @@ from jupyter_kernel_client import (
     TransportError,
     UnknownKernelNameError,
 )
-
 from tests.support.gateway import Gateway, free_port
 
 # A 1x1 PNG, built in the kernel so no plotting library is needed there.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 
-import jupyter_kernel_client as jkc
 import pytest
+
+import jupyter_kernel_client as jkc
 from jupyter_kernel_client import (
     AsyncGatewayKernelSession,
     GatewayKernelSession,

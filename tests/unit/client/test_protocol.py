@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from jupyter_kernel_client import (
     ExecutionError,
     ExecutionTimeoutError,
