@@ -68,7 +68,7 @@ class KernelSessionPool:
         self._session_kwargs = session_kwargs
         self._metrics: Instrumentation | None = session_kwargs.get("metrics")
         # Fail on bad arguments now, not in a background thread later.
-        session_class(*self._new_args, **session_kwargs)
+        session_class(*self._new_args, **session_kwargs).shutdown()
         self._cond = threading.Condition()
         self._idle: collections.deque[GatewayKernelSession] = collections.deque()
         self._in_use: set[GatewayKernelSession] = set()
