@@ -1,0 +1,208 @@
+"""Start one kernel as a pod in the kernel namespace (run by Enterprise Gateway for each kernel).
+
+Enterprise Gateway's KubernetesProcessProxy runs a kernelspec's ``argv`` inside the gateway pod
+and then waits for a pod labelled ``kernel_id=<id>,component=kernel`` in ``KERNEL_NAMESPACE``
+to return the kernel's connection info to the gateway's response address. This launcher renders
+``kernel-pod.yaml.j2`` (next to it) and creates that pod. It replaces EG's stock
+``launch_kubernetes.py`` because that one
+
+* copies its whole environment into the pod - and EG 3.3 gives a launcher the gateway's *entire*
+  environment whenever a start request carries no ``env``, gateway token included;
+* renders every ``KERNEL_*`` variable, which a client chooses, into the pod YAML unchecked, so a
+  value with a quote and a newline could add fields to the pod.
+
+Here the template receives a fixed set of keywords, each validated (pod name, kernel id,
+resource quantities); everything else in the pod (namespace, image, identity, security context,
+volumes) is fixed by the chart. The kernel's environment is an allowlist: what its bootstrap
+needs, the ``KERNEL_*`` variables (set by the client or by EG, never secret), and the client
+variables named in ``SANDBOX_CLIENT_ENVS`` (from the kernelspec, i.e. the chart).
+
+Only the standard library plus Jinja2 and PyYAML (both in the gateway's environment) are used;
+the API server is called over HTTPS with the gateway's service account token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import ssl
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import jinja2
+import yaml
+
+TEMPLATE = "kernel-pod.yaml.j2"
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+# Kubernetes quantities (cpu "500m", "0.5", "2"; memory "512Mi", "1G", "129e6").
+QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([EPTGMk]i?|[eE][0-9]+|m)?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+KERNEL_ID = re.compile(r"^[0-9a-fA-F-]{32,36}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESOURCE_KEYWORDS = ("kernel_cpus", "kernel_memory", "kernel_cpus_limit", "kernel_memory_limit")
+
+
+class LaunchError(Exception):
+    """The kernel cannot be launched; the message says why, in one line."""
+
+
+class PodAPI(Protocol):
+    def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> None: ...
+
+
+def template_keywords(env: Mapping[str, str], kernel_id: str) -> dict[str, str]:
+    """The only values the pod template sees, each checked."""
+    if not KERNEL_ID.match(kernel_id):
+        raise LaunchError(f"invalid kernel id {kernel_id!r}")
+    pod_name = env.get("KERNEL_POD_NAME", "")
+    if not DNS_LABEL.match(pod_name):
+        raise LaunchError(f"invalid KERNEL_POD_NAME {pod_name!r}")
+    keywords = {"kernel_id": kernel_id, "kernel_pod_name": pod_name}
+    for keyword in RESOURCE_KEYWORDS:
+        value = env.get(keyword.upper())
+        if value is None or value == "":
+            continue
+        if not QUANTITY.match(value):
+            raise LaunchError(f"{keyword.upper()}={value!r} is not a Kubernetes quantity")
+        keywords[keyword] = value
+    return keywords
+
+
+def kernel_environment(env: Mapping[str, str], args: argparse.Namespace) -> list[dict[str, str]]:
+    """The kernel container's environment: an allowlist, never the launcher's whole environment."""
+    chosen = {name: value for name, value in env.items() if name.startswith("KERNEL_")}
+    for name in filter(None, env.get("SANDBOX_CLIENT_ENVS", "").split(",")):
+        if ENV_NAME.match(name) and name in env:
+            chosen[name] = env[name]
+    chosen.update(
+        {
+            "KERNEL_ID": args.kernel_id,
+            "RESPONSE_ADDRESS": args.response_address,
+            "PUBLIC_KEY": args.public_key,
+            "PORT_RANGE": args.port_range or "0..0",
+        }
+    )
+    if args.kernel_class_name:
+        chosen["KERNEL_CLASS_NAME"] = args.kernel_class_name
+    return [{"name": name, "value": value} for name, value in sorted(chosen.items())]
+
+
+def render_pod(template_dir: Path, keywords: Mapping[str, str]) -> dict[str, Any]:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # YAML, not HTML; values are validated above instead
+        undefined=jinja2.Undefined,
+    )
+    rendered = environment.get_template(TEMPLATE).render(**keywords)
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    if len(documents) != 1 or documents[0].get("kind") != "Pod":
+        raise LaunchError(f"{TEMPLATE} must describe exactly one Pod")
+    pod: dict[str, Any] = documents[0]
+    return pod
+
+
+def build_pod(
+    template_dir: Path, env: Mapping[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    pod = render_pod(template_dir, template_keywords(env, args.kernel_id))
+    namespace = pod["metadata"]["namespace"]
+    # The gateway looks for (and later deletes) the pod in KERNEL_NAMESPACE, which a client can
+    # set: a pod created elsewhere would be orphaned, so refuse instead.
+    if env.get("KERNEL_NAMESPACE", namespace) != namespace:
+        raise LaunchError(f"kernels run only in namespace {namespace!r}")
+    container = pod["spec"]["containers"][0]
+    fixed = [e for e in container.get("env") or [] if e.get("name")]
+    given = kernel_environment(env, args)
+    names = {e["name"] for e in given}
+    # The template's own variables stay unless the kernel's are the same names.
+    container["env"] = [e for e in fixed if e["name"] not in names] + given
+    return pod
+
+
+class InClusterAPI:
+    """The API server, reached with the pod's service account (what the gateway runs as)."""
+
+    def __init__(self, sa_dir: Path = SERVICE_ACCOUNT_DIR) -> None:
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = int(os.environ.get("KUBERNETES_SERVICE_PORT", "443"))
+        if not host:
+            raise LaunchError("KUBERNETES_SERVICE_HOST is not set: not running in a pod?")
+        self._host, self._port = host, port
+        self._token = (sa_dir / "token").read_text().strip()
+        self._tls = ssl.create_default_context(cafile=str(sa_dir / "ca.crt"))
+
+    def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> None:
+        connection = http.client.HTTPSConnection(
+            self._host, self._port, context=self._tls, timeout=30
+        )
+        try:
+            connection.request(
+                "POST",
+                f"/api/v1/namespaces/{namespace}/pods",
+                body=json.dumps(pod),
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+            )
+            response = connection.getresponse()
+            body = response.read().decode("utf-8", "replace")
+        finally:
+            connection.close()
+        check_response(response.status, body)
+
+
+def check_response(status: int, body: str) -> None:
+    """Accept a created pod or an existing one (EG retrying a kernel id); refuse the rest."""
+    if status in (200, 201, 202):
+        return
+    try:
+        reason = json.loads(body).get("reason", "")
+        message = json.loads(body).get("message", body)
+    except (ValueError, AttributeError):
+        reason, message = "", body
+    if status == 409 and reason == "AlreadyExists":
+        return
+    raise LaunchError(f"the API server refused the kernel pod ({status}): {message}")
+
+
+def launch(
+    args: argparse.Namespace, env: Mapping[str, str], api: PodAPI, template_dir: Path
+) -> dict[str, Any]:
+    pod = build_pod(template_dir, env, args)
+    api.create_pod(pod["metadata"]["namespace"], pod)
+    return pod
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernel-id", required=True)
+    parser.add_argument("--port-range", default="0..0")
+    parser.add_argument("--response-address", required=True)
+    parser.add_argument("--public-key", required=True)
+    parser.add_argument("--kernel-class-name", default="")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        launch(args, os.environ, InClusterAPI(), Path(__file__).parent)
+    except (LaunchError, OSError) as exc:
+        # One line on stderr (the gateway's log); the environment is never printed.
+        print(f"launch_kubernetes: kernel {args.kernel_id}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
