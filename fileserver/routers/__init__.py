@@ -1,0 +1,1 @@
+"""HTTP routers: ``health`` (public) and ``files`` (token required)."""
