@@ -1,10 +1,51 @@
-"""Enterprise Gateway configuration shared by the gateway image and the test gateway."""
+"""Enterprise Gateway configuration shared by the gateway image and the test gateway.
+
+Everything here is backend-neutral: the Docker specifics (network, kernelspecs, poll interval)
+come from the gateway image's environment and command line, so the test gateway that runs local
+kernels loads this same file.  Tunables are read from the environment with local defaults.
+"""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import sandbox_gateway_patches  # noqa: E402
+import sandbox_gateway_patches
 
 sandbox_gateway_patches.apply()
+
+c = get_config()  # type: ignore[name-defined]  # noqa: F821  (injected by traitlets)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in ("1", "true", "yes", "on")
+
+
+# Idle kernels hold a container (memory, pids) each: cull them.  A kernel is idle when it has not
+# executed anything for SANDBOX_CULL_IDLE_TIMEOUT seconds; 0 disables culling.  Kernels with an
+# open websocket are culled too by default, because an abandoned notebook tab keeps one open.
+c.MappingKernelManager.cull_idle_timeout = _env_int("SANDBOX_CULL_IDLE_TIMEOUT", 3600)
+c.MappingKernelManager.cull_interval = _env_int("SANDBOX_CULL_INTERVAL", 60)
+c.MappingKernelManager.cull_connected = _env_bool("SANDBOX_CULL_CONNECTED", True)
+c.MappingKernelManager.cull_busy = False
+
+# Session persistence: the gateway writes each kernel's connection info to persistence_root and,
+# when it starts after a crash (OOM kill, SIGKILL, host reboot of the gateway container only),
+# re-attaches to the kernel containers still running instead of forgetting them — they would
+# otherwise run on, unreachable, until removed by hand.  "standalone" availability makes EG load
+# every persisted session at start-up (the default "replication" loads one only when a client
+# names it, so GET /api/kernels would not list it).  A graceful stop still shuts every kernel down
+# and deletes its session: that is EG's own behaviour, and it keeps `docker-compose down` from
+# leaving kernel containers behind.  Off unless SANDBOX_SESSION_PERSISTENCE is set, since it needs
+# a directory that survives the gateway container.
+if _env_bool("SANDBOX_SESSION_PERSISTENCE", False):
+    c.KernelSessionManager.enable_persistence = True
+    c.EnterpriseGatewayApp.availability_mode = "standalone"
+    if os.environ.get("SANDBOX_SESSION_ROOT"):
+        c.KernelSessionManager.persistence_root = os.environ["SANDBOX_SESSION_ROOT"]

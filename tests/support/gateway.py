@@ -56,8 +56,15 @@ def free_port() -> int:
 class Gateway:
     """One Enterprise Gateway process on a loopback port; start/stop may be repeated."""
 
-    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        config: Path | None = GATEWAY_CONFIG,
+    ) -> None:
+        """``config=None`` runs stock Enterprise Gateway, without the sandbox's config/patches."""
         self.port = port or free_port()
+        self._config = config
         self.http = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
         self._extra_env = env or {}
@@ -91,7 +98,7 @@ class Gateway:
                 "--ip=127.0.0.1",
                 f"--port={self.port}",
                 "--port_retries=0",
-                f"--config={GATEWAY_CONFIG}",
+                *([f"--config={self._config}"] if self._config is not None else []),
             ],
             cwd=self._dir,
             env=env,

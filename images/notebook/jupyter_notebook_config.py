@@ -1,0 +1,37 @@
+"""Jupyter Notebook configuration: every kernel is remote, started by Enterprise Gateway.
+
+The notebook server itself runs no kernel; it forwards kernelspec listing, kernel start and the
+kernel websocket to the gateway (jupyter_server's GatewayClient), which starts each kernel in its
+own hardened container.  No token locally: compose publishes the port on 127.0.0.1 only.
+Settings can be overridden from the environment (JUPYTER_GATEWAY_URL, NOTEBOOK_TOKEN).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+c = get_config()  # type: ignore[name-defined]  # noqa: F821  (injected by traitlets)
+
+c.ServerApp.ip = os.environ.get("NOTEBOOK_IP", "0.0.0.0")
+c.ServerApp.port = int(os.environ.get("NOTEBOOK_PORT", "8888"))
+c.ServerApp.open_browser = False
+c.ServerApp.root_dir = os.environ.get("NOTEBOOK_ROOT_DIR", "/home/jovyan")
+c.IdentityProvider.token = os.environ.get("NOTEBOOK_TOKEN", "")
+c.PasswordIdentityProvider.hashed_password = ""
+
+c.GatewayClient.url = os.environ.get("JUPYTER_GATEWAY_URL", "http://gateway:8889")
+# Left unset, the websocket URL is derived from the HTTP one (an explicit None would break it).
+if os.environ.get("JUPYTER_GATEWAY_WS_URL"):
+    c.GatewayClient.ws_url = os.environ["JUPYTER_GATEWAY_WS_URL"]
+if os.environ.get("JUPYTER_GATEWAY_AUTH_TOKEN"):
+    c.GatewayClient.auth_token = os.environ["JUPYTER_GATEWAY_AUTH_TOKEN"]
+# A kernel start includes starting its container; leave room for a cold image cache.
+c.GatewayClient.connect_timeout = float(os.environ.get("JUPYTER_GATEWAY_CONNECT_TIMEOUT", "60"))
+c.GatewayClient.request_timeout = float(os.environ.get("JUPYTER_GATEWAY_REQUEST_TIMEOUT", "60"))
+
+# Chromium refuses the legacy-only kernel websocket of gateway mode; translate instead (see
+# sandbox_notebook_ws.py).
+c.ServerApp.kernel_websocket_connection_class = (
+    "sandbox_notebook_ws.TranslatingGatewayWebSocketConnection"
+)

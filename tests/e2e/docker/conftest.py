@@ -1,0 +1,219 @@
+"""The compose stack, brought up once per test session from the already-built images.
+
+Skips (with the reason) when no Docker engine or no built images are available, unless
+``SANDBOX_REQUIRE_DOCKER=1`` — then that is a failure, so CI cannot pass with these tests
+skipped.  The stack runs under its own compose project, network, volume and free host ports,
+so it never collides with a stack a developer has up on 8888/8889/8080.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[3]
+ARTIFACTS = REPO / "test-artifacts"
+VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
+IMAGES = ("gateway", "notebook", "fileserver", "kernel-python")
+PROJECT = os.environ.get("SANDBOX_E2E_PROJECT", "mjse2e")
+FILE_SERVER_TOKEN = "e2e-file-server-token"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("SANDBOX_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"SANDBOX_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
+    """Run a docker CLI command and return its stdout."""
+    done = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+@dataclass
+class Stack:
+    """Addresses and names of the running e2e stack."""
+
+    project: str
+    compose: list[str]
+    env: dict[str, str]
+    gateway_port: int
+    notebook_port: int
+    file_server_port: int
+    kernel_network: str
+    shared_volume: str
+    token: str = FILE_SERVER_TOKEN
+    _containers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gateway_http(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def gateway_ws(self) -> str:
+        return f"ws://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def notebook_url(self) -> str:
+        return f"http://127.0.0.1:{self.notebook_port}"
+
+    @property
+    def file_server_url(self) -> str:
+        return f"http://127.0.0.1:{self.file_server_port}"
+
+    def run_compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.compose, "-p", self.project, "-f", str(REPO / "docker-compose.yaml"), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def container(self, service: str) -> str:
+        """The container id of a compose service."""
+        done = self.run_compose("ps", "-q", service)
+        container_id = done.stdout.strip()
+        if not container_id:
+            raise RuntimeError(f"service {service} has no container: {done.stderr}")
+        return container_id
+
+    def kernel_containers(self) -> list[dict[str, Any]]:
+        """`docker inspect` of every running kernel container of this stack."""
+        ids = docker(
+            "ps",
+            "-q",
+            "--filter",
+            "label=component=kernel",
+            "--filter",
+            f"network={self.kernel_network}",
+        ).split()
+        return json.loads(docker("inspect", *ids)) if ids else []
+
+    def kernel_container(self, kernel_id: str) -> dict[str, Any]:
+        ids = docker("ps", "-q", "--filter", f"label=kernel_id={kernel_id}").split()
+        assert len(ids) == 1, f"expected one container for kernel {kernel_id}, found {ids}"
+        return dict(json.loads(docker("inspect", ids[0]))[0])
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        endpoints = {
+            "gateway": f"{self.gateway_http}/api/kernelspecs",
+            "notebook": f"{self.notebook_url}/api/status",
+            "fileserver": f"{self.file_server_url}/health",
+        }
+        pending = dict(endpoints)
+        while pending and time.monotonic() < deadline:
+            for name, url in list(pending.items()):
+                try:
+                    if requests.get(url, timeout=2).status_code == 200:
+                        del pending[name]
+                except requests.RequestException:
+                    pass
+            if pending:
+                time.sleep(0.5)
+        if pending:
+            logs = self.run_compose("logs", "--tail=40").stdout
+            raise RuntimeError(f"services not healthy after {timeout}s: {sorted(pending)}\n{logs}")
+
+
+def _remove_kernel_containers(network: str) -> None:
+    ids = docker("ps", "-aq", "--filter", f"network={network}", check=False).split()
+    if ids:
+        docker("rm", "-f", *ids, check=False)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The compose stack under test (notebook, gateway, file server, kernel image)."""
+    compose = _compose_command()
+    if compose is None or shutil.which("docker") is None:
+        _unavailable("no Docker CLI / Compose found (install docker.io and docker-compose)")
+        raise AssertionError("unreachable")
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
+        _unavailable("no Docker engine reachable (start dockerd)")
+    missing = [
+        name
+        for name in IMAGES
+        if subprocess.run(
+            ["docker", "image", "inspect", f"mini-jupyter-sandbox/{name}:{VERSION}"],
+            capture_output=True,
+        ).returncode
+        != 0
+    ]
+    if missing:
+        _unavailable(f"images not built: {', '.join(missing)} (run images/build.sh)")
+
+    env = dict(os.environ)
+    stack = Stack(
+        project=PROJECT,
+        compose=compose,
+        env=env,
+        gateway_port=_free_port(),
+        notebook_port=_free_port(),
+        file_server_port=_free_port(),
+        kernel_network=f"{PROJECT}-kernels",
+        shared_volume=f"{PROJECT}-shared",
+    )
+    env.update(
+        {
+            "SANDBOX_VERSION": VERSION,
+            "GATEWAY_PORT": str(stack.gateway_port),
+            "NOTEBOOK_PORT": str(stack.notebook_port),
+            "FILE_SERVER_PORT": str(stack.file_server_port),
+            "SANDBOX_KERNEL_NETWORK": stack.kernel_network,
+            "SANDBOX_SHARED_VOLUME": stack.shared_volume,
+            "FILE_SERVER_TOKEN": FILE_SERVER_TOKEN,
+            "SANDBOX_BIND_ADDRESS": "127.0.0.1",
+        }
+    )
+    # Leftovers of an interrupted earlier run would hold the network and volume.
+    stack.run_compose("down", "-v", "--remove-orphans")
+    _remove_kernel_containers(stack.kernel_network)
+    up = stack.run_compose("up", "-d", "--no-build")
+    try:
+        if up.returncode != 0:
+            raise RuntimeError(f"compose up failed:\n{up.stdout}\n{up.stderr}")
+        stack.wait_healthy()
+        yield stack
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "compose-e2e.log").write_text(stack.run_compose("logs").stdout)
+        stack.run_compose("down", "-v", "--remove-orphans")
+        _remove_kernel_containers(stack.kernel_network)
+        docker("network", "rm", stack.kernel_network, check=False)
+        docker("volume", "rm", stack.shared_volume, check=False)
