@@ -26,6 +26,8 @@ class _AsyncChannel:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
+        self.subprotocol: str | None = ws.protocol
+        self._codec = proto.codec_for(self.subprotocol)
         self._frames: asyncio.Queue[Any] = asyncio.Queue()
         self.listening = False
         raw = ws.get_extra_info("socket")
@@ -33,24 +35,36 @@ class _AsyncChannel:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        decode = self._codec.decode
         try:
-            async for message in self._ws:
+            while True:
+                message = await self._ws.receive()
                 quickack(self._sock)
+                if message.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    if message.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
+                        continue
+                    break  # close, closing, closed or error
                 if not self.listening:
                     continue
-                if (
-                    message.type is aiohttp.WSMsgType.TEXT
-                    or message.type is aiohttp.WSMsgType.BINARY
-                ):
-                    self._frames.put_nowait(message.data)
+                # A list, so that pop() hands the decoder the frame's only reference.
+                box = [message.data]
+                del message
+                try:
+                    self._frames.put_nowait(decode(box.pop()))
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._frames.put_nowait(TransportError(f"malformed kernel message: {exc}"))
+                    break
         except (aiohttp.ClientError, OSError):
             pass  # connection gone: reported to the waiting exchange as CLOSED
         finally:
             self._frames.put_nowait(CLOSED)
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: str | bytes) -> None:
         try:
-            await self._ws.send_str(frame)
+            if isinstance(frame, bytes):
+                await self._ws.send_bytes(frame)
+            else:
+                await self._ws.send_str(frame)
         except (aiohttp.ClientError, OSError, ConnectionResetError) as exc:
             raise TransportError(f"cannot send to the kernel websocket: {exc}") from exc
 
@@ -61,6 +75,8 @@ class _AsyncChannel:
             return None
         if frame is CLOSED:
             self._frames.put_nowait(CLOSED)
+        elif isinstance(frame, TransportError):
+            raise frame
         return frame
 
     def drain(self) -> None:
@@ -137,7 +153,7 @@ class AsyncGatewayKernelSession(SessionBase):
             if self._state is SessionState.CLOSED:
                 return
             try:
-                await self._run(self._shutdown_flow())
+                await self._run(self._shutdown_flow(), listen=False)
             finally:
                 await self._close_transport()
 
@@ -145,7 +161,7 @@ class AsyncGatewayKernelSession(SessionBase):
 
     async def _abandon(self) -> None:
         try:
-            await self._run(self._shutdown_flow())
+            await self._run(self._shutdown_flow(), listen=False)
         except KernelClientError:
             logger.warning("could not shut down kernel %s after a failed start", self.kernel_id)
         await self._close_transport()
@@ -188,7 +204,7 @@ class AsyncGatewayKernelSession(SessionBase):
 
     async def interrupt(self) -> None:
         """Interrupt whatever the kernel is running."""
-        await self._run(proto.interrupt_flow(self._require_started()))
+        await self._run(proto.interrupt_flow(self._require_started()), listen=False)
 
     async def is_alive(self) -> bool:
         """Whether the gateway still has the kernel and it is not dead."""
@@ -196,17 +212,19 @@ class AsyncGatewayKernelSession(SessionBase):
             return False
         if self._channel is None or not self._channel.alive:
             return False
-        state = await self._run(proto.kernel_state_flow(self._ref))
+        state = await self._run(proto.kernel_state_flow(self._ref), listen=False)
         return state is not None and state != "dead"
 
     # --- the I/O of the protocol core's actions ---------------------------------------------
 
-    async def _run(self, flow: proto.Flow) -> Any:
+    async def _run(self, flow: proto.Flow, *, listen: bool = True) -> Any:
+        """Perform ``flow``'s actions until it returns (see ``GatewayKernelSession._run``)."""
         outcome: Any = None
         failure: TransportError | None = None
-        if self._channel is not None:
-            self._channel.drain()
-            self._channel.listening = True
+        channel = self._channel if listen else None
+        if channel is not None:
+            channel.drain()
+            channel.listening = True
         try:
             while True:
                 try:
@@ -219,7 +237,7 @@ class AsyncGatewayKernelSession(SessionBase):
                 except TransportError as exc:
                     failure = exc
         finally:
-            if self._channel is not None:
+            if listen and self._channel is not None:
                 self._channel.listening = False
 
     async def _perform(self, action: proto.Action) -> Any:
@@ -235,24 +253,21 @@ class AsyncGatewayKernelSession(SessionBase):
         http = self._http
         if http is None or http.closed:
             raise TransportError("the session's HTTP connection is closed")
-        if isinstance(action, proto.Http):
-            try:
-                async with http.request(
-                    action.method,
-                    action.url,
-                    json=action.body,
-                    timeout=aiohttp.ClientTimeout(total=action.timeout),
-                ) as response:
-                    return proto.Response(response.status, await response.text())
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                raise TransportError(f"{action.method} {action.url} failed: {exc}") from exc
+        if isinstance(action, (proto.Http, proto.Sleep)):
+            return await perform_http_action(http, action)
         if isinstance(action, proto.Connect):
             if self._channel is not None:
                 await self._channel.close()
             self._channel = None
             try:
                 ws = await asyncio.wait_for(
-                    http.ws_connect(action.url, max_msg_size=0, autoping=True), action.timeout
+                    http.ws_connect(
+                        action.url,
+                        protocols=(proto.WS_SUBPROTOCOL,),
+                        max_msg_size=0,
+                        autoping=True,
+                    ),
+                    action.timeout,
                 )
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 raise TransportError(
@@ -260,8 +275,54 @@ class AsyncGatewayKernelSession(SessionBase):
                 ) from exc
             self._channel = _AsyncChannel(ws)
             self._channel.listening = True
-            return None
-        if isinstance(action, proto.Sleep):
-            await asyncio.sleep(action.seconds)
-            return None
+            return self._channel.subprotocol
         raise AssertionError(f"unknown action {action!r}")
+
+
+# --- flows that need HTTP only (gateway REST), for callers without a kernel websocket ----------
+
+
+async def perform_http_action(
+    http: aiohttp.ClientSession, action: proto.Http | proto.Sleep
+) -> proto.Response | None:
+    """Perform one REST action of the protocol core with ``http``.
+
+    Connection failures and timeouts become :class:`TransportError`, which the runner throws
+    back into the flow (the core decides whether to retry).
+    """
+    if isinstance(action, proto.Sleep):
+        await asyncio.sleep(action.seconds)
+        return None
+    try:
+        async with http.request(
+            action.method,
+            action.url,
+            json=action.body,
+            timeout=aiohttp.ClientTimeout(total=action.timeout),
+        ) as response:
+            return proto.Response(response.status, await response.text())
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        raise TransportError(f"{action.method} {action.url} failed: {exc}") from exc
+
+
+async def run_http_flow(http: aiohttp.ClientSession, flow: proto.Flow) -> Any:
+    """Run a protocol-core flow that only talks REST (start, state, shutdown, listing).
+
+    Used by callers that have no kernel websocket, e.g. the SandboxSession controller; a flow
+    that asks for a websocket action is a programming error.
+    """
+    outcome: Any = None
+    failure: TransportError | None = None
+    while True:
+        try:
+            action = flow.throw(failure) if failure else flow.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+        outcome, failure = None, None
+        if not isinstance(action, (proto.Http, proto.Sleep)):
+            flow.close()
+            raise TypeError(f"run_http_flow cannot perform {type(action).__name__} actions")
+        try:
+            outcome = await perform_http_action(http, action)
+        except TransportError as exc:
+            failure = exc

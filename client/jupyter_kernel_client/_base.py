@@ -70,6 +70,7 @@ class SessionBase:
         self._attach_to = kernel_id
         self._owns_kernel = kernel_id is None
         self._ref: KernelRef | None = None
+        self._codec = proto.JSON_CODEC
         self._state = SessionState.NEW
         self._username = proto.kernel_username(launch_env)
 
@@ -111,18 +112,13 @@ class SessionBase:
                 retry_delay=self.retry_delay,
             )
         self._ref = KernelRef(self.gateway_http, self.gateway_ws, kernel_id, uuid.uuid4().hex)
-        self.kernel_info = yield from self._connect_flow()
-
-    def _connect_flow(self) -> proto.Flow:
-        assert self._ref is not None
-        reply = yield from proto.connect_flow(
+        self._codec, self.kernel_info = yield from proto.connect_flow(
             self._ref,
             username=self._username,
             startup_timeout=self.startup_timeout,
             max_retries=self.max_retries,
             retry_delay=self.retry_delay,
         )
-        return reply
 
     def _execute_flow(
         self, code: str, timeout: float, on_output: OutputCallback | None
@@ -136,7 +132,8 @@ class SessionBase:
             code, session_id=ref.session_id, username=self._username
         )
         collector = proto.ExecutionCollector(request["header"]["msg_id"], on_output=on_output)
-        return self._observed(proto.execute_flow(ref, request, collector, timeout), "execute")
+        flow = proto.execute_flow(ref, self._codec, request, collector, timeout)
+        return self._observed(flow, "execute")
 
     def _observed(self, flow: proto.Flow, operation: str) -> proto.Flow:
         """``flow``, reporting its outcome and duration to :attr:`metrics`."""

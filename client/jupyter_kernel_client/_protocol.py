@@ -14,6 +14,7 @@ action's outcome back into the generator.  This is the shape of httpx's auth flo
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
 import struct
@@ -72,7 +73,11 @@ class Response:
 
 @dataclass(frozen=True)
 class Connect:
-    """Open the kernel's websocket (replacing any open one); failure: :class:`TransportError`."""
+    """Open the kernel's websocket (replacing any open one), offering :data:`WS_SUBPROTOCOL`.
+
+    Outcome: the subprotocol the gateway selected, or ``None``; the session decodes what it
+    receives with ``codec_for(that)``.  Failure: :class:`TransportError`.
+    """
 
     url: str
     timeout: float
@@ -80,14 +85,18 @@ class Connect:
 
 @dataclass(frozen=True)
 class Send:
-    """Send one websocket text frame."""
+    """Send one websocket frame (text if ``str``, binary if ``bytes``)."""
 
-    frame: str
+    frame: str | bytes
 
 
 @dataclass(frozen=True)
 class Receive:
-    """Receive one frame; the outcome is the frame, ``None`` on timeout, or :data:`CLOSED`."""
+    """Receive one message, decoded by the session with the connection's codec.
+
+    Outcome: the message, ``None`` on timeout, or :data:`CLOSED`.  A malformed frame is
+    thrown into the flow as :class:`TransportError`.
+    """
 
     timeout: float
 
@@ -106,7 +115,6 @@ CLOSED: Final = _Closed()
 """Outcome of :class:`Receive` when the websocket is closed."""
 
 Action = Http | Connect | Send | Receive | Sleep
-Frame = str | bytes
 Flow = Generator[Action, Any, Any]
 
 
@@ -155,15 +163,32 @@ def kernel_info_request(*, session_id: str, username: str) -> Message:
     )
 
 
-def encode(message: Message) -> str:
+WS_SUBPROTOCOL: Final = "v1.kernel.websocket.jupyter.org"
+"""The kernel websocket protocol in which the gateway forwards the kernel's frames as they are,
+instead of parsing and re-encoding every message as JSON; requested on every connection."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How messages travel on one websocket: the subprotocol the gateway selected."""
+
+    subprotocol: str | None
+    encode: Callable[[Message], str | bytes]
+    decode: Callable[[Any], Message]
+    """Takes the frame (str or bytes).  Pass it as the only reference (``decode(box.pop())``):
+    the v1 decoder frees the frame before it parses the largest part, so a 20 MB output is
+    held twice, not three times, at peak."""
+
+
+def _encode_json(message: Message) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
-def decode(frame: Frame) -> Message:
-    """Parse a websocket frame: JSON text, or the gateway's binary form for messages with buffers.
+def _decode_json(frame: str | bytes) -> Message:
+    """The legacy form: one JSON text per message, ``channel`` inside it.
 
-    Binary form: ``n`` (uint32, big endian), ``n`` uint32 offsets; part 0 is the JSON message,
-    parts 1.. are its buffers.
+    A binary frame in this form carries buffers: ``n`` (uint32, big endian), ``n`` uint32
+    offsets; part 0 is the JSON message, parts 1.. its buffers.
     """
     if isinstance(frame, str):
         message: Message = json.loads(frame)
@@ -175,6 +200,65 @@ def decode(frame: Frame) -> Message:
     return message
 
 
+def _encode_v1(message: Message) -> bytes:
+    """v1 form: count (uint64 LE), offsets (uint64 LE; the last is the end), the channel, then
+    header, parent_header, metadata, content and buffers as separate parts."""
+    parts = [
+        message["channel"].encode(),
+        *(
+            json.dumps(message[key], separators=(",", ":")).encode()
+            for key in ("header", "parent_header", "metadata", "content")
+        ),
+        *(bytes(b) for b in message.get("buffers", [])),
+    ]
+    offsets = [8 * (len(parts) + 2)]
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    head = b"".join(n.to_bytes(8, "little") for n in (len(offsets), *offsets))
+    return head + b"".join(parts)
+
+
+def _decode_v1(frame: bytes) -> Message:
+    view = memoryview(frame)
+    count = int.from_bytes(view[:8], "little")
+    if count < 6 or len(view) < 8 * (count + 1):
+        raise ValueError(f"malformed v1 kernel frame ({len(view)} bytes, {count} offsets)")
+    offsets = [int.from_bytes(view[8 * i : 8 * (i + 1)], "little") for i in range(1, count + 1)]
+    if offsets != sorted(offsets) or offsets[-1] > len(view):
+        raise ValueError("malformed v1 kernel frame: offsets out of order or out of range")
+    spans = list(itertools.pairwise(offsets))
+    channel, header, parent, metadata, content_text = (
+        str(view[a:b], "utf-8") for a, b in spans[:5]
+    )
+    buffers = [bytes(view[a:b]) for a, b in spans[5:]]
+    # Free the frame before parsing the content, its largest part (see Codec.decode).
+    view.release()
+    del frame
+    return {
+        "channel": channel,
+        "header": json.loads(header),
+        "parent_header": json.loads(parent),
+        "metadata": json.loads(metadata),
+        "content": json.loads(content_text),
+        "buffers": buffers,
+    }
+
+
+JSON_CODEC: Final = Codec(None, _encode_json, _decode_json)
+V1_CODEC: Final = Codec(WS_SUBPROTOCOL, _encode_v1, _decode_v1)
+
+
+def codec_for(subprotocol: str | None) -> Codec:
+    """The codec for the subprotocol the gateway selected (none selected: legacy JSON)."""
+    return V1_CODEC if subprotocol == WS_SUBPROTOCOL else JSON_CODEC
+
+
+def message_type(message: Message) -> str | None:
+    """The message's type, from its header (the only place in the v1 form)."""
+    value = (message.get("header") or {}).get("msg_type") or message.get("msg_type")
+    return value if isinstance(value, str) else None
+
+
 def parent_id(message: Message) -> str | None:
     parent = message.get("parent_header") or {}
     value = parent.get("msg_id")
@@ -183,7 +267,7 @@ def parent_id(message: Message) -> str | None:
 
 def kernel_lost(message: Message) -> str | None:
     """The state if this is the gateway telling that the kernel restarted or died, else None."""
-    if message.get("msg_type") == "status":
+    if message_type(message) == "status":
         state = message.get("content", {}).get("execution_state")
         if state in ("restarting", "dead", "autorestarting"):
             return str(state)
@@ -226,7 +310,7 @@ class ExecutionCollector:
         """Take one message; foreign ones are ignored."""
         if parent_id(message) != self.msg_id:
             return
-        msg_type = message.get("msg_type") or message.get("header", {}).get("msg_type")
+        msg_type = message_type(message)
         content = message.get("content", {})
         if msg_type == self.reply_type:
             self.reply = content
@@ -343,6 +427,8 @@ def connect_flow(
 ) -> Flow:
     """Open the kernel's websocket and wait until the kernel answers a ``kernel_info_request``.
 
+    Returns the connection's :class:`Codec` and the kernel_info reply.
+
     A refused connection, or one the gateway closes while the kernel is still starting (it
     does so when its own kernel_info wait expires), is retried with backoff.
     """
@@ -351,18 +437,18 @@ def connect_flow(
     deadline = time.monotonic() + startup_timeout
     while True:
         try:
-            yield Connect(url, timeout=startup_timeout)
+            codec = codec_for((yield Connect(url, timeout=startup_timeout)))
             request = kernel_info_request(session_id=ref.session_id, username=username)
             collector = ExecutionCollector(
                 request["header"]["msg_id"], reply_type="kernel_info_reply", wait_for_idle=False
             )
-            yield Send(encode(request))
+            yield Send(codec.encode(request))
             while not collector.done:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise StartupTimeoutError(f"kernel did not answer within {startup_timeout:g} s")
                 yield from _receive_one(ref, collector, min(remaining, LIVENESS_INTERVAL))
-            return collector.reply
+            return codec, collector.reply
         except TransportError:
             delay = next(delays, None)
             if delay is None:
@@ -371,10 +457,10 @@ def connect_flow(
 
 
 def execute_flow(
-    ref: KernelRef, request: Message, collector: ExecutionCollector, timeout: float
+    ref: KernelRef, codec: Codec, request: Message, collector: ExecutionCollector, timeout: float
 ) -> Flow:
     """Send ``request`` and collect its answer; interrupt the kernel if ``timeout`` expires."""
-    yield Send(encode(request))
+    yield Send(codec.encode(request))
     deadline = time.monotonic() + timeout
     while not collector.done:
         remaining = deadline - time.monotonic()
@@ -398,13 +484,39 @@ def interrupt_flow(ref: KernelRef) -> Flow:
 
 def kernel_state_flow(ref: KernelRef) -> Flow:
     """The kernel's ``execution_state`` on the gateway, or ``None`` if the gateway lost it."""
-    response = yield from _get_or_none(kernels_url(ref.gateway_http, ref.kernel_id))
+    model = yield from kernel_model_flow(ref.gateway_http, ref.kernel_id)
+    if model is None:
+        return None
+    return str(model.get("execution_state", "unknown"))
+
+
+def kernel_model_flow(gateway_http: str, kernel_id: str) -> Flow:
+    """The gateway's model of one kernel (``id``, ``name``, ``execution_state``,
+    ``last_activity``, ``connections``), ``{}`` if unreadable, or ``None`` if there is no such
+    kernel."""
+    response = yield from _get_or_none(kernels_url(gateway_http, kernel_id))
     if response is None:
         return None
     try:
-        return str(json.loads(response.text).get("execution_state", "unknown"))
-    except (ValueError, AttributeError):
-        return "unknown"
+        model = json.loads(response.text)
+    except ValueError:
+        return {}
+    return model if isinstance(model, dict) else {}
+
+
+def list_kernels_flow(gateway_http: str) -> Flow:
+    """The models of every kernel on the gateway (needs ``EG_LIST_KERNELS`` on the gateway)."""
+    url = kernels_url(gateway_http)
+    response = yield Http("GET", url)
+    if response.status >= 300:
+        raise error_for_status(response.status, response.text, f"answer GET {url}")
+    try:
+        models = json.loads(response.text)
+    except ValueError as exc:
+        raise GatewayError(f"GET {url} did not answer JSON: {response.text[:200]!r}") from exc
+    if not isinstance(models, list):
+        raise GatewayError(f"GET {url} did not answer a list")
+    return [m for m in models if isinstance(m, dict)]
 
 
 def shutdown_flow(ref: KernelRef) -> Flow:
@@ -423,19 +535,18 @@ def _get_or_none(url: str) -> Flow:
 
 
 def _receive_one(ref: KernelRef, collector: ExecutionCollector, timeout: float) -> Flow:
-    frame = yield Receive(timeout)
-    if frame is None:
+    message = yield Receive(timeout)
+    if message is None:
         # Silence: make sure there is still a kernel to wait for.
         state = yield from kernel_state_flow(ref)
         if state is None or state == "dead":
             raise KernelDiedError("the kernel is gone from the gateway")
         return
-    if frame is CLOSED:
+    if message is CLOSED:
         state = yield from kernel_state_flow(ref)
         if state is None or state == "dead":
             raise KernelDiedError("the kernel died and the gateway closed its connection")
         raise TransportError("the gateway closed the kernel's websocket")
-    message = decode(frame)
     lost = kernel_lost(message)
     if lost is not None:
         raise KernelDiedError(f"the kernel died during the request (gateway reported {lost!r})")

@@ -42,11 +42,17 @@ class _Channel:
     def __init__(self, url: str, timeout: float) -> None:
         try:
             self._ws = websocket.create_connection(
-                url, timeout=timeout, skip_utf8_validation=True, enable_multithread=True
+                url,
+                timeout=timeout,
+                subprotocols=[proto.WS_SUBPROTOCOL],
+                skip_utf8_validation=True,
+                enable_multithread=True,
             )
         except (websocket.WebSocketException, OSError) as exc:
             raise TransportError(f"cannot open the kernel websocket {url}: {exc}") from exc
         self._ws.settimeout(None)
+        self.subprotocol: str | None = self._ws.getsubprotocol()
+        self._codec = proto.codec_for(self.subprotocol)
         self._frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Frames are only queued while an exchange is in progress; between exchanges they are
         # dropped so that traffic from other clients of the kernel cannot pile up.
@@ -55,24 +61,35 @@ class _Channel:
         self._reader.start()
 
     def _read(self) -> None:
-        sock = self._ws.sock
+        sock, decode = self._ws.sock, self._codec.decode
         try:
             while True:
-                opcode, data = self._ws.recv_data()
+                # A list, so that pop() hands the decoder the frame's only reference.
+                received = list(self._ws.recv_data())
                 quickack(sock)
+                opcode = received[0]
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     break
-                if self.listening:
-                    text = opcode == websocket.ABNF.OPCODE_TEXT
-                    self._frames.put(data.decode("utf-8") if text else data)
+                if not self.listening:
+                    continue
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    received.append(received.pop().decode("utf-8"))
+                try:
+                    self._frames.put(decode(received.pop()))
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._frames.put(TransportError(f"malformed kernel message: {exc}"))
+                    break
         except (websocket.WebSocketException, OSError, AttributeError):
             pass  # connection gone: reported to the waiting exchange as CLOSED
         finally:
             self._frames.put(CLOSED)
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: str | bytes) -> None:
         try:
-            self._ws.send(frame)
+            if isinstance(frame, bytes):
+                self._ws.send_bytes(frame)
+            else:
+                self._ws.send_text(frame)
         except (websocket.WebSocketException, OSError) as exc:
             raise TransportError(f"cannot send to the kernel websocket: {exc}") from exc
 
@@ -83,6 +100,8 @@ class _Channel:
             return None
         if frame is CLOSED:
             self._frames.put(CLOSED)  # stays closed for every later receive
+        elif isinstance(frame, TransportError):
+            raise frame
         return frame
 
     def drain(self) -> None:
@@ -161,7 +180,7 @@ class GatewayKernelSession(SessionBase):
             if self._state is SessionState.CLOSED:
                 return
             try:
-                self._run(self._shutdown_flow())
+                self._run(self._shutdown_flow(), listen=False)
             finally:
                 self._close_transport()
 
@@ -170,7 +189,7 @@ class GatewayKernelSession(SessionBase):
     def _abandon(self) -> None:
         """Best-effort cleanup after a failed start: no kernel may be left behind."""
         try:
-            self._run(self._shutdown_flow())
+            self._run(self._shutdown_flow(), listen=False)
         except KernelClientError:
             logger.warning("could not shut down kernel %s after a failed start", self.kernel_id)
         self._close_transport()
@@ -217,7 +236,7 @@ class GatewayKernelSession(SessionBase):
 
     def interrupt(self) -> None:
         """Interrupt whatever the kernel is running."""
-        self._run(proto.interrupt_flow(self._require_started()))
+        self._run(proto.interrupt_flow(self._require_started()), listen=False)
 
     def is_alive(self) -> bool:
         """Whether the gateway still has the kernel and it is not dead."""
@@ -225,17 +244,24 @@ class GatewayKernelSession(SessionBase):
             return False
         if self._channel is None or not self._channel.alive:
             return False
-        state = self._run(proto.kernel_state_flow(self._ref))
+        state = self._run(proto.kernel_state_flow(self._ref), listen=False)
         return state is not None and state != "dead"
 
     # --- the I/O of the protocol core's actions ---------------------------------------------
 
-    def _run(self, flow: proto.Flow) -> Any:
+    def _run(self, flow: proto.Flow, *, listen: bool = True) -> Any:
+        """Perform ``flow``'s actions until it returns.
+
+        A flow that talks to the kernel (``listen``) owns the websocket's incoming messages for
+        its duration; REST-only flows (interrupt, state, shutdown) leave them alone, so they
+        can run beside an execute in progress.
+        """
         outcome: Any = None
         failure: TransportError | None = None
-        if self._channel is not None:
-            self._channel.drain()
-            self._channel.listening = True
+        channel = self._channel if listen else None
+        if channel is not None:
+            channel.drain()
+            channel.listening = True
         try:
             while True:
                 try:
@@ -248,7 +274,7 @@ class GatewayKernelSession(SessionBase):
                 except TransportError as exc:
                     failure = exc
         finally:
-            if self._channel is not None:
+            if listen and self._channel is not None:
                 self._channel.listening = False
 
     def _perform(self, action: proto.Action) -> Any:
@@ -275,7 +301,7 @@ class GatewayKernelSession(SessionBase):
             self._channel = None
             self._channel = _Channel(action.url, action.timeout)
             self._channel.listening = True
-            return None
+            return self._channel.subprotocol
         if isinstance(action, proto.Sleep):
             time.sleep(action.seconds)
             return None

@@ -67,3 +67,14 @@ async def test_unknown_kernel_name(gateway: Gateway) -> None:
     with pytest.raises(UnknownKernelNameError):
         await asyncio.wait_for(session.start(), 20)
     assert session.closed
+
+
+async def test_interrupt_while_executing_ends_the_execute(gateway: Gateway) -> None:
+    async with AsyncGatewayKernelSession(gateway.http, gateway.ws, "python3") as session:
+        running = asyncio.ensure_future(session.execute("import time; time.sleep(60)", timeout=45))
+        await asyncio.sleep(1.0)
+        await session.interrupt()
+        result = await running
+        assert result.error is not None and result.error.ename == "KeyboardInterrupt"
+        assert session._channel is not None
+        assert session._channel.subprotocol == "v1.kernel.websocket.jupyter.org"

@@ -200,3 +200,18 @@ def test_bad_launch_env_changes_nothing(gateway: Gateway) -> None:
         GatewayKernelSession(gateway.http, gateway.ws, "python3", launch_env={"KERNEL_X": 1})  # type: ignore[dict-item]
     assert {k["id"] for k in gateway.kernels()} == before
     assert requests.get(gateway.http + "/api/kernelspecs", timeout=5).ok
+
+
+def test_interrupt_from_another_thread_ends_the_running_execute(
+    session: GatewayKernelSession,
+) -> None:
+    threading.Timer(1.0, session.interrupt).start()
+    result = session.execute("import time; time.sleep(60)", timeout=45)
+    assert result.error is not None and result.error.ename == "KeyboardInterrupt"
+    assert str(session.execute("'usable'")) == "'usable'"
+
+
+def test_websocket_speaks_the_v1_kernel_protocol(session: GatewayKernelSession) -> None:
+    # The gateway forwards kernel frames untouched in v1; the legacy JSON form re-encodes them.
+    assert session._channel is not None
+    assert session._channel.subprotocol == "v1.kernel.websocket.jupyter.org"

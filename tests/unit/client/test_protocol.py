@@ -26,8 +26,8 @@ REF = proto.KernelRef("http://gw", "ws://gw", "k-1", "sess")
 def msg(parent: str, msg_type: str, content: dict[str, Any], channel: str = "iopub") -> str:
     return json.dumps(
         {
+            # Only the header names the type, as in the v1 wire form.
             "header": {"msg_id": "x", "msg_type": msg_type},
-            "msg_type": msg_type,
             "parent_header": {"msg_id": parent} if parent else {},
             "content": content,
             "channel": channel,
@@ -62,7 +62,9 @@ class Script:
             self.actions.append(action)
             outcome, failure = None, None
             if isinstance(action, proto.Receive):
-                outcome = self.frames.pop(0) if self.frames else None
+                # The session decodes what it receives with the connection's codec.
+                frame = self.frames.pop(0) if self.frames else None
+                outcome = proto.JSON_CODEC.decode(frame) if isinstance(frame, str) else frame
             elif isinstance(action, proto.Http):
                 result = self.http(action)
                 if isinstance(result, Exception):
@@ -76,7 +78,7 @@ def execute(frames: list[Any], timeout: float = 5, **kwargs: Any) -> tuple[Any, 
     mid = request["header"]["msg_id"]
     collector = proto.ExecutionCollector(mid, **kwargs)
     script = Script([f.replace("MID", mid) if isinstance(f, str) else f for f in frames])
-    return script.run(proto.execute_flow(REF, request, collector, timeout)), script, mid
+    return script.run(proto.execute_flow(REF, proto.JSON_CODEC, request, collector, timeout)), script, mid
 
 
 def test_reply_before_idle_and_idle_before_reply_both_complete() -> None:
@@ -126,7 +128,7 @@ def test_missing_idle_means_not_done_and_times_out_with_interrupt(
     collector = proto.ExecutionCollector(request["header"]["msg_id"])
     script = Script([])
     with pytest.raises(ExecutionTimeoutError):
-        script.run(proto.execute_flow(REF, request, collector, 0.01))
+        script.run(proto.execute_flow(REF, proto.JSON_CODEC, request, collector, 0.01))
     urls = [a.url for a in script.actions if isinstance(a, proto.Http)]
     assert "http://gw/api/kernels/k-1/interrupt" in urls
 
@@ -140,17 +142,17 @@ def test_closed_socket_with_kernel_gone_is_kernel_died_else_transport() -> None:
     request = proto.execute_request("x", session_id="s", username="u")
     gone = Script([proto.CLOSED], http=lambda a: proto.Response(404, "{}"))
     with pytest.raises(KernelDiedError):
-        gone.run(proto.execute_flow(REF, request, proto.ExecutionCollector("m"), 5))
+        gone.run(proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5))
     alive = Script([proto.CLOSED], http=lambda a: proto.Response(200, '{"execution_state":"idle"}'))
     with pytest.raises(TransportError):
-        alive.run(proto.execute_flow(REF, request, proto.ExecutionCollector("m"), 5))
+        alive.run(proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5))
 
 
 def test_silence_checks_the_kernel_and_reports_death() -> None:
     request = proto.execute_request("x", session_id="s", username="u")
     script = Script([None], http=lambda a: proto.Response(404, "{}"))
     with pytest.raises(KernelDiedError, match="gone"):
-        script.run(proto.execute_flow(REF, request, proto.ExecutionCollector("m"), 5))
+        script.run(proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5))
     assert isinstance(script.actions[-1], proto.Http)
     assert script.actions[-1].method == "GET"
 
@@ -208,9 +210,46 @@ def test_binary_frame_decodes_with_buffers() -> None:
     for part in (body, buffers[0]):
         offsets.append(offsets[-1] + len(part))
     frame = struct.pack("!4I", 3, *offsets) + body + b"".join(buffers)
-    decoded = proto.decode(frame)
+    decoded = proto.JSON_CODEC.decode(frame)
     assert decoded["msg_type"] == "comm_msg"
     assert decoded["buffers"] == buffers
+
+
+def test_v1_frames_round_trip_with_buffers_and_unicode() -> None:
+    message = proto.execute_request("print('ünï ✓')", session_id="s", username="u")
+    message["buffers"] = [b"\x00\xff", b""]
+    frame = proto.V1_CODEC.encode(message)
+    count = int.from_bytes(frame[:8], "little")
+    assert count == 8  # channel, header, parent, metadata, content, 2 buffers, end
+    decoded = proto.V1_CODEC.decode(frame)
+    for key in ("channel", "header", "parent_header", "metadata", "content", "buffers"):
+        assert decoded[key] == message[key], key
+
+
+def test_v1_frame_layout_matches_jupyter_server() -> None:
+    # Built by hand per jupyter_server's serialize_msg_to_ws_v1: count, offsets, parts.
+    parts = [b"iopub", b'{"msg_type":"status"}', b'{"msg_id":"p"}', b"{}", b'{"x":1}']
+    offsets = [8 * (len(parts) + 2)]
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    frame = b"".join(n.to_bytes(8, "little") for n in (len(offsets), *offsets)) + b"".join(parts)
+    decoded = proto.V1_CODEC.decode(frame)
+    assert decoded["channel"] == "iopub"
+    assert proto.parent_id(decoded) == "p"
+    assert decoded["content"] == {"x": 1} and decoded["buffers"] == []
+    assert proto.V1_CODEC.encode(decoded) == frame
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x01" + b"\x00" * 7, b"\xff" * 64])
+def test_malformed_v1_frames_are_refused(frame: bytes) -> None:
+    with pytest.raises(ValueError):
+        proto.V1_CODEC.decode(frame)
+
+
+def test_codec_follows_the_selected_subprotocol() -> None:
+    assert proto.codec_for(proto.WS_SUBPROTOCOL) is proto.V1_CODEC
+    assert proto.codec_for(None) is proto.JSON_CODEC
+    assert proto.codec_for("something-else") is proto.JSON_CODEC
 
 
 def test_execute_request_dedents_indented_blocks() -> None:
