@@ -78,7 +78,11 @@ def execute(frames: list[Any], timeout: float = 5, **kwargs: Any) -> tuple[Any, 
     mid = request["header"]["msg_id"]
     collector = proto.ExecutionCollector(mid, **kwargs)
     script = Script([f.replace("MID", mid) if isinstance(f, str) else f for f in frames])
-    return script.run(proto.execute_flow(REF, proto.JSON_CODEC, request, collector, timeout)), script, mid
+    return (
+        script.run(proto.execute_flow(REF, proto.JSON_CODEC, request, collector, timeout)),
+        script,
+        mid,
+    )
 
 
 def test_reply_before_idle_and_idle_before_reply_both_complete() -> None:
@@ -142,17 +146,23 @@ def test_closed_socket_with_kernel_gone_is_kernel_died_else_transport() -> None:
     request = proto.execute_request("x", session_id="s", username="u")
     gone = Script([proto.CLOSED], http=lambda a: proto.Response(404, "{}"))
     with pytest.raises(KernelDiedError):
-        gone.run(proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5))
+        gone.run(
+            proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5)
+        )
     alive = Script([proto.CLOSED], http=lambda a: proto.Response(200, '{"execution_state":"idle"}'))
     with pytest.raises(TransportError):
-        alive.run(proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5))
+        alive.run(
+            proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5)
+        )
 
 
 def test_silence_checks_the_kernel_and_reports_death() -> None:
     request = proto.execute_request("x", session_id="s", username="u")
     script = Script([None], http=lambda a: proto.Response(404, "{}"))
     with pytest.raises(KernelDiedError, match="gone"):
-        script.run(proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5))
+        script.run(
+            proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5)
+        )
     assert isinstance(script.actions[-1], proto.Http)
     assert script.actions[-1].method == "GET"
 
