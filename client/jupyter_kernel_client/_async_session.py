@@ -116,6 +116,7 @@ class AsyncGatewayKernelSession(SessionBase):
         *,
         kernel_id: str | None = None,
         metrics: Instrumentation | None = None,
+        gateway_token: str | None = None,
     ) -> None:
         super().__init__(
             gateway_http,
@@ -127,6 +128,7 @@ class AsyncGatewayKernelSession(SessionBase):
             retry_delay,
             kernel_id=kernel_id,
             metrics=metrics,
+            gateway_token=gateway_token,
         )
         self._http: aiohttp.ClientSession | None = None
         self._channel: _AsyncChannel | None = None
@@ -138,7 +140,7 @@ class AsyncGatewayKernelSession(SessionBase):
         """Start the kernel (or attach to ``kernel_id``) and wait until it answers."""
         async with self._lock:
             self._begin_start()
-            self._http = aiohttp.ClientSession()
+            self._http = aiohttp.ClientSession(headers=self._headers)
             try:
                 await self._run(self._start_flow())
             except BaseException:

@@ -6,6 +6,7 @@ Each face adds only the I/O that performs the protocol core's actions (see ``_pr
 from __future__ import annotations
 
 import enum
+import os
 import time
 import uuid
 from typing import Any, Protocol
@@ -47,6 +48,7 @@ class SessionBase:
         *,
         kernel_id: str | None = None,
         metrics: Instrumentation | None = None,
+        gateway_token: str | None = None,
     ) -> None:
         _check_url("gateway_http", gateway_http, ("http://", "https://"))
         _check_url("gateway_ws", gateway_ws, ("ws://", "wss://"))
@@ -67,6 +69,9 @@ class SessionBase:
         self.retry_delay = float(retry_delay)
         self.kernel_info: dict[str, Any] = {}
         self.metrics = metrics
+        token = gateway_token or os.environ.get("JUPYTER_GATEWAY_AUTH_TOKEN")
+        # Enterprise Gateway's EG_AUTH_TOKEN, sent on every request and the websocket.
+        self._headers = {"Authorization": f"token {token}"} if token else {}
         self._attach_to = kernel_id
         self._owns_kernel = kernel_id is None
         self._ref: KernelRef | None = None

@@ -39,11 +39,12 @@ def quickack(sock: socket.socket | None) -> None:
 class _Channel:
     """One kernel websocket, read by a background thread so that pings are always answered."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, headers: dict[str, str]) -> None:
         try:
             self._ws = websocket.create_connection(
                 url,
                 timeout=timeout,
+                header=headers,
                 subprotocols=[proto.WS_SUBPROTOCOL],
                 skip_utf8_validation=True,
                 enable_multithread=True,
@@ -144,6 +145,7 @@ class GatewayKernelSession(SessionBase):
         *,
         kernel_id: str | None = None,
         metrics: Instrumentation | None = None,
+        gateway_token: str | None = None,
     ) -> None:
         super().__init__(
             gateway_http,
@@ -155,8 +157,10 @@ class GatewayKernelSession(SessionBase):
             retry_delay,
             kernel_id=kernel_id,
             metrics=metrics,
+            gateway_token=gateway_token,
         )
         self._http = requests.Session()
+        self._http.headers.update(self._headers)
         self._channel: _Channel | None = None
         self._lock = threading.RLock()
 
@@ -299,7 +303,7 @@ class GatewayKernelSession(SessionBase):
             if self._channel is not None:
                 self._channel.close()
             self._channel = None
-            self._channel = _Channel(action.url, action.timeout)
+            self._channel = _Channel(action.url, action.timeout, self._headers)
             self._channel.listening = True
             return self._channel.subprotocol
         if isinstance(action, proto.Sleep):

@@ -107,13 +107,14 @@ class Gateway:
             start_new_session=True,  # so that stop() also reaps the kernels it started
         )
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, headers: dict[str, str] | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
             try:
-                if requests.get(self.http + "/api/kernelspecs", timeout=2).ok:
+                url = self.http + "/api/kernelspecs"
+                if requests.get(url, headers=headers, timeout=2).ok:
                     return
             except requests.ConnectionError:
                 pass

@@ -1,0 +1,56 @@
+"""A gateway protected by EG_AUTH_TOKEN: refused without the token, usable with it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from jupyter_kernel_client import (
+    AsyncGatewayKernelSession,
+    GatewayKernelSession,
+    GatewayRefusedError,
+)
+from tests.support.gateway import Gateway
+
+TOKEN = "gw-test-token-5f1d"
+
+
+@pytest.fixture(scope="module")
+def locked_gateway() -> Iterator[Gateway]:
+    gateway = Gateway(env={"EG_AUTH_TOKEN": TOKEN}).start(wait=False)
+    try:
+        gateway.wait_ready(headers={"Authorization": f"token {TOKEN}"})
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def test_missing_or_wrong_token_is_refused_at_once(
+    locked_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JUPYTER_GATEWAY_AUTH_TOKEN", raising=False)
+    for token in (None, "wrong"):
+        session = GatewayKernelSession(
+            locked_gateway.http, locked_gateway.ws, "python3", retry_delay=30, gateway_token=token
+        )
+        with pytest.raises(GatewayRefusedError) as info:
+            session.start()
+        assert info.value.status_code in (401, 403)
+
+
+def test_token_opens_rest_and_websocket(locked_gateway: Gateway) -> None:
+    with GatewayKernelSession(
+        locked_gateway.http, locked_gateway.ws, "python3", gateway_token=TOKEN
+    ) as session:
+        assert str(session.execute("6 * 7")) == "42"
+
+
+async def test_token_from_the_environment_for_the_async_face(
+    locked_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_GATEWAY_AUTH_TOKEN", TOKEN)
+    async with AsyncGatewayKernelSession(
+        locked_gateway.http, locked_gateway.ws, "python3"
+    ) as session:
+        assert str(await session.execute("6 * 7")) == "42"
