@@ -4,10 +4,13 @@
 #
 #   ./test_env.sh              then: python -m pytest tests/
 #   SKIP_STACK=1 ./test_env.sh installs the Python side only (no Docker needed)
+#   ./test_env.sh --local      no Docker at all: gateway :8889 and file server :8080 with kernels
+#                              as plain local processes, for trying the API — NOT ISOLATED
 set -euo pipefail
 cd "$(dirname "$0")"
 
 python="${PYTHON:-python3}"
+[[ "${1:-}" == --local ]] && SKIP_STACK=1
 
 compose() {
     if command -v docker-compose >/dev/null 2>&1; then
@@ -33,6 +36,7 @@ if [[ "${SKIP_STACK:-0}" != 1 ]]; then
     if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
         echo "No Docker engine reachable: the stack cannot start here, and the Docker tests will" >&2
         echo "skip.  Start dockerd (or Docker Desktop) and run this again for the full suite." >&2
+        echo "To try the API without isolation meanwhile: ./test_env.sh --local" >&2
     else
         # Builds with the official base where a registry is reachable, else with the offline
         # base (debootstrap); a no-op in seconds when the images are current.
@@ -45,5 +49,8 @@ if [[ "${SKIP_STACK:-0}" != 1 ]]; then
 fi
 
 "$python" -m pip install -e ".[dev]"
+if [[ "${1:-}" == --local ]]; then
+    exec "$python" -m tests.support.local_stack
+fi
 echo
 echo "Test environment ready.  Run:  python -m pytest tests/"
