@@ -58,8 +58,16 @@ def main() -> None:
                 raise SystemExit("the file server did not start")
             time.sleep(0.2)
         user = getpass.getuser()
-        print(BANNER.format(user=user, gateway_port=gateway_port, files_port=files_port,
-                            token=token, shared=shared), flush=True)
+        print(
+            BANNER.format(
+                user=user,
+                gateway_port=gateway_port,
+                files_port=files_port,
+                token=token,
+                shared=shared,
+            ),
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
