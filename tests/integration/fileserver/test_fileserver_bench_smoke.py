@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -14,8 +15,18 @@ pytestmark = pytest.mark.integration
 
 
 def test_bench_prints_one_table_with_every_row() -> None:
+    clients = ["requests", "curl"] if shutil.which("curl") else ["requests"]
     result = subprocess.run(
-        [sys.executable, "bench/bench_fileserver.py", "--size-mib", "4", "--repeat", "1"],
+        [
+            sys.executable,
+            "bench/bench_fileserver.py",
+            "--size-mib",
+            "4",
+            "--repeat",
+            "1",
+            "--client",
+            "both" if len(clients) == 2 else "requests",
+        ],
         cwd=REPO,
         env=server_env(),
         capture_output=True,
@@ -25,8 +36,19 @@ def test_bench_prints_one_table_with_every_row() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
-    assert len(rows) == 6, result.stdout
-    for label in ("cp (baseline)", "upload (PUT)", "download (GET)", "server peak RSS (VmHWM)"):
+    labels = ["cp (baseline)", "server peak RSS (VmHWM)"]
+    labels += [
+        f"{way}, {client}" for client in clients for way in ("upload (PUT)", "download (GET)")
+    ]
+    if "curl" in clients:
+        labels.append("download (GET) to /dev/null, curl")
+    # Header, separator and one row per label.
+    assert len(rows) == 2 + len(labels), result.stdout
+    for label in labels:
         assert any(row.startswith(f"| {label} |") for row in rows), label
-    assert re.search(r"\| upload \(PUT\) \| [\d,]+ MB/s \| \d+\.\d\dx \|", result.stdout)
+    for client in clients:
+        assert re.search(
+            rf"\| upload \(PUT\), {client} \| [\d,]+ MB/s \| \d+\.\d\dx \| [\d.]+ s/GiB \|",
+            result.stdout,
+        )
     assert re.search(r"\| server peak RSS \(VmHWM\) \| \d+\.\d MB \|", result.stdout)
