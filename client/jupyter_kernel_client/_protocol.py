@@ -44,6 +44,8 @@ LIVENESS_INTERVAL: Final = 2.0
 INTERRUPT_GRACE: Final = 5.0
 """Seconds to wait for the interrupted execution to finish after a timeout."""
 MAX_RETRY_DELAY: Final = 30.0
+KERNEL_INFO_RESEND: Final = 0.5
+"""Seconds before an unanswered kernel_info_request is first re-sent (then doubling)."""
 
 Message = dict[str, Any]
 OutputCallback = Callable[[OutputEvent], None]
@@ -294,6 +296,8 @@ class ExecutionCollector:
         on_output: OutputCallback | None = None,
     ) -> None:
         self.msg_id = msg_id
+        self.msg_ids = {msg_id}
+        """The requests this collector answers (more than one when a request is re-sent)."""
         self.reply_type = reply_type
         self.reply: Message | None = None
         self.outputs: list[OutputEvent] = []
@@ -308,7 +312,7 @@ class ExecutionCollector:
 
     def feed(self, message: Message) -> None:
         """Take one message; foreign ones are ignored."""
-        if parent_id(message) != self.msg_id:
+        if parent_id(message) not in self.msg_ids:
             return
         msg_type = message_type(message)
         content = message.get("content", {})
@@ -430,7 +434,10 @@ def connect_flow(
     Returns the connection's :class:`Codec` and the kernel_info reply.
 
     A refused connection, or one the gateway closes while the kernel is still starting (it
-    does so when its own kernel_info wait expires), is retried with backoff.
+    does so when its own kernel_info wait expires), is retried with backoff.  An unanswered
+    ``kernel_info_request`` is re-sent at growing intervals: jupyter_server 1.x (Enterprise
+    Gateway 3.3) swallows shell replies that arrive while it is still "nudging" a new
+    connection, so the first request's reply can be lost on a busy gateway.
     """
     url = channels_url(ref.gateway_ws, ref.kernel_id, ref.session_id)
     delays = retry_delays(max_retries, retry_delay)
@@ -442,12 +449,17 @@ def connect_flow(
             collector = ExecutionCollector(
                 request["header"]["msg_id"], reply_type="kernel_info_reply", wait_for_idle=False
             )
-            yield Send(codec.encode(request))
+            resend_at, interval = time.monotonic(), KERNEL_INFO_RESEND
             while not collector.done:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if now >= deadline:
                     raise StartupTimeoutError(f"kernel did not answer within {startup_timeout:g} s")
-                yield from _receive_one(ref, collector, min(remaining, LIVENESS_INTERVAL))
+                if now >= resend_at:
+                    collector.msg_ids.add(request["header"]["msg_id"])
+                    yield Send(codec.encode(request))
+                    request = kernel_info_request(session_id=ref.session_id, username=username)
+                    resend_at, interval = now + interval, min(interval * 2, LIVENESS_INTERVAL)
+                yield from _receive_one(ref, collector, min(deadline, resend_at) - now)
             return codec, collector.reply
         except TransportError:
             delay = next(delays, None)

@@ -81,6 +81,10 @@ class Gateway:
             "JUPYTER_CONFIG_DIR": str(self._dir / "config"),
             "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             "EG_LIST_KERNELS": "True",
+            # Local kernels get their TCP ports below Linux's ephemeral range (32768-60999), so
+            # the outgoing connections of the gateway and the tests cannot take a port between
+            # the gateway choosing it and the kernel binding it ("Address already in use").
+            "EG_PORT_RANGE": "20000..30000",
             **self._extra_env,
         }
         env.pop("VIRTUAL_ENV", None)

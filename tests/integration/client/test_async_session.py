@@ -20,18 +20,28 @@ from tests.support.gateway import Gateway
 async def test_twenty_concurrent_sessions_each_get_only_their_own_output(
     gateway: Gateway,
 ) -> None:
-    async def worker(n: int) -> tuple[int, list[str]]:
-        async with AsyncGatewayKernelSession(
-            gateway.http, gateway.ws, "python3", startup_timeout=120
-        ) as session:
-            outputs = []
-            for step in range(3):
-                result = await session.execute(f"print('worker {n} step {step}')")
-                outputs.append(result.stdout)
-            return n, outputs
+    # Kernels start one after the other: the test gateway's *local* kernels share the host's
+    # ports, chosen by the gateway before each kernel binds them, so kernels starting at the
+    # same moment can pick the same port (container kernels each have their own network
+    # namespace).  The executions all run at once.
+    sessions: list[AsyncGatewayKernelSession] = []
 
-    results = await asyncio.gather(*(worker(n) for n in range(20)))
-    for n, outputs in results:
+    async def work(n: int, session: AsyncGatewayKernelSession) -> list[str]:
+        outputs = []
+        for step in range(3):
+            result = await session.execute(f"print('worker {n} step {step}')")
+            outputs.append(result.stdout)
+        return outputs
+
+    try:
+        for _ in range(20):
+            sessions.append(
+                await AsyncGatewayKernelSession(gateway.http, gateway.ws, "python3").start()
+            )
+        results = await asyncio.gather(*(work(n, s) for n, s in enumerate(sessions)))
+    finally:
+        await asyncio.gather(*(s.shutdown() for s in sessions))
+    for n, outputs in enumerate(results):
         assert outputs == [f"worker {n} step {step}\n" for step in range(3)]
 
 

@@ -346,3 +346,39 @@ def test_kernel_username_is_never_root(monkeypatch: pytest.MonkeyPatch) -> None:
     assert body["env"] == {"KERNEL_USERNAME": "alice", "KERNEL_X": "1"}
     with pytest.raises(TypeError, match="KERNEL_X"):
         proto.start_kernel_body("python3", {"KERNEL_X": 1})  # type: ignore[dict-item]
+
+
+def test_unanswered_kernel_info_request_is_resent_and_any_reply_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The gateway swallowed the reply to the first request (jupyter_server's connect "nudge").
+    monkeypatch.setattr(proto, "KERNEL_INFO_RESEND", 0.01)
+    sent: list[str] = []
+
+    class Handshake(Script):
+        def run(self, flow: proto.Flow) -> Any:
+            outcome: Any = None
+            while True:
+                try:
+                    action = flow.send(outcome)
+                except StopIteration as stop:
+                    return stop.value
+                outcome = None
+                if isinstance(action, proto.Connect):
+                    outcome = proto.WS_SUBPROTOCOL
+                elif isinstance(action, proto.Send):
+                    sent.append(proto.V1_CODEC.decode(action.frame)["header"]["msg_id"])
+                elif isinstance(action, proto.Receive):
+                    if len(sent) < 2:
+                        outcome = None  # silence: the first reply never comes
+                    else:
+                        reply = msg(sent[1], "kernel_info_reply", {"status": "ok"}, "shell")
+                        outcome = proto.JSON_CODEC.decode(reply)
+                elif isinstance(action, proto.Http):
+                    outcome = proto.Response(200, '{"execution_state": "starting"}')
+
+    codec, info = Handshake([]).run(
+        proto.connect_flow(REF, username="u", startup_timeout=30, max_retries=0, retry_delay=0)
+    )
+    assert codec is proto.V1_CODEC and info == {"status": "ok"}
+    assert len(sent) == 2 and sent[0] != sent[1]
