@@ -462,6 +462,8 @@ def connect_flow(
                 yield from _receive_one(ref, collector, min(deadline, resend_at) - now)
             return codec, collector.reply
         except TransportError:
+            if (yield from _kernel_gone(ref)):
+                raise KernelDiedError("the kernel died while it was starting") from None
             delay = next(delays, None)
             if delay is None:
                 raise
@@ -544,6 +546,15 @@ def _get_or_none(url: str) -> Flow:
     if response.status >= 300:
         raise error_for_status(response.status, response.text, f"answer GET {url}")
     return response
+
+
+def _kernel_gone(ref: KernelRef) -> Flow:
+    """Whether the gateway says the kernel is gone; ``False`` if it cannot tell right now."""
+    try:
+        state = yield from kernel_state_flow(ref)
+    except (TransportError, GatewayError):
+        return False
+    return state is None or state == "dead"
 
 
 def _receive_one(ref: KernelRef, collector: ExecutionCollector, timeout: float) -> Flow:

@@ -382,3 +382,51 @@ def test_unanswered_kernel_info_request_is_resent_and_any_reply_counts(
     )
     assert codec is proto.V1_CODEC and info == {"status": "ok"}
     assert len(sent) == 2 and sent[0] != sent[1]
+
+
+def test_kernel_gone_during_connect_is_kernel_died_not_retried() -> None:
+    class Vanished(Script):
+        def run(self, flow: proto.Flow) -> Any:
+            outcome: Any = None
+            failure: Exception | None = None
+            while True:
+                try:
+                    action = flow.throw(failure) if failure else flow.send(outcome)
+                except StopIteration as stop:
+                    return stop.value
+                self.actions.append(action)
+                outcome, failure = None, None
+                if isinstance(action, proto.Connect):
+                    failure = TransportError("404 on the websocket handshake")
+                elif isinstance(action, proto.Http):
+                    outcome = proto.Response(404, '{"reason": "Kernel does not exist"}')
+
+    script = Vanished([])
+    with pytest.raises(KernelDiedError, match="starting"):
+        script.run(
+            proto.connect_flow(REF, username="u", startup_timeout=30, max_retries=3, retry_delay=1)
+        )
+    assert not any(isinstance(a, proto.Sleep) for a in script.actions)
+
+
+def test_gateway_down_during_connect_is_still_retried() -> None:
+    class Down(Script):
+        def run(self, flow: proto.Flow) -> Any:
+            outcome: Any = None
+            failure: Exception | None = None
+            while True:
+                try:
+                    action = flow.throw(failure) if failure else flow.send(outcome)
+                except StopIteration as stop:
+                    return stop.value
+                self.actions.append(action)
+                outcome, failure = None, None
+                if isinstance(action, (proto.Connect, proto.Http)):
+                    failure = TransportError("connection refused")
+
+    script = Down([])
+    with pytest.raises(TransportError):
+        script.run(
+            proto.connect_flow(REF, username="u", startup_timeout=30, max_retries=2, retry_delay=1)
+        )
+    assert [a.seconds for a in script.actions if isinstance(a, proto.Sleep)] == [1.0, 2.0]
