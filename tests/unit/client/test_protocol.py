@@ -61,16 +61,21 @@ class Script:
                 return stop.value
             self.actions.append(action)
             outcome, failure = None, None
-            if isinstance(action, proto.Receive):
-                # The session decodes what it receives with the connection's codec.
-                frame = self.frames.pop(0) if self.frames else None
-                outcome = proto.JSON_CODEC.decode(frame) if isinstance(frame, str) else frame
-            elif isinstance(action, proto.Http):
-                result = self.http(action)
-                if isinstance(result, Exception):
-                    failure = result
-                else:
-                    outcome = result
+            result = self.perform(action)
+            if isinstance(result, Exception):
+                failure = result
+            else:
+                outcome = result
+
+    def perform(self, action: proto.Action) -> Any:
+        """The outcome of one action, or an exception to throw into the flow."""
+        if isinstance(action, proto.Receive):
+            # The session decodes what it receives with the connection's codec.
+            frame = self.frames.pop(0) if self.frames else None
+            return proto.JSON_CODEC.decode(frame) if isinstance(frame, str) else frame
+        if isinstance(action, proto.Http):
+            return self.http(action)
+        return None
 
 
 def execute(frames: list[Any], timeout: float = 5, **kwargs: Any) -> tuple[Any, Script, str]:
@@ -356,26 +361,17 @@ def test_unanswered_kernel_info_request_is_resent_and_any_reply_counts(
     sent: list[str] = []
 
     class Handshake(Script):
-        def run(self, flow: proto.Flow) -> Any:
-            outcome: Any = None
-            while True:
-                try:
-                    action = flow.send(outcome)
-                except StopIteration as stop:
-                    return stop.value
-                outcome = None
-                if isinstance(action, proto.Connect):
-                    outcome = proto.WS_SUBPROTOCOL
-                elif isinstance(action, proto.Send):
-                    sent.append(proto.V1_CODEC.decode(action.frame)["header"]["msg_id"])
-                elif isinstance(action, proto.Receive):
-                    if len(sent) < 2:
-                        outcome = None  # silence: the first reply never comes
-                    else:
-                        reply = msg(sent[1], "kernel_info_reply", {"status": "ok"}, "shell")
-                        outcome = proto.JSON_CODEC.decode(reply)
-                elif isinstance(action, proto.Http):
-                    outcome = proto.Response(200, '{"execution_state": "starting"}')
+        def perform(self, action: proto.Action) -> Any:
+            if isinstance(action, proto.Connect):
+                return proto.WS_SUBPROTOCOL
+            if isinstance(action, proto.Send):
+                sent.append(proto.V1_CODEC.decode(action.frame)["header"]["msg_id"])
+            elif isinstance(action, proto.Receive) and len(sent) >= 2:
+                reply = msg(sent[1], "kernel_info_reply", {"status": "ok"}, "shell")
+                return proto.JSON_CODEC.decode(reply)  # the first reply never comes
+            elif isinstance(action, proto.Http):
+                return proto.Response(200, '{"execution_state": "starting"}')
+            return None
 
     codec, info = Handshake([]).run(
         proto.connect_flow(REF, username="u", startup_timeout=30, max_retries=0, retry_delay=0)
@@ -386,20 +382,12 @@ def test_unanswered_kernel_info_request_is_resent_and_any_reply_counts(
 
 def test_kernel_gone_during_connect_is_kernel_died_not_retried() -> None:
     class Vanished(Script):
-        def run(self, flow: proto.Flow) -> Any:
-            outcome: Any = None
-            failure: Exception | None = None
-            while True:
-                try:
-                    action = flow.throw(failure) if failure else flow.send(outcome)
-                except StopIteration as stop:
-                    return stop.value
-                self.actions.append(action)
-                outcome, failure = None, None
-                if isinstance(action, proto.Connect):
-                    failure = TransportError("404 on the websocket handshake")
-                elif isinstance(action, proto.Http):
-                    outcome = proto.Response(404, '{"reason": "Kernel does not exist"}')
+        def perform(self, action: proto.Action) -> Any:
+            if isinstance(action, proto.Connect):
+                return TransportError("404 on the websocket handshake")
+            if isinstance(action, proto.Http):
+                return proto.Response(404, '{"reason": "Kernel does not exist"}')
+            return None
 
     script = Vanished([])
     with pytest.raises(KernelDiedError, match="starting"):
@@ -411,18 +399,10 @@ def test_kernel_gone_during_connect_is_kernel_died_not_retried() -> None:
 
 def test_gateway_down_during_connect_is_still_retried() -> None:
     class Down(Script):
-        def run(self, flow: proto.Flow) -> Any:
-            outcome: Any = None
-            failure: Exception | None = None
-            while True:
-                try:
-                    action = flow.throw(failure) if failure else flow.send(outcome)
-                except StopIteration as stop:
-                    return stop.value
-                self.actions.append(action)
-                outcome, failure = None, None
-                if isinstance(action, (proto.Connect, proto.Http)):
-                    failure = TransportError("connection refused")
+        def perform(self, action: proto.Action) -> Any:
+            if isinstance(action, (proto.Connect, proto.Http)):
+                return TransportError("connection refused")
+            return None
 
     script = Down([])
     with pytest.raises(TransportError):
