@@ -1,24 +1,32 @@
-"""Start one kernel in its own hardened Docker container (run by Enterprise Gateway).
+"""Start one kernel in its own hardened Docker container on its own network (run by Enterprise
+Gateway).
 
-Enterprise Gateway's DockerProcessProxy runs a kernelspec's ``argv`` inside the gateway container
-and then waits for a container labelled ``kernel_id=<id>`` to report the kernel's connection
-info to the gateway's response address.  This launcher creates and starts that container and
-exits; it replaces gateway_provisioners' ``launch_docker.py`` because that one
+Enterprise Gateway's process proxy (``sandbox_docker.SandboxDockerProcessProxy``) runs a
+kernelspec's ``argv`` inside the gateway container and then waits for a container labelled
+``kernel_id=<id>`` to report the kernel's connection info to the gateway's response address.
+This launcher creates the kernel's private network, attaches the gateway to it, then creates and
+starts the container, and exits.  It replaces gateway_provisioners' ``launch_docker.py`` because
+that one copies the gateway's whole environment into the kernel (every gateway secret would be
+readable by untrusted code), reads ``DOCKER_MODE`` while EG 3.3 sets ``EG_DOCKER_MODE``, and
+applies no isolation at all.
 
-* copies the gateway's whole environment into the kernel (every gateway secret would be readable
-  by untrusted code) and pops ``PATH`` unconditionally (a KeyError: EG does not pass it),
-* reads ``DOCKER_MODE``/``GP_DOCKER_MODE`` while EG 3.3 sets ``EG_DOCKER_MODE`` (so it ran in
-  swarm mode),
-* applies no isolation at all.
+Containment between kernels is structural: each kernel sits alone on an internal bridge network
+(a /28 from ``SANDBOX_KERNEL_SUBNETS``, no host address, no route out) whose only other member is
+the gateway.  Two kernels share no network, so no packet can pass between them whatever one
+knows of the other.  What a kernel may reach on the gateway (its launch-response port, nothing
+else) is enforced by the gateway container's own firewall (``images/gateway/entrypoint.sh``).
 
-Only the standard library is used: the Docker Engine API is spoken over the unix socket, which
-keeps the launcher's start-up (it is on every kernel's cold-start path) to a few milliseconds
-instead of the ~0.2 s that importing the ``docker`` SDK costs.
+Every setting fails closed: a value meaning "unlimited" (memory ``0``, CPUs ``0``, pids ``-1``)
+or a network that cannot be created refuses the launch; nothing falls back to Docker's
+``bridge``.  Only the standard library is used: the Docker Engine API is spoken over the unix
+socket, which keeps the launcher's start-up (it is on every kernel's cold-start path) to a few
+milliseconds instead of the ~0.2 s that importing the ``docker`` SDK costs.
 
 Settings come from the launcher's environment.  EG builds that environment from the kernelspec's
 ``env`` stanza, the client's ``KERNEL_*`` variables and the gateway variables listed in
-``EG_INHERITED_ENVS``; the ``SANDBOX_*`` names below are deliberately not ``KERNEL_*`` so that a
-client cannot loosen its own limits.
+``EG_INHERITED_ENVS``; the gateway's config adds every ``SANDBOX_*`` variable of its own
+environment to that list, so they reach the launcher whether or not a client sends ``env``.  They
+are deliberately not ``KERNEL_*`` so that a client cannot loosen its own limits.
 
 =============================== ================================= ===============================
 variable                        meaning                           default
@@ -32,8 +40,10 @@ SANDBOX_SHARED_VOLUME           named volume at /data/shared      mini-jupyter-s
 SANDBOX_ALLOWED_KERNEL_IMAGES   comma list of images a client     the kernelspec's image only
                                 may select with KERNEL_IMAGE
 SANDBOX_DOCKER_SOCKET           Docker Engine socket              /var/run/docker.sock
-EG_DOCKER_NETWORK               network the kernel joins (set     bridge
-                                by EG from the gateway's env)
+SANDBOX_REMOVE_CONTAINER        remove the container on exit      true
+SANDBOX_KERNEL_SUBNETS          address pool of kernel networks   10.213.0.0/16
+SANDBOX_GATEWAY_CONTAINER       the gateway's container id        (required; set by the gateway)
+SANDBOX_DEPLOYMENT              label that scopes clean-up        (required; set by the gateway)
 =============================== ================================= ===============================
 """
 
@@ -41,18 +51,26 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import ipaddress
 import json
+import math
 import os
+import random
 import re
 import socket
 import sys
+import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 DOCKER_API = "/v1.41"  # Docker 20.10; newer engines keep serving it.
 SHARED_MOUNT = "/data/shared"
 KERNEL_HOME = "/home/jovyan"
 CONTAINER_LABEL_APP = "mini-jupyter-sandbox"
+DEPLOYMENT_LABEL = f"{CONTAINER_LABEL_APP}.deployment"
+KERNEL_NETWORK_PREFIX = 28  # 16 addresses: Docker's reserved gateway, the kernel, the gateway
+NETWORK_ATTEMPTS = 8
 
 # KERNEL_* variables that steer the gateway or this launcher; they are consumed here and never
 # reach the kernel (a client could otherwise, e.g., pick the container's uid).
@@ -72,6 +90,9 @@ _LAUNCH_CONTROL_VARS = frozenset(
 _ENV_NAME = re.compile(r"^KERNEL_[A-Z0-9_]+$")
 _SIZE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_KERNEL_ID = re.compile(r"^[0-9a-fA-F-]{1,64}$")
+_CONTAINER_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+_MIN_MEMORY = 64 * 1024**2  # below this ipykernel cannot start: a typo, not a choice
 
 
 class LaunchError(RuntimeError):
@@ -90,6 +111,99 @@ def sanitize_name(text: str) -> str:
     """Docker container names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; KERNEL_USERNAME is client input."""
     cleaned = re.sub(r"[^a-zA-Z0-9_.-]", "-", text).strip("-_.")
     return cleaned[:32] or "kernel"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The launcher's settings, each checked; building one refuses anything that loosens a box."""
+
+    memory: int
+    cpus: float
+    pids: int
+    tmp_size: str
+    uid: str
+    gid: str
+    shared_volume: str
+    docker_socket: str
+    remove_container: bool
+    subnets: ipaddress.IPv4Network
+    gateway_container: str
+    deployment: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        memory = _size(env, "SANDBOX_KERNEL_MEMORY", "512m")
+        if memory < _MIN_MEMORY:
+            raise LaunchError(
+                f"SANDBOX_KERNEL_MEMORY must be at least 64m (0 would mean unlimited), "
+                f"got {env.get('SANDBOX_KERNEL_MEMORY')!r}"
+            )
+        cpus = _number(env, "SANDBOX_KERNEL_CPUS", "1", float)
+        if not (math.isfinite(cpus) and cpus > 0):
+            raise LaunchError(
+                f"SANDBOX_KERNEL_CPUS must be > 0 (0 would mean unlimited), got {cpus}"
+            )
+        pids = _number(env, "SANDBOX_KERNEL_PIDS", "256", int)
+        if pids <= 0:
+            raise LaunchError(
+                f"SANDBOX_KERNEL_PIDS must be > 0 (-1 and 0 mean unlimited), got {pids}"
+            )
+        tmp_size = env.get("SANDBOX_KERNEL_TMP_SIZE", "64m")
+        if _size(env, "SANDBOX_KERNEL_TMP_SIZE", "64m") <= 0:  # also guards a mount option string
+            raise LaunchError(f"SANDBOX_KERNEL_TMP_SIZE must be > 0, got {tmp_size!r}")
+        user = env.get("SANDBOX_KERNEL_USER", "1000:100")
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or int(uid) == 0 or (gid and not gid.isdigit()):
+            raise LaunchError(
+                f"SANDBOX_KERNEL_USER must be a non-root numeric uid[:gid], got {user!r}"
+            )
+        remove = env.get("SANDBOX_REMOVE_CONTAINER", "true").strip().lower()
+        if remove not in ("true", "false"):
+            raise LaunchError(f"SANDBOX_REMOVE_CONTAINER must be true or false, got {remove!r}")
+        pool = env.get("SANDBOX_KERNEL_SUBNETS", "10.213.0.0/16")
+        try:
+            subnets = ipaddress.IPv4Network(pool.strip())
+        except ValueError as exc:
+            raise LaunchError(f"SANDBOX_KERNEL_SUBNETS is not an IPv4 network: {exc}") from None
+        if subnets.prefixlen > KERNEL_NETWORK_PREFIX:
+            raise LaunchError(f"SANDBOX_KERNEL_SUBNETS {pool!r} is smaller than one /28")
+        gateway = env.get("SANDBOX_GATEWAY_CONTAINER", "")
+        deployment = env.get("SANDBOX_DEPLOYMENT", "")
+        for name, value in (
+            ("SANDBOX_GATEWAY_CONTAINER", gateway),
+            ("SANDBOX_DEPLOYMENT", deployment),
+        ):
+            if not _CONTAINER_REF.match(value):
+                raise LaunchError(f"{name} is missing or invalid ({value!r}); the gateway sets it")
+        return cls(
+            memory=memory,
+            cpus=cpus,
+            pids=pids,
+            tmp_size=tmp_size,
+            uid=uid,
+            gid=gid or uid,
+            shared_volume=env.get("SANDBOX_SHARED_VOLUME", "mini-jupyter-sandbox-shared"),
+            docker_socket=env.get("SANDBOX_DOCKER_SOCKET", "/var/run/docker.sock"),
+            remove_container=remove == "true",
+            subnets=subnets,
+            gateway_container=gateway,
+            deployment=deployment,
+        )
+
+
+def _size(env: Mapping[str, str], name: str, default: str) -> int:
+    try:
+        return parse_size(env.get(name, default))
+    except LaunchError as exc:
+        raise LaunchError(f"{name}: {exc}") from None
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type) -> Any:
+    text = env.get(name, default)
+    try:
+        return kind(text)
+    except ValueError:
+        raise LaunchError(f"{name} must be a number, got {text!r}") from None
 
 
 def kernel_environment(
@@ -125,32 +239,51 @@ def kernel_environment(
     return kernel_env
 
 
+def network_name(kernel_id: str) -> str:
+    return f"{CONTAINER_LABEL_APP}-kernel-{kernel_id}"
+
+
+def container_name(env: Mapping[str, str], kernel_id: str) -> str:
+    return f"{sanitize_name(env.get('KERNEL_USERNAME', 'kernel'))}-{kernel_id}"
+
+
+def network_spec(settings: Settings, *, kernel_id: str, subnet: str) -> dict[str, Any]:
+    """The Docker Engine API body for POST /networks/create: the kernel's private network."""
+    return {
+        "Name": network_name(kernel_id),
+        "CheckDuplicate": True,
+        "Driver": "bridge",
+        # No route out, and no host address on the bridge either, so a kernel cannot reach the
+        # Docker host's services through a default gateway.
+        "Internal": True,
+        "Attachable": False,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Config": [{"Subnet": subnet}]},
+        "Options": {"com.docker.network.bridge.inhibit_ipv4": "true"},
+        "Labels": {
+            "app": CONTAINER_LABEL_APP,
+            "component": "kernel-network",
+            "kernel_id": kernel_id,
+            DEPLOYMENT_LABEL: settings.deployment,
+        },
+    }
+
+
 def container_spec(
-    env: Mapping[str, str],
+    settings: Settings,
     *,
     kernel_id: str,
     image: str,
     kernel_env: Mapping[str, str],
+    network: str,
+    username: str,
 ) -> dict[str, Any]:
     """The Docker Engine API body for POST /containers/create, hardening included."""
-    memory = parse_size(env.get("SANDBOX_KERNEL_MEMORY", "512m"))
-    cpus = float(env.get("SANDBOX_KERNEL_CPUS", "1"))
-    pids = int(env.get("SANDBOX_KERNEL_PIDS", "256"))
-    tmp_size = env.get("SANDBOX_KERNEL_TMP_SIZE", "64m")
-    parse_size(tmp_size)  # validate before it reaches a mount option string
-    user = env.get("SANDBOX_KERNEL_USER", "1000:100")
-    uid, _, gid = user.partition(":")
-    if not uid.isdigit() or int(uid) == 0 or (gid and not gid.isdigit()):
-        raise LaunchError(f"SANDBOX_KERNEL_USER must be a non-root numeric uid[:gid], got {user!r}")
-    network = env.get("EG_DOCKER_NETWORK", "bridge")
-    volume = env.get("SANDBOX_SHARED_VOLUME", "mini-jupyter-sandbox-shared")
-    username = sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
-    name = f"{username}-{kernel_id}"
-    tmpfs_opts = f"rw,nosuid,nodev,size={tmp_size}"
+    tmpfs_opts = f"rw,nosuid,nodev,size={settings.tmp_size}"
     host_config: dict[str, Any] = {
         "NetworkMode": network,
         # The container is gone when the kernel exits; EG finds it by label while it runs.
-        "AutoRemove": env.get("SANDBOX_REMOVE_CONTAINER", "true").lower() == "true",
+        "AutoRemove": settings.remove_container,
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges:true"],
         "Privileged": False,
@@ -159,21 +292,23 @@ def container_spec(
             "/tmp": tmpfs_opts,
             # ipykernel, IPython and matplotlib write below $HOME; a fresh private tmpfs keeps
             # the root read-only and leaves nothing behind.
-            KERNEL_HOME: f"{tmpfs_opts},uid={uid},gid={gid or uid},mode=0700",
+            KERNEL_HOME: f"{tmpfs_opts},uid={settings.uid},gid={settings.gid},mode=0700",
         },
-        "PidsLimit": pids,
-        "Memory": memory,
-        "MemorySwap": memory,  # equal to Memory: no swap, so a memory bomb is killed, not slowed
-        "NanoCpus": int(cpus * 1e9),
+        "PidsLimit": settings.pids,
+        "Memory": settings.memory,
+        "MemorySwap": settings.memory,  # no swap, so a memory bomb is killed, not slowed
+        "NanoCpus": int(settings.cpus * 1e9),
         # docker-init as PID 1 reaps what user code forks and forwards signals to the kernel.
         "Init": True,
-        "Mounts": [{"Type": "volume", "Source": volume, "Target": SHARED_MOUNT}],
+        "Mounts": [{"Type": "volume", "Source": settings.shared_volume, "Target": SHARED_MOUNT}],
         "IpcMode": "private",
+        # IPv4 only: no link-local IPv6 neighbour on the kernel's network either.
+        "Sysctls": {"net.ipv6.conf.all.disable_ipv6": "1"},
     }
     return {
         "Image": image,
-        "Hostname": name[:63],
-        "User": user,
+        "Hostname": f"{username}-{kernel_id}"[:63],
+        "User": f"{settings.uid}:{settings.gid}",
         "Env": [f"{key}={value}" for key, value in sorted(kernel_env.items())],
         "Labels": {
             # EG's DockerProcessProxy polls and kills the container through this label.
@@ -181,11 +316,11 @@ def container_spec(
             "component": "kernel",
             "app": CONTAINER_LABEL_APP,
             f"{CONTAINER_LABEL_APP}.kernel-username": username,
+            DEPLOYMENT_LABEL: settings.deployment,
         },
         "WorkingDir": KERNEL_HOME,
         "HostConfig": host_config,
         "NetworkingConfig": {"EndpointsConfig": {network: {}}},
-        "_name": name,
     }
 
 
@@ -202,13 +337,13 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class DockerEngine:
-    """The two Docker Engine API calls this launcher needs."""
+    """The Docker Engine API calls this launcher needs."""
 
     def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
         self._socket_path = socket_path
         self._timeout = timeout
 
-    def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         conn = _UnixHTTPConnection(self._socket_path, self._timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
@@ -220,17 +355,55 @@ class DockerEngine:
         finally:
             conn.close()
 
-    def run(self, spec: dict[str, Any]) -> str:
+    def create_network(self, settings: Settings, kernel_id: str) -> str:
+        """The kernel's own network, on a free /28 of the pool; returns its name.
+
+        A restarted kernel keeps its id, and finds its network already there: it is reused.
+        """
+        name = network_name(kernel_id)
+        status, reply = self.request("GET", f"/networks/{name}")
+        if status == 200:
+            return name
+        subnets = list(settings.subnets.subnets(new_prefix=KERNEL_NETWORK_PREFIX))
+        last = ""
+        for subnet in random.sample(subnets, min(NETWORK_ATTEMPTS, len(subnets))):
+            spec = network_spec(settings, kernel_id=kernel_id, subnet=str(subnet))
+            status, reply = self.request("POST", "/networks/create", spec)
+            if status == 201:
+                return name
+            last = _message(reply)
+            if status == 409:  # created meanwhile by a concurrent relaunch of the same kernel
+                return name
+            if "overlap" not in last.lower():
+                break
+        raise LaunchError(f"cannot create network {name} in {settings.subnets}: {last}")
+
+    def attach_gateway(self, network: str, settings: Settings, alias: str) -> None:
+        body = {
+            "Container": settings.gateway_container,
+            "EndpointConfig": {"Aliases": [alias]},
+        }
+        status, reply = self.request("POST", f"/networks/{network}/connect", body)
+        message = _message(reply)
+        if status != 200 and "already exists" not in message:
+            raise LaunchError(f"cannot attach the gateway to network {network}: {message}")
+
+    def remove_network(self, network: str, settings: Settings) -> None:
+        """Best effort; the gateway's sweep removes what is left."""
+        body = {"Container": settings.gateway_container, "Force": True}
+        self.request("POST", f"/networks/{network}/disconnect", body)
+        self.request("DELETE", f"/networks/{network}")
+
+    def run(self, name: str, spec: dict[str, Any]) -> str:
         """Create and start a container; returns its id."""
-        body = dict(spec)
-        name = body.pop("_name")
-        status, reply = self._request("POST", f"/containers/create?name={name}", body)
+        query = urllib.parse.urlencode({"name": name})
+        status, reply = self.request("POST", f"/containers/create?{query}", spec)
         if status != 201:
             raise LaunchError(f"creating container {name} failed ({status}): {_message(reply)}")
         container_id = str(reply["Id"])
-        status, reply = self._request("POST", f"/containers/{container_id}/start")
+        status, reply = self.request("POST", f"/containers/{container_id}/start")
         if status not in (204, 304):
-            self._request("DELETE", f"/containers/{container_id}?force=true")
+            self.request("DELETE", f"/containers/{container_id}?force=true")
             raise LaunchError(f"starting container {name} failed ({status}): {_message(reply)}")
         return container_id
 
@@ -264,21 +437,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    env = os.environ if env is None else env
+def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """Network, gateway attachment, container; returns the container id.  Raises LaunchError."""
     mode = env.get("EG_DOCKER_MODE", env.get("DOCKER_MODE", "docker")).lower()
     if mode != "docker":
-        print(f"launch_docker: unsupported EG_DOCKER_MODE {mode!r}", file=sys.stderr)
-        return 2
+        raise LaunchError(f"unsupported EG_DOCKER_MODE {mode!r}")
+    if not _KERNEL_ID.match(args.kernel_id):
+        raise LaunchError(f"invalid kernel id {args.kernel_id!r}")
     image = env.get("KERNEL_IMAGE") or args.image
     if not image:
-        print("launch_docker: no kernel image (KERNEL_IMAGE / --image)", file=sys.stderr)
-        return 2
+        raise LaunchError("no kernel image (KERNEL_IMAGE / --image)")
     if image not in allowed_images(env, args.image):
         # KERNEL_IMAGE is client input: without this check any local image could be started.
-        print(f"launch_docker: image {image!r} is not allowed", file=sys.stderr)
-        return 2
+        raise LaunchError(f"image {image!r} is not allowed")
+    settings = Settings.from_env(env)
+    alias = args.response_address.rpartition(":")[0]
+    if not alias:
+        raise LaunchError(f"invalid response address {args.response_address!r}")
     kernel_env = kernel_environment(
         env,
         kernel_id=args.kernel_id,
@@ -288,10 +463,29 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         kernel_class_name=args.kernel_class_name,
         transport_encryption=args.transport_encryption,
     )
+    engine = DockerEngine(settings.docker_socket)
+    network = engine.create_network(settings, args.kernel_id)
     try:
-        spec = container_spec(env, kernel_id=args.kernel_id, image=image, kernel_env=kernel_env)
-        engine = DockerEngine(env.get("SANDBOX_DOCKER_SOCKET", "/var/run/docker.sock"))
-        container_id = engine.run(spec)
+        engine.attach_gateway(network, settings, alias)
+        username = sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
+        spec = container_spec(
+            settings,
+            kernel_id=args.kernel_id,
+            image=image,
+            kernel_env=kernel_env,
+            network=network,
+            username=username,
+        )
+        return engine.run(container_name(env, args.kernel_id), spec)
+    except BaseException:
+        engine.remove_network(network, settings)
+        raise
+
+
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        container_id = launch(args, os.environ if env is None else env)
     except (LaunchError, OSError, ValueError) as exc:
         print(f"launch_docker: kernel {args.kernel_id}: {exc}", file=sys.stderr)
         return 1

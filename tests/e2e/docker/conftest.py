@@ -28,6 +28,12 @@ VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
 IMAGES = ("gateway", "notebook", "fileserver", "kernel-python")
 PROJECT = os.environ.get("SANDBOX_E2E_PROJECT", "mjse2e")
 FILE_SERVER_TOKEN = "e2e-file-server-token"
+DEPLOYMENT_LABEL = "mini-jupyter-sandbox.deployment"
+
+
+def kernel_network_name(kernel_id: str) -> str:
+    """The private network the launcher gives a kernel."""
+    return f"mini-jupyter-sandbox-kernel-{kernel_id}"
 
 
 def _unavailable(reason: str) -> None:
@@ -72,7 +78,6 @@ class Stack:
     gateway_port: int
     notebook_port: int
     file_server_port: int
-    kernel_network: str
     shared_volume: str
     token: str = FILE_SERVER_TOKEN
     _containers: dict[str, str] = field(default_factory=dict)
@@ -112,6 +117,11 @@ class Stack:
             raise RuntimeError(f"service {service} has no container: {done.stderr}")
         return container_id
 
+    @property
+    def deployment_label(self) -> str:
+        """The label the gateway puts on this stack's kernel containers and networks."""
+        return f"{DEPLOYMENT_LABEL}={self.project}"
+
     def kernel_containers(self) -> list[dict[str, Any]]:
         """`docker inspect` of every running kernel container of this stack."""
         ids = docker(
@@ -120,9 +130,22 @@ class Stack:
             "--filter",
             "label=component=kernel",
             "--filter",
-            f"network={self.kernel_network}",
+            f"label={self.deployment_label}",
         ).split()
         return json.loads(docker("inspect", *ids)) if ids else []
+
+    def kernel_networks(self) -> list[dict[str, Any]]:
+        """`docker network inspect` of every kernel network of this stack."""
+        ids = docker(
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            "label=component=kernel-network",
+            "--filter",
+            f"label={self.deployment_label}",
+        ).split()
+        return json.loads(docker("network", "inspect", *ids)) if ids else []
 
     def kernel_container(self, kernel_id: str) -> dict[str, Any]:
         ids = docker("ps", "-q", "--filter", f"label=kernel_id={kernel_id}").split()
@@ -151,10 +174,15 @@ class Stack:
             raise RuntimeError(f"services not healthy after {timeout}s: {sorted(pending)}\n{logs}")
 
 
-def _remove_kernel_containers(network: str) -> None:
-    ids = docker("ps", "-aq", "--filter", f"network={network}", check=False).split()
+def _remove_kernel_leftovers(project: str) -> None:
+    """Kernel containers and networks of this stack that outlived it (an interrupted run)."""
+    label = f"label={DEPLOYMENT_LABEL}={project}"
+    ids = docker("ps", "-aq", "--filter", label, check=False).split()
     if ids:
         docker("rm", "-f", *ids, check=False)
+    networks = docker("network", "ls", "-q", "--filter", label, check=False).split()
+    if networks:
+        docker("network", "rm", *networks, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +214,6 @@ def stack() -> Iterator[Stack]:
         gateway_port=_free_port(),
         notebook_port=_free_port(),
         file_server_port=_free_port(),
-        kernel_network=f"{PROJECT}-kernels",
         shared_volume=f"{PROJECT}-shared",
     )
     env.update(
@@ -195,15 +222,16 @@ def stack() -> Iterator[Stack]:
             "GATEWAY_PORT": str(stack.gateway_port),
             "NOTEBOOK_PORT": str(stack.notebook_port),
             "FILE_SERVER_PORT": str(stack.file_server_port),
-            "SANDBOX_KERNEL_NETWORK": stack.kernel_network,
             "SANDBOX_SHARED_VOLUME": stack.shared_volume,
             "FILE_SERVER_TOKEN": FILE_SERVER_TOKEN,
             "SANDBOX_BIND_ADDRESS": "127.0.0.1",
+            # Not the default: test_containment checks that it reaches the launcher.
+            "SANDBOX_KERNEL_TMP_SIZE": "48m",
         }
     )
     # Leftovers of an interrupted earlier run would hold the network and volume.
     stack.run_compose("down", "-v", "--remove-orphans")
-    _remove_kernel_containers(stack.kernel_network)
+    _remove_kernel_leftovers(stack.project)
     up = stack.run_compose("up", "-d", "--no-build")
     try:
         if up.returncode != 0:
@@ -214,6 +242,5 @@ def stack() -> Iterator[Stack]:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "compose-e2e.log").write_text(stack.run_compose("logs").stdout)
         stack.run_compose("down", "-v", "--remove-orphans")
-        _remove_kernel_containers(stack.kernel_network)
-        docker("network", "rm", stack.kernel_network, check=False)
+        _remove_kernel_leftovers(stack.project)
         docker("volume", "rm", stack.shared_volume, check=False)

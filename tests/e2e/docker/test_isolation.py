@@ -18,7 +18,7 @@ import pytest
 
 from jupyter_kernel_client import GatewayKernelSession
 
-from .conftest import Stack, docker
+from .conftest import Stack, docker, kernel_network_name
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def test_no_route_off_the_kernel_network(stack: Stack, kernel: GatewayKernelSess
     # One interface besides loopback: the kernel network.  No second network, no host network.
     assert seen["ifaces"] == ["eth0", "lo"]
 
-    network = json.loads(docker("network", "inspect", stack.kernel_network))[0]
+    network = json.loads(docker("network", "inspect", kernel_network_name(kernel.kernel_id)))[0]
     assert network["Internal"] is True
     assert network["Options"].get("com.docker.network.bridge.inhibit_ipv4") == "true"
     subnet = ipaddress.ip_network(network["IPAM"]["Config"][0]["Subnet"])
@@ -142,10 +142,11 @@ def test_no_route_off_the_kernel_network(stack: Stack, kernel: GatewayKernelSess
         assert hop in subnet
         assert f" {hop}/" not in host_addresses, f"default gateway {hop} is a host address"
 
-    # The only members of the kernel network are the gateway and kernels.
-    members = [c["Name"] for c in network["Containers"].values()]
+    # The kernel network has two members: this kernel and the gateway.
+    members = sorted(c["Name"] for c in network["Containers"].values())
+    assert len(members) == 2, members
+    assert any(name.endswith(kernel.kernel_id) for name in members)
     assert any("gateway" in name for name in members)
-    assert all("gateway" in name or "-" in name for name in members)
 
 
 def test_gateway_is_the_only_service_reachable(stack: Stack, kernel: GatewayKernelSession) -> None:
@@ -178,7 +179,7 @@ def test_container_carries_the_hardening(stack: Stack, kernel: GatewayKernelSess
     assert host["NanoCpus"] == 1_000_000_000
     assert [m["Destination"] for m in info["Mounts"]] == ["/data/shared"]
     assert all("docker.sock" not in (m.get("Source") or "") for m in info["Mounts"])
-    assert list(info["NetworkSettings"]["Networks"]) == [stack.kernel_network]
+    assert list(info["NetworkSettings"]["Networks"]) == [kernel_network_name(kernel.kernel_id)]
 
 
 def test_kernel_environment_holds_no_gateway_settings(kernel: GatewayKernelSession) -> None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
+import ipaddress
+import json
+import socketserver
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -25,7 +32,8 @@ launch_docker = _load()
 
 GATEWAY_ENV = {
     "PATH": "/opt/eg/bin:/usr/bin",
-    "EG_DOCKER_NETWORK": "sandbox-kernels",
+    "SANDBOX_GATEWAY_CONTAINER": "gw0123",
+    "SANDBOX_DEPLOYMENT": "stack",
     "EG_DOCKER_MODE": "docker",
     "EG_AUTH_TOKEN": "gateway-secret",
     "AWS_SECRET_ACCESS_KEY": "cloud-secret",
@@ -66,10 +74,22 @@ def test_kernel_gets_only_what_it_needs() -> None:
     }
 
 
-def test_container_is_hardened() -> None:
-    spec = launch_docker.container_spec(
-        GATEWAY_ENV, kernel_id="k-1", image="img", kernel_env=_kernel_env(GATEWAY_ENV)
+def _spec(env: dict[str, str], kernel_id: str = "k-1") -> dict[str, Any]:
+    settings = launch_docker.Settings.from_env(env)
+    return dict(
+        launch_docker.container_spec(
+            settings,
+            kernel_id=kernel_id,
+            image="img",
+            kernel_env=_kernel_env(env),
+            network=launch_docker.network_name(kernel_id),
+            username="alice",
+        )
     )
+
+
+def test_container_is_hardened() -> None:
+    spec = _spec(GATEWAY_ENV)
     host = spec["HostConfig"]
     assert spec["User"] == "1000:100"  # KERNEL_UID=0 from the client is ignored
     assert host["CapDrop"] == ["ALL"]
@@ -79,11 +99,24 @@ def test_container_is_hardened() -> None:
     assert host["PidsLimit"] == 256
     assert host["Memory"] == host["MemorySwap"] == 512 * 1024**2
     assert host["NanoCpus"] == 1_000_000_000
-    assert host["NetworkMode"] == "sandbox-kernels"
+    assert host["NetworkMode"] == "mini-jupyter-sandbox-kernel-k-1"
+    assert list(spec["NetworkingConfig"]["EndpointsConfig"]) == [host["NetworkMode"]]
+    assert host["Sysctls"] == {"net.ipv6.conf.all.disable_ipv6": "1"}
     assert host["Mounts"] == [{"Type": "volume", "Source": "shared-vol", "Target": "/data/shared"}]
     assert spec["Labels"]["kernel_id"] == "k-1"
+    assert spec["Labels"]["mini-jupyter-sandbox.deployment"] == "stack"
     assert spec["WorkingDir"] == "/home/jovyan"
     assert not any("docker.sock" in str(value) for value in host.values())
+
+
+def test_kernel_network_is_internal_with_no_host_address() -> None:
+    settings = launch_docker.Settings.from_env(GATEWAY_ENV)
+    spec = launch_docker.network_spec(settings, kernel_id="k-1", subnet="10.213.4.16/28")
+    assert spec["Internal"] is True
+    assert spec["Attachable"] is False
+    assert spec["Options"] == {"com.docker.network.bridge.inhibit_ipv4": "true"}
+    assert spec["IPAM"]["Config"] == [{"Subnet": "10.213.4.16/28"}]
+    assert spec["Labels"]["kernel_id"] == "k-1"
 
 
 def test_limits_come_from_the_gateway_environment() -> None:
@@ -92,49 +125,215 @@ def test_limits_come_from_the_gateway_environment() -> None:
         "SANDBOX_KERNEL_MEMORY": "1g",
         "SANDBOX_KERNEL_CPUS": "0.5",
         "SANDBOX_KERNEL_PIDS": "64",
+        "SANDBOX_REMOVE_CONTAINER": "false",
     }
-    host = launch_docker.container_spec(env, kernel_id="k", image="i", kernel_env={})["HostConfig"]
+    host = _spec(env)["HostConfig"]
     assert host["Memory"] == 1024**3
     assert host["NanoCpus"] == 500_000_000
     assert host["PidsLimit"] == 64
+    assert host["AutoRemove"] is False
 
 
-@pytest.mark.parametrize("user", ["0", "0:0", "root", "1000:abc"])
-def test_root_or_malformed_kernel_user_is_refused(user: str) -> None:
-    env = {**GATEWAY_ENV, "SANDBOX_KERNEL_USER": user}
-    with pytest.raises(launch_docker.LaunchError):
-        launch_docker.container_spec(env, kernel_id="k", image="i", kernel_env={})
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # Docker reads each of these as "unlimited".
+        ("SANDBOX_KERNEL_MEMORY", "0"),
+        ("SANDBOX_KERNEL_CPUS", "0"),
+        ("SANDBOX_KERNEL_PIDS", "-1"),
+        ("SANDBOX_KERNEL_PIDS", "0"),
+        # Nonsense that would otherwise reach Docker or a mount option.
+        ("SANDBOX_KERNEL_MEMORY", "1m"),
+        ("SANDBOX_KERNEL_MEMORY", "lots"),
+        ("SANDBOX_KERNEL_CPUS", "-2"),
+        ("SANDBOX_KERNEL_CPUS", "nan"),
+        ("SANDBOX_KERNEL_CPUS", "inf"),
+        ("SANDBOX_KERNEL_PIDS", "many"),
+        ("SANDBOX_KERNEL_TMP_SIZE", "0"),
+        ("SANDBOX_KERNEL_TMP_SIZE", "64m,exec"),
+        ("SANDBOX_KERNEL_USER", "0"),
+        ("SANDBOX_KERNEL_USER", "0:0"),
+        ("SANDBOX_KERNEL_USER", "root"),
+        ("SANDBOX_KERNEL_USER", "1000:abc"),
+        ("SANDBOX_REMOVE_CONTAINER", "maybe"),
+        ("SANDBOX_KERNEL_SUBNETS", "not-a-network"),
+        ("SANDBOX_KERNEL_SUBNETS", "10.213.0.0/30"),
+        ("SANDBOX_GATEWAY_CONTAINER", ""),
+        ("SANDBOX_DEPLOYMENT", "a/b"),
+    ],
+)
+def test_settings_fail_closed(name: str, value: str) -> None:
+    with pytest.raises(launch_docker.LaunchError, match=name):
+        launch_docker.Settings.from_env({**GATEWAY_ENV, name: value})
+
+
+def test_missing_gateway_identity_is_refused() -> None:
+    env = {k: v for k, v in GATEWAY_ENV.items() if k != "SANDBOX_GATEWAY_CONTAINER"}
+    with pytest.raises(launch_docker.LaunchError, match="SANDBOX_GATEWAY_CONTAINER"):
+        launch_docker.Settings.from_env(env)
 
 
 def test_client_username_cannot_inject_into_the_container_name() -> None:
     env = {**GATEWAY_ENV, "KERNEL_USERNAME": "../evil name;rm -rf"}
-    spec = launch_docker.container_spec(env, kernel_id="k-1", image="i", kernel_env={})
-    assert spec["_name"].endswith("-k-1")
-    assert all(ch.isalnum() or ch in "_.-" for ch in spec["_name"])
+    name = launch_docker.container_name(env, "k-1")
+    assert name.endswith("-k-1")
+    assert all(ch.isalnum() or ch in "_.-" for ch in name)
+
+
+ARGV = [
+    "--kernel-id",
+    "0f6e7c2a-1b2c-4d5e-8f90-123456789abc",
+    "--response-address",
+    "sandbox-gateway:8877",
+    "--public-key",
+    "K",
+    "--image",
+    "mini-jupyter-sandbox/kernel-python:0.1.0",
+]
+
+
+class FakeEngine:
+    """A stand-in for the Docker Engine API on a unix socket (the real engine is exercised by the
+    Docker e2e tests); it records every call and answers as Docker 20.10 does."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+        self.networks: dict[str, dict[str, Any]] = {}
+        self.fail: dict[str, tuple[int, str]] = {}
+        self.taken = {ipaddress.ip_network("10.213.0.0/17")}  # another network's range
+        engine = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                status, reply = engine.handle(self.command, self.path, body)
+                raw = json.dumps(reply).encode() if reply is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+            def get_request(self) -> Any:
+                request, _ = super().get_request()
+                return request, ("local", 0)
+
+        self.server = Server(str(socket_path), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        path = path.removeprefix("/v1.41")
+        self.calls.append((method, path.split("?")[0], body))
+        for prefix, answer in self.fail.items():
+            if path.startswith(prefix):
+                return answer[0], {"message": answer[1]}
+        if method == "GET" and path.startswith("/networks/"):
+            name = path.split("/")[2]
+            return (200, self.networks[name]) if name in self.networks else (404, {"message": "x"})
+        if path == "/networks/create":
+            subnet = ipaddress.ip_network(body["IPAM"]["Config"][0]["Subnet"])
+            if any(subnet.overlaps(other) for other in self.taken):
+                return 403, {"message": "Pool overlaps with other one on this address space"}
+            self.taken.add(subnet)
+            self.networks[body["Name"]] = body
+            return 201, {"Id": "net1"}
+        if path.endswith("/connect") or path.endswith("/disconnect"):
+            return 200, None
+        if method == "DELETE" and path.startswith("/networks/"):
+            self.networks.pop(path.split("/")[2], None)
+            return 204, None
+        if path.startswith("/containers/create"):
+            return 201, {"Id": "c" * 64}
+        if path.endswith("/start"):
+            return 204, None
+        if method == "DELETE":
+            return 204, None
+        return 404, {"message": f"unexpected {method} {path}"}
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[FakeEngine]:
+    fake = FakeEngine(tmp_path / "docker.sock")
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def _env(engine: FakeEngine) -> dict[str, str]:
+    env = {k: v for k, v in GATEWAY_ENV.items() if k != "KERNEL_IMAGE"}
+    return {**env, "SANDBOX_DOCKER_SOCKET": engine.server.server_address}  # type: ignore[dict-item]
+
+
+def test_launch_creates_a_private_network_attaches_the_gateway_then_the_kernel(
+    engine: FakeEngine,
+) -> None:
+    assert launch_docker.main(ARGV, _env(engine)) == 0
+    calls = [(method, path) for method, path, _ in engine.calls]
+    network = "mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc"
+    assert calls[-4:] == [
+        ("POST", "/networks/create"),
+        ("POST", f"/networks/{network}/connect"),
+        ("POST", "/containers/create"),
+        ("POST", f"/containers/{'c' * 64}/start"),
+    ]
+    created = engine.networks[network]
+    subnet = ipaddress.ip_network(created["IPAM"]["Config"][0]["Subnet"])
+    assert subnet.prefixlen == 28 and subnet.subnet_of(ipaddress.ip_network("10.213.0.0/16"))
+    connect = next(body for method, path, body in engine.calls if path.endswith("/connect"))
+    assert connect == {"Container": "gw0123", "EndpointConfig": {"Aliases": ["sandbox-gateway"]}}
+    container = next(body for _, path, body in engine.calls if path == "/containers/create")
+    assert container["HostConfig"]["NetworkMode"] == network
+
+
+def test_a_failed_container_start_removes_the_network(engine: FakeEngine) -> None:
+    engine.fail["/containers/create"] = (500, "no space left")
+    assert launch_docker.main(ARGV, _env(engine)) == 1
+    assert engine.networks == {}
+    assert any(path.endswith("/disconnect") for _, path, _ in engine.calls)
+
+
+def test_no_network_means_no_kernel_and_never_bridge(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine.fail["/networks/create"] = (500, "failed to allocate")
+    assert launch_docker.main(ARGV, _env(engine)) == 1
+    assert "cannot create network" in capsys.readouterr().err
+    assert not any(path.startswith("/containers") for _, path, _ in engine.calls)
+
+
+def test_gateway_that_cannot_attach_refuses_the_launch(engine: FakeEngine) -> None:
+    engine.fail[
+        "/networks/mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc/connect"
+    ] = (
+        404,
+        "No such container: gw0123",
+    )
+    assert launch_docker.main(ARGV, _env(engine)) == 1
+    assert not any(path.startswith("/containers") for _, path, _ in engine.calls)
+    assert engine.networks == {}
 
 
 def test_image_not_allowed_is_refused_before_docker_is_touched(
-    capsys: pytest.CaptureFixture[str],
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {**GATEWAY_ENV, "KERNEL_IMAGE": "alpine:latest", "SANDBOX_DOCKER_SOCKET": "/nonexistent"}
-    argv = [
-        "--kernel-id",
-        "k-1",
-        "--response-address",
-        "gw:1",
-        "--public-key",
-        "K",
-        "--image",
-        "mini-jupyter-sandbox/kernel-python:0.1.0",
-    ]
-    assert launch_docker.main(argv, env) == 2
+    env = {**_env(engine), "KERNEL_IMAGE": "alpine:latest"}
+    assert launch_docker.main(ARGV, env) == 1
     assert "not allowed" in capsys.readouterr().err
+    assert engine.calls == []
 
 
-def test_swarm_mode_is_refused() -> None:
-    env = {**GATEWAY_ENV, "EG_DOCKER_MODE": "swarm"}
-    argv = ["--kernel-id", "k-1", "--response-address", "gw:1", "--public-key", "K"]
-    assert launch_docker.main(argv, env) == 2
+def test_swarm_mode_is_refused(engine: FakeEngine) -> None:
+    env = {**_env(engine), "EG_DOCKER_MODE": "swarm"}
+    assert launch_docker.main(ARGV, env) == 1
+    assert engine.calls == []
 
 
 @pytest.mark.parametrize(("text", "size"), [("512m", 512 * 1024**2), ("1g", 1024**3), ("100", 100)])

@@ -1,0 +1,182 @@
+"""Docker containment on the gateway's side: one private network per kernel.
+
+The launcher (``kernels/launcher/launch_docker.py``) gives every kernel container a network of
+its own and attaches the gateway to it.  This module is the gateway's half of that design:
+
+* ``SandboxDockerProcessProxy`` (named by the kernelspecs) finds the kernel's address on its own
+  network, and removes that network when the kernel is terminated;
+* ``apply()`` tells the launcher who the gateway is (its container id and the deployment label
+  that scopes clean-up), then reconciles the kernel networks once at start-up and periodically:
+  a network whose kernel is alive gets the gateway attached (a recreated gateway container
+  re-adopts the kernels it persisted), a network whose kernel is gone is removed.
+
+It is active when ``SANDBOX_KERNEL_SUBNETS`` is set (the gateway image sets it); the test gateway,
+which runs local kernels, leaves it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+from enterprise_gateway.services.processproxies.docker_swarm import DockerProcessProxy
+
+APP = "mini-jupyter-sandbox"
+DEPLOYMENT_LABEL = f"{APP}.deployment"
+# A network younger than this may belong to a launch still in progress (its container does not
+# exist yet): the sweep leaves it alone.  Longer than any allowed launch timeout.
+LAUNCH_GRACE_SECONDS = 600.0
+
+log = logging.getLogger("sandbox_docker")
+_cleanup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-network-cleanup")
+_client: docker.DockerClient | None = None
+
+
+def _docker() -> docker.DockerClient:
+    global _client
+    if _client is None:
+        _client = docker.DockerClient(
+            base_url="unix://" + os.environ.get("SANDBOX_DOCKER_SOCKET", "/var/run/docker.sock")
+        )
+    return _client
+
+
+def network_name(kernel_id: str) -> str:
+    """The same name the launcher gives the kernel's network."""
+    return f"{APP}-kernel-{kernel_id}"
+
+
+class SandboxDockerProcessProxy(DockerProcessProxy):
+    """EG's Docker process proxy for kernels that each live on a network of their own."""
+
+    def get_container_status(self, iteration: int | None) -> str:
+        # EG's version reads the address on one network named by EG_DOCKER_NETWORK; a kernel here
+        # has exactly one network, named after it.  No address there means no connection: the
+        # launch times out rather than falling back to another network.
+        status = ""
+        container = self._get_container()
+        if container:
+            self.container_name = container.name
+            status = (container.status or "").lower()
+            if status == "running" and not self.assigned_host:
+                networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+                address = (networks.get(network_name(self.kernel_id)) or {}).get("IPAddress")
+                if address:
+                    self.assigned_ip = address
+                    self.assigned_host = self.container_name
+        if iteration:
+            self.log.debug(
+                f"{iteration}: waiting for kernel container {self.container_name!r}: "
+                f"status {status!r}, address {self.assigned_ip!r}, kernel {self.kernel_id}"
+            )
+        return status
+
+    def terminate_container_resources(self) -> bool | None:
+        result = super().terminate_container_resources()
+        # Off the event loop: removing a network takes ~0.1 s of Docker's time.
+        _cleanup.submit(remove_network, network_name(self.kernel_id))
+        return result
+
+
+def remove_network(name: str) -> None:
+    """Detach the gateway and remove a kernel network; a missing network is fine."""
+    client = _docker()
+    try:
+        network = client.networks.get(name)
+        network.disconnect(os.environ["SANDBOX_GATEWAY_CONTAINER"], force=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        log.debug("detaching the gateway from %s: %s", name, exc)
+    try:
+        client.api.remove_network(name)
+    except NotFound:
+        pass
+    except APIError as exc:
+        log.warning("kernel network %s not removed yet (the sweep retries): %s", name, exc)
+
+
+def own_container_id() -> str:
+    """This container's id, from the mount Docker makes for /etc/hostname; else the hostname."""
+    pattern = re.compile(r"/containers/([0-9a-f]{64})/")
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            match = pattern.search(line)
+            if match:
+                return match.group(1)
+    except OSError:
+        pass
+    return socket.gethostname()
+
+
+def sweep(deployment: str, gateway: str, alias: str) -> None:
+    """Attach the gateway to every live kernel's network; remove networks whose kernel is gone."""
+    client = _docker()
+    labels = [f"{DEPLOYMENT_LABEL}={deployment}"]
+    alive = {
+        container.labels.get("kernel_id")
+        for container in client.containers.list(
+            all=True, filters={"label": [*labels, "component=kernel"]}
+        )
+        if container.status in ("created", "running", "restarting")
+    }
+    networks = client.networks.list(filters={"label": [*labels, "component=kernel-network"]})
+    for network in networks:
+        kernel_id = network.attrs.get("Labels", {}).get("kernel_id")
+        if kernel_id in alive:
+            network.reload()
+            if gateway not in (network.attrs.get("Containers") or {}):
+                try:
+                    network.connect(gateway, aliases=[alias])
+                    log.info("re-attached the gateway to kernel network %s", network.name)
+                except APIError as exc:
+                    log.warning("cannot re-attach the gateway to %s: %s", network.name, exc)
+        elif _age_seconds(network.attrs.get("Created", "")) > LAUNCH_GRACE_SECONDS:
+            remove_network(network.name)
+
+
+def _age_seconds(created: str) -> float:
+    # Docker writes nanoseconds ("2026-11-30T09:00:00.123456789Z"); datetime takes microseconds.
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", created)
+    if not match:
+        return 0.0
+    then = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - then).total_seconds()
+
+
+def _sweep_forever(deployment: str, gateway: str, alias: str, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            sweep(deployment, gateway, alias)
+        except Exception as exc:  # the Docker engine may be restarting; try again next time
+            log.warning("kernel network sweep failed: %s", exc)
+
+
+def apply() -> None:
+    """Publish the gateway's identity to the launcher, reconcile networks, start the sweeper."""
+    gateway = os.environ.setdefault("SANDBOX_GATEWAY_CONTAINER", own_container_id())
+    if "SANDBOX_DEPLOYMENT" not in os.environ:
+        attrs: dict[str, Any] = _docker().api.inspect_container(gateway)
+        labels = attrs.get("Config", {}).get("Labels") or {}
+        os.environ["SANDBOX_DEPLOYMENT"] = labels.get("com.docker.compose.project") or gateway[:12]
+    deployment = os.environ["SANDBOX_DEPLOYMENT"]
+    alias = os.environ.get("EG_RESPONSE_IP", "sandbox-gateway")
+    sweep(deployment, gateway, alias)
+    interval = float(os.environ.get("SANDBOX_NETWORK_SWEEP_INTERVAL", "60"))
+    threading.Thread(
+        target=_sweep_forever,
+        args=(deployment, gateway, alias, interval),
+        name="kernel-network-sweep",
+        daemon=True,
+    ).start()
