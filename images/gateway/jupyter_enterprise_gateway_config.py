@@ -14,7 +14,20 @@ import sandbox_gateway_patches
 
 sandbox_gateway_patches.apply()
 
+if os.environ.get("SANDBOX_KERNEL_SUBNETS"):  # Docker kernels, each on a network of its own
+    import sandbox_docker
+
+    sandbox_docker.apply()
+
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (injected by traitlets)
+
+# Every SANDBOX_* setting of the gateway reaches the kernel launcher, also when a client sends its
+# own ``env`` (EG then passes the launcher only the variables named here, plus KERNEL_*); a
+# client's own SANDBOX_* values never pass (EG takes only KERNEL_* and client_envs from a request).
+c.EnterpriseGatewayApp.inherited_envs = sorted(
+    {name for name in os.environ.get("EG_INHERITED_ENVS", "").split(",") if name}
+    | {name for name in os.environ if name.startswith("SANDBOX_")}
+)
 
 
 def _env_int(name: str, default: int) -> int:
