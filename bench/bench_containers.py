@@ -2,15 +2,20 @@
 
 Rows (p50 / p99 / mean over --runs starts each):
 
-* ``sandbox launcher``: the compose gateway (project launcher, hardened container): POST
-  /api/kernels, open the websocket, execute ``1 + 1`` — until the result arrives.
+* ``sandbox launcher, own network``: the compose gateway (project launcher, hardened container,
+  a private network per kernel, the gateway's firewall): POST /api/kernels, open the websocket,
+  execute ``1 + 1`` — until the result arrives.
+* ``sandbox launcher, shared network (before)``: the launcher as it was before containment
+  (``BEFORE_CONTAINMENT``, read from git), every kernel on one shared internal network, in a
+  throw-away gateway container of the same image: what containment costs per start.
 * ``stock launcher``: the same gateway image and kernel image, but the kernel started by
-  gateway_provisioners' ``launch_docker.py`` (the pre-issue path: docker SDK, EG's default 0.5 s
-  poll interval, no hardening).  The launcher is fetched with ``pip download`` into a temporary
-  directory, mounted into a throw-away gateway container and never installed.
+  gateway_provisioners' ``launch_docker.py`` (docker SDK, EG's default 0.5 s poll interval, no
+  hardening).  The launcher is fetched with ``pip download`` into a temporary directory, mounted
+  into a throw-away gateway container and never installed.
 * ``docker run import ipykernel``: ``docker run --rm`` of the kernel image importing ipykernel.
 * ``docker run true``: a trivial container of the same image.
-* ``execute round trip``: ``1 + 1`` on an already-started kernel through the gateway.
+* ``execute round trip``: ``1 + 1`` on an already-started kernel through the compose gateway
+  and through the shared-network gateway, interleaved with the raw-ZMQ floor.
 
 Needs the compose stack up (``docker-compose up -d``) and the images built (images/build.sh)::
 
@@ -40,6 +45,11 @@ VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
 KERNEL_IMAGE = f"mini-jupyter-sandbox/kernel-python:{VERSION}"
 GATEWAY_IMAGE = f"mini-jupyter-sandbox/gateway:{VERSION}"
 STOCK_GATEWAY = "mjs-bench-stock-gateway"
+BEFORE_GATEWAY = "mjs-bench-before-gateway"
+SHARED_NETWORK = "mjs-bench-shared-kernels"
+# The last commit whose launcher put every kernel on one shared network.
+BEFORE_CONTAINMENT = "652722e"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -113,12 +123,8 @@ def stock_launcher_script(workdir: Path) -> Path:
     return target
 
 
-def start_stock_gateway(network: str, workdir: Path) -> str:
-    """A throw-away gateway whose only kernelspec uses the stock launcher."""
-    launcher = stock_launcher_script(workdir)
-    spec_dir = workdir / "kernels" / "stock-python"
-    spec_dir.mkdir(parents=True)
-    spec = {
+def stock_kernelspec() -> dict[str, object]:
+    return {
         "display_name": "Python 3 (stock gateway_provisioners launcher)",
         "language": "python",
         "metadata": {
@@ -133,7 +139,7 @@ def start_stock_gateway(network: str, workdir: Path) -> str:
         "env": {"DOCKER_MODE": "docker", "PATH": "/opt/eg/bin:/usr/bin:/bin"},
         "argv": [
             "/opt/eg/bin/python",
-            "/opt/stock/launch_docker.py",
+            "/opt/launcher/launch_docker.py",
             "--kernel-id",
             "{kernel_id}",
             "--port-range",
@@ -144,8 +150,59 @@ def start_stock_gateway(network: str, workdir: Path) -> str:
             "{public_key}",
         ],
     }
+
+
+def before_kernelspec() -> dict[str, object]:
+    spec = json.loads((REPO / "kernels" / "python3" / "kernel.json").read_text())
+    spec["metadata"]["process_proxy"]["class_name"] = (
+        "enterprise_gateway.services.processproxies.docker_swarm.DockerProcessProxy"
+    )
+    spec["argv"][spec["argv"].index("/opt/sandbox/launcher/launch_docker.py")] = (
+        "/opt/launcher/launch_docker.py"
+    )
+    return dict(spec)
+
+
+def before_launcher_script(workdir: Path) -> Path:
+    """The project's launcher as of BEFORE_CONTAINMENT (one shared kernel network)."""
+    source = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{BEFORE_CONTAINMENT}:kernels/launcher/launch_docker.py"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    target = workdir / "launch_docker.py"
+    target.write_bytes(source)
+    return target
+
+
+def shared_network() -> str:
+    """An internal network for every kernel of the throw-away gateways (the old design)."""
+    subprocess.run(["docker", "network", "rm", SHARED_NETWORK], capture_output=True, check=False)
+    subprocess.run(
+        [
+            "docker",
+            "network",
+            "create",
+            "--internal",
+            "-o",
+            "com.docker.network.bridge.inhibit_ipv4=true",
+            SHARED_NETWORK,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return SHARED_NETWORK
+
+
+def start_throwaway_gateway(
+    name: str, launcher: Path, spec_name: str, spec: dict[str, object], workdir: Path, poll: str
+) -> str:
+    """A gateway container of the project's image, on the shared kernel network, whose only
+    kernelspec runs ``launcher``; returns its URL."""
+    spec_dir = workdir / "kernels" / spec_name
+    spec_dir.mkdir(parents=True)
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    subprocess.run(["docker", "rm", "-f", STOCK_GATEWAY], capture_output=True, check=False)
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     subprocess.run(
         [
             "docker",
@@ -153,40 +210,45 @@ def start_stock_gateway(network: str, workdir: Path) -> str:
             "-d",
             "--init",
             "--name",
-            STOCK_GATEWAY,
+            name,
+            "--entrypoint",
+            "",  # no firewall: kernels of the old design reach the gateway on one network
             "-p",
             "127.0.0.1::8889",
             "-v",
             "/var/run/docker.sock:/var/run/docker.sock",
             "-v",
-            f"{launcher}:/opt/stock/launch_docker.py:ro",
+            f"{launcher}:/opt/launcher/launch_docker.py:ro",
             "-v",
-            f"{workdir / 'kernels'}:/opt/stock-kernels/kernels:ro",
+            f"{workdir / 'kernels'}:/opt/bench-kernels/kernels:ro",
             "-e",
-            f"EG_DOCKER_NETWORK={network}",
+            f"EG_DOCKER_NETWORK={SHARED_NETWORK}",
             "-e",
-            "EG_RESPONSE_IP=" + STOCK_GATEWAY,
+            "EG_RESPONSE_IP=" + name,
             "-e",
             "EG_RESPONSE_ADDR_ANY=true",
             "-e",
-            "EG_POLL_INTERVAL=0.5",  # EG's default: the stock path as it ships
+            f"EG_POLL_INTERVAL={poll}",
             "-e",
-            "JUPYTER_PATH=/opt/stock-kernels",
+            "JUPYTER_PATH=/opt/bench-kernels",
             GATEWAY_IMAGE,
+            "jupyter",
+            "enterprisegateway",
+            "--config=/etc/sandbox-gateway/jupyter_enterprise_gateway_config.py",
+            "--ip=0.0.0.0",
+            "--port=8889",
+            "--KernelSpecManager.ensure_native_kernel=False",
         ],
         check=True,
         capture_output=True,
     )
     # Published ports need a non-internal network; the kernel network is joined second.
     subprocess.run(
-        ["docker", "network", "connect", network, STOCK_GATEWAY], check=True, capture_output=True
+        ["docker", "network", "connect", SHARED_NETWORK, name], check=True, capture_output=True
     )
     port = (
         subprocess.run(
-            ["docker", "port", STOCK_GATEWAY, "8889/tcp"],
-            check=True,
-            capture_output=True,
-            text=True,
+            ["docker", "port", name, "8889/tcp"], check=True, capture_output=True, text=True
         )
         .stdout.split(":")[-1]
         .strip()
@@ -199,7 +261,26 @@ def start_stock_gateway(network: str, workdir: Path) -> str:
             return url
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError("the stock-launcher gateway did not come up")
+    raise RuntimeError(f"the throw-away gateway {name} did not come up")
+
+
+def round_trips(gateway: str, kernel_name: str, count: int) -> Callable[[], list[float]]:
+    """A started kernel behind ``gateway``; each call times ``count`` executes of ``1 + 1``."""
+    session = GatewayKernelSession(gateway, gateway.replace("http", "ws", 1), kernel_name)
+    session.start()
+    for _ in range(20):
+        session.execute("1 + 1")
+
+    def batch() -> list[float]:
+        trips = []
+        for _ in range(count):
+            start = time.perf_counter()
+            session.execute("1 + 1")
+            trips.append(time.perf_counter() - start)
+        return trips
+
+    batch.session = session  # type: ignore[attr-defined]
+    return batch
 
 
 def main() -> None:
@@ -208,58 +289,80 @@ def main() -> None:
     parser.add_argument(
         "--gateway", default=os.environ.get("GATEWAY_HTTP", "http://127.0.0.1:8889")
     )
-    parser.add_argument(
-        "--kernel-network",
-        default=os.environ.get("SANDBOX_KERNEL_NETWORK", "mini-jupyter-sandbox-kernels"),
-    )
     parser.add_argument("--no-stock", action="store_true", help="skip the stock launcher row")
     args = parser.parse_args()
 
     rows: list[tuple[str, list[float]]] = []
-    rows.append(
-        ("sandbox launcher: start -> first result", measure(args.runs, cold_start(args.gateway)))
-    )
-    if not args.no_stock:
-        with tempfile.TemporaryDirectory() as tmp:
-            # Docker bind-mounts need the directory to outlive this process' view: keep it
-            # until the throw-away gateway is removed.
-            try:
-                stock_url = start_stock_gateway(args.kernel_network, Path(tmp))
+    network = shared_network()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        try:
+            before_url = start_throwaway_gateway(
+                BEFORE_GATEWAY,
+                before_launcher_script(workdir),
+                "python3",
+                before_kernelspec(),
+                workdir,
+                poll="0.05",
+            )
+            # Interleaved, so that load on the machine hits both alike.
+            now_samples: list[float] = []
+            before_samples: list[float] = []
+            now_once, before_once = cold_start(args.gateway), cold_start(before_url)
+            now_once(), before_once()  # warm-up
+            for _ in range(args.runs):
+                now_samples.append(now_once())
+                before_samples.append(before_once())
+            rows.append(("start -> first result, own network (now)", now_samples))
+            rows.append(("start -> first result, shared net (before)", before_samples))
+
+            if not args.no_stock:
+                stock_url = start_throwaway_gateway(
+                    STOCK_GATEWAY,
+                    stock_launcher_script(workdir),
+                    "stock-python",
+                    stock_kernelspec(),
+                    workdir,
+                    poll="0.5",  # EG's default: the stock path as it ships
+                )
                 rows.append(
                     (
                         "stock launcher: start -> first result",
                         measure(args.runs, cold_start(stock_url, "stock-python")),
                     )
                 )
-            finally:
-                subprocess.run(["docker", "rm", "-f", STOCK_GATEWAY], capture_output=True)
-    rows.append(
-        (
-            "docker run: python -c 'import ipykernel'",
-            measure(args.runs, docker_run("python", "-c", "import ipykernel")),
-        )
-    )
-    rows.append(("docker run: true", measure(args.runs, docker_run("true"))))
+            rows.append(
+                (
+                    "docker run: python -c 'import ipykernel'",
+                    measure(args.runs, docker_run("python", "-c", "import ipykernel")),
+                )
+            )
+            rows.append(("docker run: true", measure(args.runs, docker_run("true"))))
 
-    # The round trip through the compose gateway, interleaved with the raw-ZMQ floor (a local
-    # ipykernel under jupyter_client, as in bench_client.py) so machine load hits both alike.
-    gateway_ws = args.gateway.replace("http", "ws", 1)
-    compose_trips: list[float] = []
-    floor_trips: list[float] = []
-    with (
-        GatewayKernelSession(args.gateway, gateway_ws, "python3") as session,
-        bench_client.raw_zmq_client() as floor,
-    ):
-        for _ in range(20):
-            session.execute("1 + 1")
-        for _ in range(max(200, args.runs) // 10):
-            floor_trips += [ms / 1000 for ms in floor(10)]
-            for _ in range(10):
-                start = time.perf_counter()
-                session.execute("1 + 1")
-                compose_trips.append(time.perf_counter() - start)
-    rows.append(("execute round trip, raw ZMQ floor (local)", floor_trips))
-    rows.append(("execute round trip, compose gateway", compose_trips))
+            # Round trips through both gateways, interleaved with the raw-ZMQ floor (a local
+            # ipykernel under jupyter_client, as in bench_client.py).
+            now_trips = round_trips(args.gateway, "python3", 10)
+            before_trips = round_trips(before_url, "python3", 10)
+            compose: list[float] = []
+            before: list[float] = []
+            floor_trips: list[float] = []
+            try:
+                with bench_client.raw_zmq_client() as floor:
+                    for _ in range(max(200, args.runs) // 10):
+                        floor_trips += [ms / 1000 for ms in floor(10)]
+                        compose += now_trips()
+                        before += before_trips()
+            finally:
+                now_trips.session.shutdown()  # type: ignore[attr-defined]
+                before_trips.session.shutdown()  # type: ignore[attr-defined]
+            rows.append(("execute round trip, raw ZMQ floor (local)", floor_trips))
+            rows.append(("execute round trip, own network (now)", compose))
+            rows.append(("execute round trip, shared net (before)", before))
+        finally:
+            subprocess.run(
+                ["docker", "rm", "-f", STOCK_GATEWAY, BEFORE_GATEWAY], capture_output=True
+            )
+            subprocess.run(["docker", "network", "rm", network], capture_output=True)
 
     print(f"\n{'measurement':44} {'n':>4} {'p50 s':>8} {'p99 s':>8} {'mean s':>8}")
     for name, samples in rows:
@@ -268,11 +371,12 @@ def main() -> None:
             f"{percentile(samples, 99):>8.4f} {statistics.fmean(samples):>8.4f}"
         )
     start_p50 = percentile(rows[0][1], 50)
-    ratio = percentile(compose_trips, 50) / percentile(floor_trips, 50)
+    cost = start_p50 - percentile(rows[1][1], 50)
+    ratio = percentile(compose, 50) / percentile(floor_trips, 50)
     print(
         f"\ntargets: cold start p50 <= 0.7 s: {'met' if start_p50 <= 0.7 else 'NOT met'} "
-        f"({start_p50:.3f} s); round trip p50 <= 1.3x raw ZMQ: "
-        f"{'met' if ratio <= 1.3 else 'NOT met'} ({ratio:.2f}x)"
+        f"({start_p50:.3f} s, containment {cost * 1000:+.0f} ms per start); round trip p50 <= "
+        f"1.3x raw ZMQ: {'met' if ratio <= 1.3 else 'NOT met'} ({ratio:.2f}x)"
     )
 
 

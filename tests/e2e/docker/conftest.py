@@ -225,8 +225,10 @@ def stack() -> Iterator[Stack]:
             "SANDBOX_SHARED_VOLUME": stack.shared_volume,
             "FILE_SERVER_TOKEN": FILE_SERVER_TOKEN,
             "SANDBOX_BIND_ADDRESS": "127.0.0.1",
-            # Not the default: test_containment checks that it reaches the launcher.
+            # Not the defaults: test_containment checks that they reach the launcher.
             "SANDBOX_KERNEL_TMP_SIZE": "48m",
+            "SANDBOX_ALLOWED_KERNEL_IMAGES": f"mini-jupyter-sandbox/kernel-python:{VERSION}"
+            ",mini-jupyter-sandbox/kernel-python:latest",
         }
     )
     # Leftovers of an interrupted earlier run would hold the network and volume.
