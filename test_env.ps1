@@ -19,6 +19,24 @@ function Invoke-Compose {
     if ($LASTEXITCODE -ne 0) { throw "docker compose $ComposeArgs failed" }
 }
 
+# Per-install secrets, written into .env once (docker-compose reads it; so do the examples).
+# The stack refuses to start without them: a documented default would be public knowledge.
+function Initialize-Secrets {
+    if (-not (Test-Path .env)) { Copy-Item .env.example .env }
+    $lines = @(Get-Content .env)
+    $current = ($lines | Where-Object { $_ -match '^FILE_SERVER_TOKEN=' } | Select-Object -Last 1)
+    $token = if ($current) { $current.Substring('FILE_SERVER_TOKEN='.Length) } else { "" }
+    if (-not $token -or $token -eq "local-dev-token") {
+        $bytes = New-Object byte[] 32
+        [System.Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($bytes)
+        $token = [Convert]::ToBase64String($bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_')
+        $lines = @($lines | Where-Object { $_ -notmatch '^FILE_SERVER_TOKEN=' }) + "FILE_SERVER_TOKEN=$token"
+        Set-Content -Path .env -Value $lines
+        Write-Host "Wrote a new random FILE_SERVER_TOKEN into $(Join-Path $PWD '.env') (keep it private)."
+    }
+    Write-Host "Secrets: $(Join-Path $PWD '.env') (FILE_SERVER_TOKEN is the file server's bearer token)."
+}
+
 function Wait-Healthy {
     param([string] $Name, [string] $Url)
     $timeout = if ($env:STACK_TIMEOUT) { [int] $env:STACK_TIMEOUT } else { 180 }
@@ -47,6 +65,7 @@ if ($env:SKIP_STACK -ne "1") {
         Write-Warning ("No Docker engine reachable: the stack cannot start here, and the Docker " +
             "tests will skip. Start Docker Desktop and run this again for the full suite.")
     } else {
+        Initialize-Secrets
         Invoke-Compose up -d --build
         $gw = if ($env:GATEWAY_PORT) { $env:GATEWAY_PORT } else { "8889" }
         $nb = if ($env:NOTEBOOK_PORT) { $env:NOTEBOOK_PORT } else { "8888" }

@@ -36,13 +36,13 @@ def kernel_network_name(kernel_id: str) -> str:
     return f"mini-jupyter-sandbox-kernel-{kernel_id}"
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> None:
     if os.environ.get("SANDBOX_REQUIRE_DOCKER") == "1":
         pytest.fail(f"SANDBOX_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
     pytest.skip(reason)
 
 
-def _compose_command() -> list[str] | None:
+def compose_command() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     if shutil.which("docker"):
@@ -188,12 +188,12 @@ def _remove_kernel_leftovers(project: str) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The compose stack under test (notebook, gateway, file server, kernel image)."""
-    compose = _compose_command()
+    compose = compose_command()
     if compose is None or shutil.which("docker") is None:
-        _unavailable("no Docker CLI / Compose found (install docker.io and docker-compose)")
+        unavailable("no Docker CLI / Compose found (install docker.io and docker-compose)")
         raise AssertionError("unreachable")
     if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
-        _unavailable("no Docker engine reachable (start dockerd)")
+        unavailable("no Docker engine reachable (start dockerd)")
     missing = [
         name
         for name in IMAGES
@@ -204,7 +204,7 @@ def stack() -> Iterator[Stack]:
         != 0
     ]
     if missing:
-        _unavailable(f"images not built: {', '.join(missing)} (run images/build.sh)")
+        unavailable(f"images not built: {', '.join(missing)} (run images/build.sh)")
 
     env = dict(os.environ)
     stack = Stack(

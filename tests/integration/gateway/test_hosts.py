@@ -1,0 +1,106 @@
+"""DNS rebinding: the gateway answers only to its own names, on HTTP and on websocket upgrades."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from jupyter_kernel_client import GatewayKernelSession
+from tests.support.gateway import Gateway
+
+FOREIGN = "rebind.attacker.example"
+
+
+@pytest.fixture(scope="module")
+def named_gateway() -> Iterator[Gateway]:
+    gateway = Gateway(env={"SANDBOX_ALLOWED_HOSTS": "gateway, .svc.cluster.local"}).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def get(gateway: Gateway, path: str, host: str) -> requests.Response:
+    return requests.get(gateway.http + path, headers={"Host": host}, timeout=10)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        f"{FOREIGN}:8889",
+        FOREIGN,
+        "localhost.attacker.example",
+        "gateway.attacker.example",
+        "svc.cluster.local.attacker.example",
+        "evil:8889:1",
+        "",
+    ],
+)
+def test_foreign_host_is_refused(named_gateway: Gateway, host: str) -> None:
+    for path in ("/api/kernels", "/api/kernelspecs", "/api", "/no/such/route"):
+        response = get(named_gateway, path, host)
+        assert response.status_code == 400, (path, host, response.text)
+        assert response.json()["reason"] == "host not allowed"
+        assert "Traceback" not in response.text
+
+
+def test_foreign_host_cannot_start_a_kernel(named_gateway: Gateway) -> None:
+    before = len(named_gateway.kernels())
+    response = requests.post(
+        named_gateway.http + "/api/kernels",
+        json={"name": "python3", "env": {"KERNEL_USERNAME": "x"}},
+        headers={"Host": f"{FOREIGN}:{named_gateway.port}"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert len(named_gateway.kernels()) == before
+
+
+def upgrade_status(port: int, path: str, host: str) -> int:
+    """The status line of a raw websocket upgrade request (what a browser sends)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0].decode()
+    return int(status_line.split()[1])
+
+
+def test_websocket_upgrade_with_a_foreign_host_is_refused(named_gateway: Gateway) -> None:
+    with GatewayKernelSession(named_gateway.http, named_gateway.ws, "python3") as session:
+        path = f"/api/kernels/{session.kernel_id}/channels"
+        assert upgrade_status(named_gateway.port, path, f"{FOREIGN}:1") == 400
+        # The same upgrade under an allowed name is served.
+        assert upgrade_status(named_gateway.port, path, f"127.0.0.1:{named_gateway.port}") == 101
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "localhost:8889",
+        "LOCALHOST:1",
+        "127.0.0.1:8889",
+        "[::1]:8889",
+        "[::1]",
+        "10.42.0.7:8889",  # a kubelet probe addresses the pod by its IP
+        "gateway:8889",
+        "mjs-gateway.sandbox.svc.cluster.local:8889",
+    ],
+)
+def test_own_names_are_served(named_gateway: Gateway, host: str) -> None:
+    assert get(named_gateway, "/api/kernelspecs", host).status_code == 200
+
+
+def test_only_configured_names_are_added(gateway: Gateway) -> None:
+    # The shared test gateway configures no names: the service name is foreign to it.
+    assert get(gateway, "/api/kernelspecs", "gateway:8889").status_code == 400
+    assert get(gateway, "/api/kernelspecs", "localhost").status_code == 200
