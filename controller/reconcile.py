@@ -32,6 +32,7 @@ from jupyter_kernel_client import (
 )
 
 from .gateway import Kernel, parse_time
+from .platform_env import reserved_names
 from .settings import ControllerSettings
 
 KERNEL_ID_TAG: Final = bytes.fromhex("5a9d5e55")
@@ -153,6 +154,20 @@ def session_of(
 
 def _opt_str(value: object) -> str | None:
     return None if value is None or value == "" else str(value)
+
+
+def spec_env_problem(session: Session) -> str | None:
+    """Why the session's ``spec.env`` can never be launched, or None when it can.
+
+    The CRD refuses these names at admission; a spec written under an older CRD still gets here.
+    """
+    reserved = reserved_names(session.env)
+    if not reserved:
+        return None
+    return (
+        f"spec.env sets {', '.join(reserved)}, which the platform controls "
+        "(the kernel's size comes from spec.resources)"
+    )
 
 
 def launch_env(session: Session) -> dict[str, str]:
@@ -297,6 +312,9 @@ async def _start(
     restarting: bool,
     message: str = "",
 ) -> Outcome:
+    problem = spec_env_problem(session)
+    if problem is not None:
+        return _failed(session, settings, status, now, "ReservedEnv", problem, permanent=True)
     # A session with no phase yet is on its first attempt: its kernel almost never exists.
     probe_first = restarting or bool(status.get("phase"))
     try:

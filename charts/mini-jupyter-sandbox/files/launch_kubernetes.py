@@ -11,11 +11,19 @@ to return the kernel's connection info to the gateway's response address. This l
 * renders every ``KERNEL_*`` variable, which a client chooses, into the pod YAML unchecked, so a
   value with a quote and a newline could add fields to the pod.
 
-Here the template receives a fixed set of keywords, each validated (pod name, kernel id,
-resource quantities); everything else in the pod (namespace, image, identity, security context,
-volumes) is fixed by the chart. The kernel's environment is an allowlist: what its bootstrap
-needs, the ``KERNEL_*`` variables (set by the client or by EG, never secret), and the client
-variables named in ``SANDBOX_CLIENT_ENVS`` (from the kernelspec, i.e. the chart).
+Here the template receives a fixed set of keywords, each validated (pod name, kernel id, the
+kernel's CPU and memory); everything else in the pod (namespace, image, identity, security
+context, volumes) is fixed by the chart. The kernel's environment is an allowlist: what its
+bootstrap needs, the ``KERNEL_*`` variables (set by the client or by EG, never secret), and the
+client variables named in ``SANDBOX_CLIENT_ENVS`` (from the kernelspec, i.e. the chart).
+
+Size of a kernel: one value per resource, used as both request and limit, so the scheduler
+reserves everything a kernel may use and kernels never overcommit a node. The value is the
+client's ``KERNEL_CPUS_LIMIT`` or ``KERNEL_CPUS`` (``KERNEL_MEMORY_LIMIT`` or ``KERNEL_MEMORY``);
+when both are given they must be the same amount; when neither is, the chart's default (in the
+pod template). A value that is not a Kubernetes quantity, is zero (which would mean "no limit"),
+is finer than 1m CPU or one byte, or exceeds the chart's maximum (``--max-cpu`` /
+``--max-memory``, from the kernelspec's argv, which no client can change) refuses the launch.
 
 Only the standard library plus Jinja2 and PyYAML (both in the gateway's environment) are used;
 the API server is called over HTTPS with the gateway's service account token.
@@ -31,6 +39,7 @@ import re
 import ssl
 import sys
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,11 +50,23 @@ TEMPLATE = "kernel-pod.yaml.j2"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # Kubernetes quantities (cpu "500m", "0.5", "2"; memory "512Mi", "1G", "129e6").
-QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([EPTGMk]i?|[eE][0-9]+|m)?$")
+QUANTITY = re.compile(
+    r"^(?P<number>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>[EPTGMk]i?|[eE][0-9]+|m)?$"
+)
+SUFFIXES = {
+    "m": Decimal("0.001"),
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate("kMGTPE")},
+    **{f"{s}i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
+}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 KERNEL_ID = re.compile(r"^[0-9a-fA-F-]{32,36}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESOURCE_KEYWORDS = ("kernel_cpus", "kernel_memory", "kernel_cpus_limit", "kernel_memory_limit")
+# Template keyword -> the client's variables for it (the limit's name wins), the smallest amount
+# Kubernetes can express for it, and its unit in messages.
+RESOURCES = {
+    "cpu": (("KERNEL_CPUS_LIMIT", "KERNEL_CPUS"), Decimal("0.001"), "1m CPU"),
+    "memory": (("KERNEL_MEMORY_LIMIT", "KERNEL_MEMORY"), Decimal(1), "one byte"),
+}
 
 
 class LaunchError(Exception):
@@ -56,21 +77,56 @@ class PodAPI(Protocol):
     def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> None: ...
 
 
-def template_keywords(env: Mapping[str, str], kernel_id: str) -> dict[str, str]:
+def quantity(name: str, text: str) -> Decimal:
+    """The amount a Kubernetes quantity stands for (CPUs or bytes); ``name`` is for messages."""
+    match = QUANTITY.match(text)
+    if not match:
+        raise LaunchError(f"{name}={text!r} is not a Kubernetes quantity")
+    number, suffix = Decimal(match["number"]), match["suffix"] or ""
+    if suffix[:1] in ("e", "E"):
+        exponent = int(suffix[1:])
+        # Far beyond any machine; kept out of Decimal's exponent range.
+        return number * Decimal(10) ** exponent if exponent <= 30 else Decimal("Infinity")
+    return number * SUFFIXES.get(suffix, Decimal(1))
+
+
+def kernel_size(env: Mapping[str, str], maxima: Mapping[str, str]) -> dict[str, str]:
+    """The client's CPU and memory, each checked; one value per resource, request = limit.
+
+    A resource the client leaves unset is absent: the pod template's default applies.
+    """
+    size = {}
+    for keyword, (names, smallest, unit) in RESOURCES.items():
+        given = {name: env[name] for name in names if env.get(name)}
+        if not given:
+            continue
+        amounts = {name: quantity(name, text) for name, text in given.items()}
+        if len(set(amounts.values())) > 1:
+            both = " and ".join(f"{name}={text!r}" for name, text in given.items())
+            raise LaunchError(f"{both} differ: a kernel's request is its limit, so give one amount")
+        name = next(iter(given))
+        text, amount = given[name], amounts[name]
+        if amount == 0:
+            raise LaunchError(f"{name}={text!r} is refused: every kernel has a limit")
+        if amount < smallest:
+            raise LaunchError(f"{name}={text!r} is below {unit}, the smallest amount")
+        largest = maxima[keyword]
+        if amount > quantity(f"the chart's maximum {keyword}", largest):
+            raise LaunchError(f"{name}={text!r} is above the largest kernel allowed ({largest})")
+        size[keyword] = text
+    return size
+
+
+def template_keywords(env: Mapping[str, str], args: argparse.Namespace) -> dict[str, str]:
     """The only values the pod template sees, each checked."""
+    kernel_id = args.kernel_id
     if not KERNEL_ID.match(kernel_id):
         raise LaunchError(f"invalid kernel id {kernel_id!r}")
     pod_name = env.get("KERNEL_POD_NAME", "")
     if not DNS_LABEL.match(pod_name):
         raise LaunchError(f"invalid KERNEL_POD_NAME {pod_name!r}")
     keywords = {"kernel_id": kernel_id, "kernel_pod_name": pod_name}
-    for keyword in RESOURCE_KEYWORDS:
-        value = env.get(keyword.upper())
-        if value is None or value == "":
-            continue
-        if not QUANTITY.match(value):
-            raise LaunchError(f"{keyword.upper()}={value!r} is not a Kubernetes quantity")
-        keywords[keyword] = value
+    keywords.update(kernel_size(env, {"cpu": args.max_cpu, "memory": args.max_memory}))
     return keywords
 
 
@@ -112,13 +168,16 @@ def render_pod(template_dir: Path, keywords: Mapping[str, str]) -> dict[str, Any
 def build_pod(
     template_dir: Path, env: Mapping[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    pod = render_pod(template_dir, template_keywords(env, args.kernel_id))
+    pod = render_pod(template_dir, template_keywords(env, args))
     namespace = pod["metadata"]["namespace"]
     # The gateway looks for (and later deletes) the pod in KERNEL_NAMESPACE, which a client can
     # set: a pod created elsewhere would be orphaned, so refuse instead.
     if env.get("KERNEL_NAMESPACE", namespace) != namespace:
         raise LaunchError(f"kernels run only in namespace {namespace!r}")
     container = pod["spec"]["containers"][0]
+    resources = container.get("resources") or {}
+    if not resources.get("limits") or resources.get("requests") != resources["limits"]:
+        raise LaunchError(f"{TEMPLATE} must give the kernel requests equal to its limits")
     fixed = [e for e in container.get("env") or [] if e.get("name")]
     given = kernel_environment(env, args)
     names = {e["name"] for e in given}
@@ -190,6 +249,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--response-address", required=True)
     parser.add_argument("--public-key", required=True)
     parser.add_argument("--kernel-class-name", default="")
+    # The largest kernel (the kernel namespace's LimitRange maximum), from the kernelspec.
+    parser.add_argument("--max-cpu", required=True)
+    parser.add_argument("--max-memory", required=True)
     return parser.parse_args(argv)
 
 

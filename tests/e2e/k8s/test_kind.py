@@ -1,10 +1,12 @@
 """End to end on a kind cluster: install the chart, declare a SandboxSession, run code in it.
 
 What the unit tests cannot show, this does, against a real API server, scheduler, kubelet and
-CNI: the CRD's validation (unknown fields, CEL rules) refusing bad sessions, Helm installing the
-CRD and the chart, Pod Security "restricted" admitting the kernel pod, the controller reconciling
-a session to Ready, code executing through the ingress with the client, a NetworkPolicy stopping
-a kernel from reaching another service, and deletion removing the kernel pod.
+CNI: the CRD's validation (unknown fields, CEL rules - reserved spec.env names included) refusing
+bad sessions, Helm installing the CRD and the chart, Pod Security "restricted" admitting the
+kernel pod with requests equal to limits, the controller reconciling a session to Ready, code
+executing through the ingress with the client, NetworkPolicies stopping a kernel from reaching
+another service, another kernel's ZMQ ports or the gateway's API (probes run as code inside real
+kernels that know their neighbours' addresses and ports), and deletion removing the kernel pod.
 
 It needs a kind cluster prepared by .github/workflows/kind-e2e.yaml (ingress-nginx installed,
 the five images built and loaded). Elsewhere it skips and says why; SANDBOX_REQUIRE_KIND=1
@@ -13,6 +15,8 @@ the five images built and loaded). Elsewhere it skips and says why; SANDBOX_REQU
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
 import shutil
@@ -215,7 +219,8 @@ def test_session_runs_code_through_the_ingress(release: Any) -> None:
     # The kernel pod exists in the kernel namespace, admitted under "restricted".
     (pod,) = _get(release, "pods", "-n", KERNEL_NS, "-l", f"kernel_id={kernel_id}")["items"]
     assert pod["spec"]["securityContext"]["runAsUser"] == 1000
-    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "500m", "memory": "512Mi"}
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["limits"] == resources["requests"] == {"cpu": "500m", "memory": "512Mi"}
 
     with GatewayKernelSession(
         status["gatewayUrl"], status["websocketUrl"], "python3", kernel_id=kernel_id
@@ -248,3 +253,118 @@ def test_session_runs_code_through_the_ingress(release: Any) -> None:
     while _get(release, "pods", "-n", KERNEL_NS, "-l", f"kernel_id={kernel_id}")["items"]:
         assert time.monotonic() < deadline, "the kernel pod outlived its session"
         time.sleep(2)
+
+
+# --- containment: a kernel reaches nothing but its own gateway connection -------------------
+
+# Run inside a kernel: every TCP port it listens on (its ZMQ ports), from the kernel's own view.
+LISTENING_PORTS = """\
+ports = set()
+for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+    try:
+        lines = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for line in lines:
+        fields = line.split()
+        if fields[3] == '0A':  # LISTEN
+            ports.add(int(fields[1].rsplit(':', 1)[1], 16))
+sorted(ports)
+"""
+
+
+def connect_probe(targets: list[tuple[str, int]]) -> str:
+    """Kernel code that tries a TCP connection to each target; evaluates to {target: outcome}."""
+    return (
+        "import socket\n"
+        "outcomes = {}\n"
+        f"for host, port in {targets!r}:\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=3).close()\n"
+        "        outcomes[f'{host}:{port}'] = 'connected'\n"
+        "    except OSError as exc:\n"
+        "        outcomes[f'{host}:{port}'] = type(exc).__name__\n"
+        "outcomes\n"
+    )
+
+
+@contextlib.contextmanager
+def ready_session(cluster: Any, name: str) -> Iterator[dict[str, Any]]:
+    """A Ready SandboxSession's status; the session is deleted afterwards."""
+    manifest = {
+        "apiVersion": "minisandbox.dev/v1alpha1",
+        "kind": "SandboxSession",
+        "metadata": {"name": name, "namespace": SESSION_NS},
+        "spec": {"kernelName": "python3", "resources": {"cpu": "250m", "memory": "512Mi"}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    try:
+        status = _wait_for_phase(cluster, name, {"Ready", "Failed"}, timeout=300)
+        assert status["phase"] == "Ready", status
+        yield status
+    finally:
+        cluster.kubectl(
+            "delete", "sandboxsession", name, "-n", SESSION_NS, "--wait=true", "--timeout=120s"
+        )
+
+
+def _kernel_pod_ip(cluster: Any, kernel_id: str) -> str:
+    (pod,) = _get(cluster, "pods", "-n", KERNEL_NS, "-l", f"kernel_id={kernel_id}")["items"]
+    ip: str = pod["status"]["podIP"]
+    return ip
+
+
+def test_a_kernel_reaches_neither_another_kernel_nor_the_gateway_api(release: Any) -> None:
+    from jupyter_kernel_client import GatewayKernelSession
+
+    (gateway_pod,) = _get(
+        release,
+        "pods",
+        "-n",
+        RELEASE_NS,
+        "-l",
+        f"app.kubernetes.io/component=gateway,app.kubernetes.io/instance={RELEASE}",
+    )["items"]
+    gateway_ip = gateway_pod["status"]["podIP"]
+    ports = {p["name"]: p["containerPort"] for p in gateway_pod["spec"]["containers"][0]["ports"]}
+    gateway_service = f"{RELEASE}-mini-jupyter-sandbox-gateway.{RELEASE_NS}.svc"
+    suffix = uuid.uuid4().hex[:8]
+
+    with contextlib.ExitStack() as stack:
+        statuses = {
+            role: stack.enter_context(ready_session(release, f"{role}-{suffix}"))
+            for role in ("victim", "attacker")
+        }
+        sessions = {
+            role: stack.enter_context(
+                GatewayKernelSession(
+                    status["gatewayUrl"],
+                    status["websocketUrl"],
+                    "python3",
+                    kernel_id=status["kernelId"],
+                )
+            )
+            for role, status in statuses.items()
+        }
+        listening = {
+            role: ast.literal_eval(str(session.execute(LISTENING_PORTS, timeout=30)))
+            for role, session in sessions.items()
+        }
+        addresses = {role: _kernel_pod_ip(release, s["kernelId"]) for role, s in statuses.items()}
+        # Each kernel, knowing the other's address and every port it listens on, tries them
+        # all, then the gateway's API by pod address and by Service name.
+        for role, other in (("attacker", "victim"), ("victim", "attacker")):
+            assert len(listening[other]) >= 5, listening  # shell, iopub, stdin, control, hb
+            forbidden = [(addresses[other], port) for port in listening[other]]
+            forbidden += [(gateway_ip, ports["http"]), (gateway_service, ports["http"])]
+            # The one connection a kernel needs: its launcher's answer to the gateway. It shows
+            # the probe can connect at all, so the refusals mean something.
+            allowed = [(gateway_ip, ports["response"])]
+            outcomes = ast.literal_eval(
+                str(sessions[role].execute(connect_probe(forbidden + allowed), timeout=180))
+            )
+            reached = [target for target, outcome in outcomes.items() if outcome == "connected"]
+            assert reached == [f"{gateway_ip}:{ports['response']}"], (role, outcomes)
+        # Both kernels still serve their own users.
+        assert str(sessions["victim"].execute("6 * 7")) == "42"
+        assert str(sessions["attacker"].execute("6 * 7")) == "42"

@@ -91,9 +91,9 @@ def one(docs: list[dict[str, Any]], kind: str, name_suffix: str | None = None) -
 def kernel_pod(docs: list[dict[str, Any]], **keywords: Any) -> dict[str, Any]:
     """The kernel pod as the gateway's launcher would create it.
 
-    The launcher renders kernel-pod.yaml.j2 with Jinja, keywords being the kernel's KERNEL_*
-    variables lower-cased; rendering it the same way here checks the pod that actually runs,
-    not the template text.
+    The launcher renders kernel-pod.yaml.j2 with Jinja and its checked keywords (kernel_id,
+    kernel_pod_name, and cpu / memory when the client asked for a size); rendering it the same
+    way here checks the pod that actually runs, not the template text.
     """
     configmap = one(docs, "ConfigMap", "-kernelspecs")
     template = configmap["data"]["kernel-pod.yaml.j2"]

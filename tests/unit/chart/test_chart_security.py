@@ -105,28 +105,81 @@ def test_kernel_pod_cannot_be_redirected_by_client_variables() -> None:
     assert pod["metadata"]["labels"]["component"] == "kernel"
 
 
-def test_kernel_resources_default_and_follow_the_client_request() -> None:
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=IDS)
+def test_kernel_requests_equal_limits_whatever_the_size(scenario: Path) -> None:
+    docs = render_docs(load_values(scenario))
+    for asked in ({}, {"cpu": "500m"}, {"memory": "3Gi"}, {"cpu": "2", "memory": "129e6"}):
+        resources = kernel_pod(docs, **asked)["spec"]["containers"][0]["resources"]
+        assert resources["requests"] == resources["limits"], (scenario.name, asked)
+        assert set(resources["limits"]) == {"cpu", "memory"}
+
+
+def test_kernel_size_defaults_to_the_chart_and_follows_the_launcher() -> None:
     docs = render_docs()
     default = kernel_pod(docs)["spec"]["containers"][0]["resources"]
     assert default == {
-        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "requests": {"cpu": "1", "memory": "1Gi"},
         "limits": {"cpu": "1", "memory": "1Gi"},
     }
-    asked = kernel_pod(docs, kernel_cpus="500m", kernel_memory="2Gi")["spec"]["containers"][0]
+    asked = kernel_pod(docs, cpu="500m", memory="2Gi")["spec"]["containers"][0]
     assert asked["resources"] == {
         "requests": {"cpu": "500m", "memory": "2Gi"},
         "limits": {"cpu": "500m", "memory": "2Gi"},
     }
+    bigger = render_docs(load_values(CHART_DIR / "ci" / "kernel-resources-values.yaml"))
+    assert kernel_pod(bigger)["spec"]["containers"][0]["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "4Gi",
+    }
 
 
-def test_kernel_requests_are_capped_by_a_limit_range_and_quota() -> None:
+def test_kernel_namespace_caps_requests_and_limits() -> None:
     docs = render_docs()
     limit_range = one(docs, "LimitRange")
     assert limit_range["metadata"]["namespace"] == KERNEL_NS
-    assert limit_range["spec"]["limits"][0]["max"] == {"cpu": "2", "memory": "4Gi"}
+    # maxLimitRequestRatio 1: the API server refuses any container there whose limit exceeds
+    # its request, whoever made the pod.
+    assert limit_range["spec"]["limits"] == [
+        {
+            "type": "Container",
+            "max": {"cpu": "2", "memory": "4Gi"},
+            "maxLimitRequestRatio": {"cpu": "1", "memory": "1"},
+            "default": {"cpu": "1", "memory": "1Gi"},
+            "defaultRequest": {"cpu": "1", "memory": "1Gi"},
+        }
+    ]
     quota = one(docs, "ResourceQuota")
     assert quota["metadata"]["namespace"] == KERNEL_NS
-    assert quota["spec"]["hard"]["pods"] == "50"
+    assert quota["spec"]["hard"] == {
+        "pods": "50",
+        "requests.cpu": "50",
+        "limits.cpu": "50",
+        "requests.memory": "100Gi",
+        "limits.memory": "100Gi",
+    }
+    tuned = render_docs(load_values(CHART_DIR / "ci" / "kernel-resources-values.yaml"))
+    assert one(tuned, "ResourceQuota")["spec"]["hard"] == {
+        "pods": "10",
+        "requests.cpu": "20",
+        "limits.cpu": "20",
+        "requests.memory": "40Gi",
+        "limits.memory": "40Gi",
+    }
+    assert one(tuned, "LimitRange")["spec"]["limits"][0]["max"] == {"cpu": "4", "memory": "8Gi"}
+
+
+def test_shared_namespace_keeps_the_maximum_but_not_the_ratio() -> None:
+    # Kernels in the release namespace: a ratio of 1 would refuse the chart's own pods there
+    # (requests below limits); the launcher still gives kernels requests equal to limits.
+    docs = render_docs(load_values(CHART_DIR / "ci" / "dynamic-storage-values.yaml"))
+    (limits,) = one(docs, "LimitRange")["spec"]["limits"]
+    assert one(docs, "LimitRange")["metadata"]["namespace"] == NAMESPACE
+    assert "maxLimitRequestRatio" not in limits
+    assert limits["max"] == {"cpu": "2", "memory": "4Gi"}
+    for name, spec in pod_specs(docs).items():
+        if name != "kernel-pod.yaml.j2":
+            resources = spec["containers"][0]["resources"]
+            assert resources["requests"] != resources["limits"], name
 
 
 def test_kernel_namespace_enforces_pod_security_restricted() -> None:
@@ -203,38 +256,129 @@ def test_public_internet_egress_opens_public_addresses_only() -> None:
     assert ip_allowed_by_egress(policy, METADATA_IP)
 
 
-def test_kernel_traffic_is_limited_to_the_gateway_and_dns() -> None:
+def test_kernel_policy_is_exactly_gateway_in_and_response_port_and_dns_out() -> None:
     docs = render_docs()
-    policy = kernel_policy(docs)
     gateway_labels = one(docs, "Deployment", "-gateway")["spec"]["selector"]["matchLabels"]
-    (ingress_rule,) = policy["spec"]["ingress"]
-    (peer,) = ingress_rule["from"]
-    assert peer["podSelector"]["matchLabels"] == gateway_labels
-    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
-    to_gateway, to_dns = policy["spec"]["egress"]
-    assert to_gateway["to"][0]["podSelector"]["matchLabels"] == gateway_labels
-    assert to_gateway["ports"] == [{"port": 8877, "protocol": "TCP"}]
-    assert to_dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
-    assert {(p["port"], p["protocol"]) for p in to_dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    gateway_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+        "podSelector": {"matchLabels": gateway_labels},
+    }
+    assert kernel_policy(docs)["spec"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [gateway_peer]}],
+        "egress": [
+            {"to": [gateway_peer], "ports": [{"port": 8877, "protocol": "TCP"}]},
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                        },
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    }
+                ],
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+            },
+        ],
+    }
 
 
-def test_gateway_accepts_kernels_only_on_the_response_port() -> None:
+def test_the_response_port_is_the_only_gateway_port_kernels_reach() -> None:
     docs = render_docs()
-    policy = one(
-        [d for d in find(docs, "NetworkPolicy") if d["metadata"]["namespace"] == NAMESPACE],
-        "NetworkPolicy",
-        "-gateway",
-    )
-    kernel_rules = [
-        r
-        for r in policy["spec"]["ingress"]
-        if any(
-            p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
-            == KERNEL_NS
-            for p in r["from"]
-        )
+    container = docs_container(docs, "-gateway")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8889, "response": 8877}
+    egress_ports = [
+        port["port"]
+        for rule in kernel_policy(docs)["spec"]["egress"]
+        for peer in rule["to"]
+        if peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+        == "gateway"
+        for port in rule["ports"]
     ]
-    assert [r["ports"] for r in kernel_rules] == [[{"port": "response", "protocol": "TCP"}]]
+    assert egress_ports == [ports["response"]]
+
+
+def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """Whether a label selector (absent or {} = everything) matches ``labels``."""
+    if not selector:
+        return True
+    assert set(selector) <= {"matchLabels"}, f"unexpected selector {selector}"
+    return bool(selector["matchLabels"].items() <= labels.items())
+
+
+def _peer_admits(peer: dict[str, Any], policy_ns: str, pod_ns: str, labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy peer matches a pod in ``pod_ns`` with ``labels``."""
+    assert "ipBlock" not in peer, "an ipBlock peer could match pod addresses"
+    if "namespaceSelector" in peer:
+        namespace_labels = {"kubernetes.io/metadata.name": pod_ns}
+        if not _selects(peer["namespaceSelector"], namespace_labels):
+            return False
+    elif pod_ns != policy_ns:
+        return False
+    return _selects(peer.get("podSelector"), labels)
+
+
+@pytest.mark.parametrize("scenario", ["default", "dynamic-storage", "existing-kernel-namespace"])
+def test_no_policy_lets_a_kernel_in_but_the_gateways_response_port(scenario: str) -> None:
+    # NetworkPolicies add up: one rule anywhere admitting kernel pods would open that service.
+    docs = render_docs(load_values(CHART_DIR / "ci" / f"{scenario}-values.yaml"))
+    kernel = kernel_pod(docs)
+    kernel_ns, labels = kernel["metadata"]["namespace"], kernel["metadata"]["labels"]
+    admitted = []
+    for policy in find(docs, "NetworkPolicy"):
+        policy_ns = policy["metadata"]["namespace"]
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            if not peers or any(_peer_admits(p, policy_ns, kernel_ns, labels) for p in peers):
+                admitted.append((policy["metadata"]["name"], rule.get("ports")))
+    assert admitted == [
+        ("demo-mini-jupyter-sandbox-gateway", [{"port": "response", "protocol": "TCP"}])
+    ]
+
+
+@pytest.mark.parametrize("scenario", ["default", "dynamic-storage", "existing-kernel-namespace"])
+def test_kernels_admit_only_the_gateway_and_one_policy_governs_them(scenario: str) -> None:
+    docs = render_docs(load_values(CHART_DIR / "ci" / f"{scenario}-values.yaml"))
+    kernel = kernel_pod(docs)
+    kernel_ns, labels = kernel["metadata"]["namespace"], kernel["metadata"]["labels"]
+    governing = [
+        p
+        for p in find(docs, "NetworkPolicy")
+        if p["metadata"]["namespace"] == kernel_ns and _selects(p["spec"]["podSelector"], labels)
+    ]
+    assert [p["metadata"]["name"] for p in governing] == ["demo-mini-jupyter-sandbox-kernel"]
+    (policy,) = governing
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    gateway = one(docs, "Deployment", "-gateway")["spec"]["template"]["metadata"]["labels"]
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            # Every peer is the gateway in the release namespace; no kernel matches any of them.
+            assert _peer_admits(peer, kernel_ns, NAMESPACE, gateway)
+            assert not _peer_admits(peer, kernel_ns, kernel_ns, labels)
+    for rule in policy["spec"]["egress"]:
+        for peer in rule["to"]:
+            assert not _peer_admits(peer, kernel_ns, kernel_ns, labels), "kernel to kernel"
+
+
+def test_the_policy_checks_notice_an_opening() -> None:
+    docs = render_docs()
+    kernel = kernel_pod(docs)
+    labels = kernel["metadata"]["labels"]
+    # A peer naming the kernel namespace with no pod selector would admit every kernel.
+    assert _peer_admits(
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KERNEL_NS}}},
+        NAMESPACE,
+        KERNEL_NS,
+        labels,
+    )
+    assert not _peer_admits(
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "notebook"}}},
+        NAMESPACE,
+        NAMESPACE,
+        labels,
+    )
 
 
 def test_network_policies_can_be_disabled() -> None:

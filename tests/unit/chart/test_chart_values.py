@@ -25,7 +25,14 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "port out of range": {"fileserver": {"port": 70000}},
     "unknown storage backend": {"sharedVolume": {"backend": "s3"}},
     "unknown access mode": {"sharedVolume": {"accessMode": "ReadWriteSometimes"}},
-    "not a cpu quantity": {"kernels": {"resources": {"limits": {"cpu": "lots"}}}},
+    "not a cpu quantity": {"kernels": {"resources": {"cpu": "lots"}}},
+    "kernel of zero cpu (unlimited)": {"kernels": {"resources": {"cpu": "0"}}},
+    "kernel of zero memory": {"kernels": {"resources": {"memory": "0.0Gi"}}},
+    "zero maximum": {"kernels": {"limitRange": {"max": {"cpu": "0m"}}}},
+    "kernel request apart from its limit": {
+        "kernels": {"resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "2"}}}
+    },
+    "quota on limits only": {"kernels": {"resourceQuota": {"limitsCpu": "50"}}},
     "not a memory quantity": {"kernels": {"limitRange": {"max": {"memory": "4 gigs"}}}},
     "metadata endpoint unblocked": {"networkPolicy": {"blockedCIDRs": ["10.0.0.0/8"]}},
     "secret inherited by kernels": {"gateway": {"inheritedEnvs": ["PATH", "EG_AUTH_TOKEN"]}},

@@ -1,30 +1,37 @@
 """The SandboxSession CRD: its shape, and its schema accepting good specs and refusing bad ones.
 
-The schema is checked with ``jsonschema`` after converting the CRD's structural schema to the
-JSON Schema the API server effectively enforces:
+An object is checked as the API server checks it, in two parts:
 
-* every object that lists ``properties`` is closed (``additionalProperties: false``) unless it
-  says ``x-kubernetes-preserve-unknown-fields`` - with ``kubectl``'s default strict field
-  validation the API server refuses unknown fields (without it, it prunes them silently);
-* ``x-kubernetes-validations`` (CEL) rules are translated when they have a known shape, and the
-  conversion fails on any other rule, so a rule can never be added without being tested;
-* the other ``x-kubernetes-*`` markers only steer merging and listing, and are dropped.
+* ``jsonschema`` against the CRD's structural schema converted to the JSON Schema the API server
+  effectively enforces: every object that lists ``properties`` is closed
+  (``additionalProperties: false``) unless it says ``x-kubernetes-preserve-unknown-fields`` -
+  with ``kubectl``'s default strict field validation the API server refuses unknown fields
+  (without it, it prunes them silently); the ``x-kubernetes-*`` markers are dropped there;
+* every ``x-kubernetes-validations`` rule is then evaluated for real, with ``self`` bound to the
+  value at its node, by a CEL implementation (cel-python, RE2 regular expressions like the API
+  server's). A rule that does not compile fails the tests, so no rule goes untested.
 
-What this cannot prove is the API server's own behaviour (defaulting, CEL cost limits, status
-subresource isolation): the kind e2e workflow applies the same samples to a real API server.
+What this cannot prove is the API server's own behaviour (defaulting, CEL type checking and cost
+limits, status subresource isolation): the kind e2e suite applies the same samples to a real API
+server with a server-side dry run.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any
 
+import celpy
+import helm_python
 import jsonschema
 import pytest
 import yaml
-from chart_testlib import REPO_ROOT, crd
+from chart_testlib import CHART_DIR, REPO_ROOT, crd
+
+from controller.platform_env import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 
 pytestmark = pytest.mark.unit
 
@@ -32,12 +39,9 @@ EXAMPLES = REPO_ROOT / "examples" / "k8s"
 GOOD = sorted(EXAMPLES.glob("*.yaml"))
 BAD = sorted((EXAMPLES / "invalid").glob("*.yaml"))
 
-# self.all(k, k.matches('<regex>')) on a map: every key matches the regex.
-ALL_KEYS_MATCH = re.compile(r"""^self\.all\((\w+), \1\.matches\('(?P<regex>[^']+)'\)\)$""")
-
 
 def to_json_schema(node: dict[str, Any], path: str = "$") -> dict[str, Any]:
-    """Convert one structural-schema node (recursively) to plain JSON Schema."""
+    """Convert one structural-schema node (recursively) to plain JSON Schema, CEL rules aside."""
     out: dict[str, Any] = {}
     preserve = node.get("x-kubernetes-preserve-unknown-fields") is True
     # Structural schemas give every node a type, except nodes that preserve unknown fields.
@@ -49,16 +53,8 @@ def to_json_schema(node: dict[str, Any], path: str = "$") -> dict[str, Any]:
             out["items"] = to_json_schema(value, f"{path}[]")
         elif key == "additionalProperties" and isinstance(value, dict):
             out["additionalProperties"] = to_json_schema(value, f"{path}.*")
-        elif key == "x-kubernetes-validations":
-            for rule in value:
-                match = ALL_KEYS_MATCH.match(rule["rule"])
-                if not match:
-                    raise NotImplementedError(
-                        f"{path}: no translation for CEL rule {rule['rule']!r}"
-                    )
-                out["propertyNames"] = {"pattern": match["regex"]}
         elif key.startswith("x-kubernetes-"):
-            continue
+            continue  # CEL rules are evaluated by check_cel; the rest steers merging/listing
         else:
             out[key] = copy.deepcopy(value)
     if node.get("type") == "object" and "properties" in node and not preserve:
@@ -66,13 +62,51 @@ def to_json_schema(node: dict[str, Any], path: str = "$") -> dict[str, Any]:
     return out
 
 
-def schema() -> dict[str, Any]:
+@functools.cache
+def cel_program(rule: str) -> celpy.Runner:
+    """A compiled CEL rule; a rule that does not parse raises here (and fails its test)."""
+    environment = celpy.Environment()
+    return environment.program(environment.compile(rule))
+
+
+def cel_holds(rule: str, value: Any) -> bool:
+    """Whether ``rule`` is true with ``self`` = ``value``; an evaluation error counts as false,
+    as it does for the API server."""
+    result = cel_program(rule).evaluate({"self": celpy.json_to_cel(value)})
+    return isinstance(result, celpy.celtypes.BoolType) and bool(result)
+
+
+def check_cel(node: dict[str, Any], value: Any, path: str = "$") -> None:
+    """Evaluate every x-kubernetes-validations rule of ``node`` and below against ``value``."""
+    for rule in node.get("x-kubernetes-validations", []):
+        if not cel_holds(rule["rule"], value):
+            raise jsonschema.ValidationError(f"{path}: {rule['message']}")
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        for key, child in value.items():
+            if key in properties:
+                check_cel(properties[key], child, f"{path}.{key}")
+            elif isinstance(extra, dict):
+                check_cel(extra, child, f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for index, item in enumerate(value):
+            check_cel(node["items"], item, f"{path}[{index}]")
+
+
+def structural_schema() -> dict[str, Any]:
     (version,) = crd()["spec"]["versions"]
-    return to_json_schema(version["schema"]["openAPIV3Schema"])
+    openapi: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return openapi
+
+
+def schema() -> dict[str, Any]:
+    return to_json_schema(structural_schema())
 
 
 def validate(obj: dict[str, Any]) -> None:
     jsonschema.Draft7Validator(schema(), format_checker=jsonschema.FormatChecker()).validate(obj)
+    check_cel(structural_schema(), obj)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -184,6 +218,7 @@ def test_each_bad_sample_fails_for_its_own_reason() -> None:
         "bad-memory-quantity": lambda s: s.update(resources={"memory": "512Mi"}),
         "env-not-strings": lambda s: s.update(env={"THREADS": "4"}),
         "unknown-resource": lambda s: s.update(resources={"cpu": "1"}),
+        "reserved-env": lambda s: s.update(env={"DATASET": "/data/shared/input.csv"}),
     }
     assert set(repairs) == {p.stem for p in BAD}
     for path in BAD:
@@ -200,6 +235,7 @@ GOOD_SPECS = {
     "exponent memory": {"resources": {"memory": "129e6"}},
     "dotted kernel name": {"kernelName": "python3.11"},
     "env": {"env": {"MY_VAR": "x", "_private": ""}},
+    "env with the user's own KERNEL_ names": {"env": {"KERNEL_GREETING": "hi", "KERNEL_IDX": "1"}},
 }
 BAD_SPECS = {
     "integer cpu": {"resources": {"cpu": 1}},
@@ -214,6 +250,8 @@ BAD_SPECS = {
     "env name starting with digit": {"env": {"1VAR": "x"}},
     "env value null": {"env": {"A": None}},
     "env as list": {"env": ["A=1"]},
+    "env sizes the kernel": {"env": {"KERNEL_MEMORY_LIMIT": "64Gi"}},
+    "env names another user": {"env": {"KERNEL_USERNAME": "admin"}},
     "spec as string": "python3",
 }
 
@@ -267,6 +305,88 @@ def test_status_as_the_controller_writes_it() -> None:
             validate(session({}, bad))
 
 
-def test_conversion_refuses_untranslated_cel() -> None:
-    with pytest.raises(NotImplementedError):
-        to_json_schema({"type": "object", "x-kubernetes-validations": [{"rule": "size(self) < 3"}]})
+def test_cel_rules_are_evaluated_not_skipped() -> None:
+    node = {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "x-kubernetes-validations": [{"rule": "size(self) < 2", "message": "too many"}],
+    }
+    check_cel(node, {"a": "1"})
+    with pytest.raises(jsonschema.ValidationError, match="too many"):
+        check_cel(node, {"a": "1", "b": "2"})
+    # A rule with a syntax error cannot pass silently.
+    with pytest.raises(celpy.CELParseError):
+        check_cel({"x-kubernetes-validations": [{"rule": "self.all(k,", "message": "m"}]}, {})
+
+
+# --- spec.env: the variables the platform controls ------------------------------------------
+
+# self.all(k, !(k in ['A', ...]) && !k.startsWith('P') && ...), whitespace normalised.
+RESERVED_RULE = re.compile(
+    r"^self\.all\(k, !\(k in \[(?P<names>[^\]]*)\]\)"
+    r"(?P<prefixes>(?: && !k\.startsWith\('[A-Z_]+'\))*)\)$"
+)
+
+
+def shipped_env_rules() -> list[dict[str, str]]:
+    """The spec.env CEL rules of the CRD as Helm installs it (the chart's crds/)."""
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        (shipped,) = chart.crds
+        definition = yaml.safe_load(shipped["data"])
+    (version,) = definition["spec"]["versions"]
+    env = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["env"]
+    rules: list[dict[str, str]] = env["x-kubernetes-validations"]
+    return rules
+
+
+def reserved_rule() -> tuple[dict[str, str], list[str], list[str]]:
+    """The rule refusing reserved names, with the names and prefixes it lists."""
+    found = []
+    for rule in shipped_env_rules():
+        match = RESERVED_RULE.match(" ".join(rule["rule"].split()))
+        if match:
+            names = re.findall(r"'([^']*)'", match["names"])
+            prefixes = re.findall(r"'([^']*)'", match["prefixes"])
+            found.append((rule, names, prefixes))
+    assert len(found) == 1, "spec.env must carry exactly one reserved-names rule"
+    return found[0]
+
+
+def test_the_crd_reserves_exactly_the_controllers_list() -> None:
+    rule, names, prefixes = reserved_rule()
+    assert len(names) == len(set(names)), "a name is listed twice"
+    assert sorted(names) == sorted(RESERVED_ENV_NAMES)
+    assert prefixes == list(RESERVED_ENV_PREFIXES)
+    # The message a user sees at kubectl apply names them all, too.
+    listed = set(re.findall(r"[A-Z][A-Z0-9_]+\*?", rule["message"]))
+    assert listed == set(RESERVED_ENV_NAMES) | {f"{p}*" for p in RESERVED_ENV_PREFIXES}
+
+
+def test_the_list_check_notices_a_missing_name() -> None:
+    rule, _, _ = reserved_rule()
+    text = " ".join(rule["rule"].split())
+    without = text.replace("'KERNEL_USERNAME', ", "")
+    assert without != text
+    match = RESERVED_RULE.match(without)
+    assert match is not None
+    assert sorted(re.findall(r"'([^']*)'", match["names"])) != sorted(RESERVED_ENV_NAMES)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *RESERVED_ENV_NAMES,
+        *RESERVED_ENV_PREFIXES,
+        *(f"{prefix}_LIMIT" for prefix in RESERVED_ENV_PREFIXES),
+    ],
+)
+def test_the_crd_refuses_a_reserved_name(name: str) -> None:
+    with pytest.raises(jsonschema.ValidationError, match="platform controls"):
+        validate(session({"env": {"DATASET": "x", name: "1"}}))
+
+
+@pytest.mark.parametrize(
+    "name", ["KERNEL_GREETING", "KERNEL_IDX", "KERNEL_CPU", "MEMORY", "kernel_memory", "DATASET"]
+)
+def test_the_crd_accepts_the_users_own_names(name: str) -> None:
+    validate(session({"env": {name: "1"}}))

@@ -8,8 +8,10 @@ server would receive (path, bearer token, body).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -45,8 +47,9 @@ def scripts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module")
-def launcher(scripts: Path) -> ModuleType:
+@functools.cache
+def _load(scripts: Path) -> ModuleType:
+    """The launcher module as the gateway would run it (loaded once per scripts directory)."""
     spec = importlib.util.spec_from_file_location(
         "launch_kubernetes", scripts / "launch_kubernetes.py"
     )
@@ -56,16 +59,30 @@ def launcher(scripts: Path) -> ModuleType:
     return module
 
 
-def _args(**overrides: str) -> argparse.Namespace:
+@pytest.fixture(scope="module")
+def launcher(scripts: Path) -> ModuleType:
+    return _load(scripts)
+
+
+def _argv(scripts: Path) -> list[str]:
+    """The kernelspec's argv after the gateway's substitutions, launcher path included."""
+    argv: list[str] = json.loads((scripts.parent / "kernel.json").read_text())["argv"]
     values = {
-        "kernel_id": KERNEL_ID,
-        "port_range": "0..0",
-        "response_address": "10.1.2.3:8877",
-        "public_key": "PUBKEY",
-        "kernel_class_name": "",
+        "{kernel_id}": KERNEL_ID,
+        "{port_range}": "0..0",
+        "{response_address}": "10.1.2.3:8877",
+        "{public_key}": "PUBKEY",
     }
-    values.update(overrides)
-    return argparse.Namespace(**values)
+    return [values.get(arg, arg) for arg in argv]
+
+
+def _args(scripts: Path, **overrides: str) -> argparse.Namespace:
+    """The launcher's parsed arguments, as the chart's kernelspec gives them."""
+    launcher_args = _argv(scripts)[3:]  # after python, -I and the script
+    parsed: argparse.Namespace = _load(scripts).parse_args(launcher_args)
+    for name, value in overrides.items():
+        setattr(parsed, name, value)
+    return parsed
 
 
 def _gateway_env(scripts: Path, **extra: str) -> dict[str, str]:
@@ -97,7 +114,7 @@ def test_creates_the_hardened_pod_with_an_allowlisted_environment(
     launcher: ModuleType, scripts: Path
 ) -> None:
     api = Recorder()
-    launcher.launch(_args(), _gateway_env(scripts), api, scripts)
+    launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
     ((namespace, pod),) = api.created
     assert namespace == pod["metadata"]["namespace"] == KERNEL_NS
     assert pod["metadata"]["name"] == f"jovyan-{KERNEL_ID}"
@@ -122,15 +139,91 @@ def test_creates_the_hardened_pod_with_an_allowlisted_environment(
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_resources_follow_the_request(launcher: ModuleType, scripts: Path) -> None:
+def _resources(launcher: ModuleType, scripts: Path, **asked: str) -> dict[str, Any]:
     api = Recorder()
-    env = _gateway_env(scripts, KERNEL_CPUS="500m", KERNEL_MEMORY="2Gi", KERNEL_MEMORY_LIMIT="3Gi")
-    launcher.launch(_args(), env, api, scripts)
-    resources = api.created[0][1]["spec"]["containers"][0]["resources"]
-    assert resources == {
-        "requests": {"cpu": "500m", "memory": "2Gi"},
-        "limits": {"cpu": "500m", "memory": "3Gi"},
-    }
+    launcher.launch(_args(scripts), _gateway_env(scripts, **asked), api, scripts)
+    resources: dict[str, Any] = api.created[0][1]["spec"]["containers"][0]["resources"]
+    return resources
+
+
+@pytest.mark.parametrize(
+    "asked, size",
+    [
+        ({}, {"cpu": "1", "memory": "1Gi"}),  # the chart's default
+        ({"KERNEL_CPUS": "500m", "KERNEL_MEMORY": "2Gi"}, {"cpu": "500m", "memory": "2Gi"}),
+        ({"KERNEL_CPUS_LIMIT": "2", "KERNEL_MEMORY_LIMIT": "4Gi"}, {"cpu": "2", "memory": "4Gi"}),
+        # Both names, one amount: the limit's spelling is used.
+        ({"KERNEL_MEMORY": "1073741824", "KERNEL_MEMORY_LIMIT": "1Gi"}, {"memory": "1Gi"}),
+        ({"KERNEL_CPUS": "0.5", "KERNEL_CPUS_LIMIT": "500m"}, {"cpu": "500m"}),
+        ({"KERNEL_MEMORY": "129e6"}, {"memory": "129e6"}),
+        ({"KERNEL_CPUS": "1m", "KERNEL_MEMORY": "1"}, {"cpu": "1m", "memory": "1"}),
+        ({"KERNEL_CPUS": ""}, {"cpu": "1"}),  # empty is unset
+    ],
+)
+def test_requests_always_equal_limits(
+    launcher: ModuleType, scripts: Path, asked: dict[str, str], size: dict[str, str]
+) -> None:
+    resources = _resources(launcher, scripts, **asked)
+    assert resources["requests"] == resources["limits"]
+    assert size.items() <= resources["limits"].items()
+
+
+@pytest.mark.parametrize(
+    "asked, reason",
+    [
+        # The measured attack: request one byte, use 4 GiB.
+        ({"KERNEL_MEMORY": "1", "KERNEL_MEMORY_LIMIT": "4Gi"}, "differ"),
+        ({"KERNEL_CPUS": "100m", "KERNEL_CPUS_LIMIT": "2"}, "differ"),
+        ({"KERNEL_MEMORY_LIMIT": "5Gi"}, r"above the largest kernel allowed \(4Gi\)"),
+        ({"KERNEL_MEMORY": "4097Mi"}, "above the largest"),
+        ({"KERNEL_CPUS": "2001m"}, r"above the largest kernel allowed \(2\)"),
+        ({"KERNEL_CPUS": "1k"}, "above the largest"),
+        ({"KERNEL_MEMORY": "1e999999999"}, "above the largest"),
+        ({"KERNEL_MEMORY": "0"}, "every kernel has a limit"),
+        ({"KERNEL_CPUS_LIMIT": "0m"}, "every kernel has a limit"),
+        ({"KERNEL_MEMORY": "0.0Gi"}, "every kernel has a limit"),
+        ({"KERNEL_CPUS": "0.0001"}, "below 1m CPU"),
+        ({"KERNEL_MEMORY": "500m"}, "below one byte"),
+        ({"KERNEL_MEMORY": "-1"}, "not a Kubernetes quantity"),
+        ({"KERNEL_CPUS": "unlimited"}, "not a Kubernetes quantity"),
+        ({"KERNEL_MEMORY": "1GB"}, "not a Kubernetes quantity"),
+        ({"KERNEL_CPUS": "inf"}, "not a Kubernetes quantity"),
+    ],
+)
+def test_refuses_sizes_that_escape_the_rule(
+    launcher: ModuleType, scripts: Path, asked: dict[str, str], reason: str
+) -> None:
+    api = Recorder()
+    with pytest.raises(launcher.LaunchError, match=reason) as refused:
+        launcher.launch(_args(scripts), _gateway_env(scripts, **asked), api, scripts)
+    assert api.created == []
+    # The message names the variable the client set, so the client can fix it.
+    assert any(name in str(refused.value) for name in asked)
+
+
+def test_the_maximum_comes_from_the_chart_not_the_client(
+    launcher: ModuleType, scripts: Path
+) -> None:
+    args = _args(scripts)
+    data = one(render_docs(), "LimitRange")["spec"]["limits"][0]["max"]
+    assert (args.max_cpu, args.max_memory) == (data["cpu"], data["memory"])
+    # KERNEL_* variables never reach the arguments: the kernelspec's argv is the chart's.
+    assert not [a for a in _argv(scripts) if "{" in a or a.startswith("KERNEL_")]
+    # A launch that lost its maximum refuses to run rather than allow anything.
+    with pytest.raises(SystemExit):
+        launcher.parse_args(_argv(scripts)[3:-4])
+
+
+def test_a_template_that_drifts_from_requests_equal_limits_is_refused(
+    launcher: ModuleType, scripts: Path, tmp_path: Path
+) -> None:
+    template = (scripts / "kernel-pod.yaml.j2").read_text()
+    # One more request than limits: the pod would no longer have requests equal to limits.
+    drifted = re.sub(r"\n( +)requests:\n", r"\n\1requests:\n\1  ephemeral-storage: 1Gi\n", template)
+    assert drifted.count("ephemeral-storage") == 1
+    (tmp_path / "kernel-pod.yaml.j2").write_text(drifted)
+    with pytest.raises(launcher.LaunchError, match="requests equal to its limits"):
+        launcher.launch(_args(scripts), _gateway_env(scripts), Recorder(), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -148,13 +241,15 @@ def test_refuses_client_values_that_could_reshape_or_move_the_pod(
 ) -> None:
     api = Recorder()
     with pytest.raises(launcher.LaunchError):
-        launcher.launch(_args(), _gateway_env(scripts, **{variable: value}), api, scripts)
+        launcher.launch(_args(scripts), _gateway_env(scripts, **{variable: value}), api, scripts)
     assert api.created == []
 
 
 def test_refuses_a_malformed_kernel_id(launcher: ModuleType, scripts: Path) -> None:
     with pytest.raises(launcher.LaunchError):
-        launcher.launch(_args(kernel_id="../../x"), _gateway_env(scripts), Recorder(), scripts)
+        launcher.launch(
+            _args(scripts, kernel_id="../../x"), _gateway_env(scripts), Recorder(), scripts
+        )
 
 
 # --- over HTTPS, as in the gateway pod --------------------------------------------------------
@@ -248,7 +343,7 @@ def test_posts_the_pod_with_the_service_account_token(
     launcher: ModuleType, scripts: Path, tls: Path, api_server: FakeAPIServer
 ) -> None:
     api = launcher.InClusterAPI(sa_dir=tls)
-    launcher.launch(_args(), _gateway_env(scripts), api, scripts)
+    launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
     (request,) = api_server.requests
     assert request["path"] == f"/api/v1/namespaces/{KERNEL_NS}/pods"
     assert request["authorization"] == "Bearer sa-token-123"
@@ -264,7 +359,7 @@ def test_an_existing_pod_is_accepted_and_a_refusal_is_reported(
     api_server.answers.append(
         (409, {"kind": "Status", "reason": "AlreadyExists", "message": 'pods "x" already exists'})
     )
-    launcher.launch(_args(), _gateway_env(scripts), api, scripts)
+    launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
     api_server.answers.append(
         (
             403,
@@ -276,25 +371,15 @@ def test_an_existing_pod_is_accepted_and_a_refusal_is_reported(
         )
     )
     with pytest.raises(launcher.LaunchError, match=r"403.*PodSecurity"):
-        launcher.launch(_args(), _gateway_env(scripts), api, scripts)
+        launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
 
 
 def test_command_line_failure_is_one_line_without_the_environment(scripts: Path) -> None:
     # Outside a pod: no service account. The gateway's log gets one line and no secret.
+    # The kernelspec's own command line, with this interpreter and the test's copy of the script.
+    argv = [sys.executable, "-I", str(scripts / "launch_kubernetes.py"), *_argv(scripts)[3:]]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            str(scripts / "launch_kubernetes.py"),
-            "--kernel-id",
-            KERNEL_ID,
-            "--port-range",
-            "0..0",
-            "--response-address",
-            "10.1.2.3:8877",
-            "--public-key",
-            "K",
-        ],
+        argv,
         env={
             "EG_AUTH_TOKEN": SECRET,
             "KERNEL_POD_NAME": f"jovyan-{KERNEL_ID}",

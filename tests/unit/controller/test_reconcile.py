@@ -15,6 +15,7 @@ import pytest
 
 from controller import reconcile
 from controller.gateway import Kernel
+from controller.platform_env import RESERVED_ENV_NAMES, is_reserved, reserved_names
 from controller.reconcile import (
     RESTARTS_ANNOTATION,
     collect_garbage,
@@ -22,6 +23,7 @@ from controller.reconcile import (
     is_controller_kernel_id,
 )
 from controller.settings import ControllerSettings
+from jupyter_kernel_client import _protocol as proto
 from jupyter_kernel_client._exceptions import (
     GatewayError,
     TransportError,
@@ -186,6 +188,74 @@ async def test_unknown_kernel_name_is_a_permanent_failure() -> None:
     assert outcome.status["conditions"][0]["reason"] == "UnknownKernelName"
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "KERNEL_MEMORY",
+        "KERNEL_MEMORY_LIMIT",
+        "KERNEL_CPUS",
+        "KERNEL_CPUS_LIMIT",
+        "KERNEL_USERNAME",
+        "KERNEL_POD_NAME",
+        "KERNEL_LAUNCH_TIMEOUT",
+        "KERNEL_IMAGE",
+        "KERNEL_NAMESPACE",
+        "KERNEL_ID",
+        "KERNEL_UID",
+        "KERNEL_SERVICE_ACCOUNT_NAME",
+        "KERNEL_WORKING_DIR",
+        "KERNEL_SANDBOX_SESSION",
+        "RESPONSE_ADDRESS",
+    ],
+)
+async def test_a_reserved_env_name_fails_for_good_before_any_launch(name: str) -> None:
+    gateway = FakeGateway()
+    spec = {"env": {"DATASET": "x", name: "4Gi"}, "resources": {"memory": "512Mi"}}
+
+    outcome = await reconcile.ensure_kernel(meta(), spec, {}, gateway, SETTINGS, NOW)
+
+    assert gateway.probes == [] and gateway.started == []
+    assert outcome.permanent_error is not None
+    assert outcome.permanent_error.startswith(f"spec.env sets {name}, which the platform controls")
+    assert outcome.status["phase"] == "Failed"
+    assert outcome.status["kernelId"] is None
+    assert outcome.status["conditions"][0]["reason"] == "ReservedEnv"
+    assert outcome.action == "failed"
+
+
+def test_reserved_names_are_exact_names_and_the_size_prefixes() -> None:
+    env = {
+        "KERNEL_GREETING": "1",
+        "KERNEL_IDX": "1",
+        "DATASET": "x",
+        "kernel_memory": "1",  # the platform reads upper-case names only
+        "KERNEL_MEMORY_REQUEST": "1",
+        "KERNEL_USERNAME": "root",
+        "KERNEL_CPUS": "64",
+    }
+    assert reserved_names(env) == ["KERNEL_CPUS", "KERNEL_MEMORY_REQUEST", "KERNEL_USERNAME"]
+    assert reserved_names({"KERNEL_X": "1", "MPLBACKEND": "Agg"}) == []
+
+
+def test_every_variable_the_controller_sets_is_reserved() -> None:
+    # What the controller itself puts into a launch (launch_env, then the gateway client's
+    # KERNEL_ID and the protocol's KERNEL_USERNAME) is exactly what a spec must not override.
+    session = reconcile.session_of(meta(), {"resources": {"cpu": "1", "memory": "1Gi"}}, SETTINGS)
+    body = proto.start_kernel_body("python3", reconcile.launch_env(session))
+    written = set(body["env"]) | {"KERNEL_ID"}
+    assert written == {
+        "KERNEL_SANDBOX_SESSION",
+        "KERNEL_CPUS",
+        "KERNEL_CPUS_LIMIT",
+        "KERNEL_MEMORY",
+        "KERNEL_MEMORY_LIMIT",
+        "KERNEL_USERNAME",
+        "KERNEL_ID",
+    }
+    assert all(is_reserved(name) for name in written)
+    assert len(set(RESERVED_ENV_NAMES)) == len(RESERVED_ENV_NAMES)
+
+
 @pytest.mark.parametrize("error", [TransportError("refused"), GatewayError("HTTP 502")])
 async def test_unreachable_gateway_is_temporary_and_says_so(error: Exception) -> None:
     gateway = FakeGateway()
@@ -309,6 +379,24 @@ async def test_new_timeouts_do_not_relaunch_but_a_new_env_does() -> None:
     assert gateway.shut_down == [kernel_id]
     assert gateway.started[0][2]["KERNEL_A"] == "b"
     assert relaunched.status["phase"] == "Ready"
+
+
+async def test_an_edit_to_a_reserved_env_name_replaces_the_kernel_with_a_failure() -> None:
+    gateway = FakeGateway()
+    kernel_id = derive_kernel_id(meta()["uid"])
+    gateway.add(kernel_id)
+    old = {"env": {"KERNEL_A": "b"}}
+    new = {"env": {"KERNEL_A": "b", "KERNEL_MEMORY_LIMIT": "64Gi"}}
+
+    outcome = await reconcile.apply_spec_change(
+        meta(), old, new, READY_STATUS, gateway, SETTINGS, NOW
+    )
+
+    # A Failed session owns no kernel: the old one goes, no new one starts.
+    assert gateway.shut_down == [kernel_id] and gateway.started == []
+    assert outcome.status["phase"] == "Failed"
+    assert outcome.status["conditions"][0]["reason"] == "ReservedEnv"
+    assert outcome.permanent_error is not None and "KERNEL_MEMORY_LIMIT" in outcome.permanent_error
 
 
 async def test_release_shuts_down_or_retries_while_terminating() -> None:
