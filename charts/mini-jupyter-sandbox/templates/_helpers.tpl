@@ -60,6 +60,22 @@ app.kubernetes.io/part-of: {{ include "mjs.name" .root }}
 {{- end -}}
 
 {{/* In-cluster base URL of the gateway Service. */}}
+{{/*
+SANDBOX_ALLOWED_HOSTS of a component, (dict "root" $ "component" "gateway"): the names its
+Service answers to in the cluster, its ingress host and .Values.allowedHosts.  A request for any
+other name (DNS rebinding) is refused; localhost and IP addresses (kubelet probes) always pass.
+*/}}
+{{- define "mjs.allowedHosts" -}}
+{{- $name := include "mjs.componentName" . -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- $hosts := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) -}}
+{{- $rule := index .root.Values.ingress .component -}}
+{{- if and .root.Values.ingress.enabled $rule.enabled $rule.host -}}
+{{- $hosts = append $hosts $rule.host -}}
+{{- end -}}
+{{- join "," (concat $hosts .root.Values.allowedHosts) -}}
+{{- end -}}
+
 {{- define "mjs.gatewayUrl" -}}
 {{- printf "http://%s.%s.svc:%d" (include "mjs.componentName" (dict "root" . "component" "gateway")) .Release.Namespace (int .Values.gateway.port) -}}
 {{- end -}}
