@@ -13,15 +13,7 @@ the reason "No such kernel named <name>".  Every other unexpected exception keep
 but its body carries only a plain reason; the traceback stays in the gateway's log, where tornado
 has already written it, and never reaches a client (it leaks paths, versions and code).
 
-A response socket that does not block the event loop: remote kernels (Docker, Kubernetes) send
-their connection info to the gateway's response socket, which EG 3.3 gives a 5 ms timeout
-(``EG_SOCKET_TIMEOUT``) and polls every 0.1 ms from a PeriodicCallback with
-``loop.sock_accept``.  asyncio calls ``accept()`` on it directly, so every poll blocked the
-gateway's one event loop for 5 ms while no kernel was starting — always — and every message
-between a client and a container kernel waited up to 5 ms each way (execute round trip 18 ms
-instead of ~6 ms; py-spy: 91 % of the gateway's samples in ``socket.accept``).  A non-blocking
-socket makes the same ``sock_accept`` wait in the selector instead; tornado awaits the callback
-before scheduling the next one, so the poll becomes one pending accept.
+The launch-response socket is replaced as a whole by ``sandbox_response``.
 """
 
 from __future__ import annotations
@@ -82,27 +74,15 @@ def _client_errors_without_tracebacks() -> None:
         if model is not None:
             if not isinstance(model, dict):
                 raise web.HTTPError(400, "the request body must be a JSON object")
-            if model.get("name") is not None and not isinstance(model["name"], str):
-                raise web.HTTPError(400, "the kernel name must be a string")
+            name = model.get("name")
+            if name is not None and not (isinstance(name, str) and name.strip()):
+                raise web.HTTPError(400, "the kernel name must be a non-empty string")
         return await original_post(self)
 
     MainKernelHandler.post = post
-
-
-def _response_socket_without_blocking() -> None:
-    from enterprise_gateway.services.processproxies.processproxy import ResponseManager
-
-    original_prepare = ResponseManager._prepare_response_socket
-
-    def prepare_non_blocking(self: Any) -> None:
-        original_prepare(self)
-        self._response_socket.setblocking(False)
-
-    ResponseManager._prepare_response_socket = prepare_non_blocking
 
 
 def apply() -> None:
     """Apply every fix; safe to call once per process."""
     _enable_nodelay()
     _client_errors_without_tracebacks()
-    _response_socket_without_blocking()

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 GATEWAY_CONFIG = REPO / "images" / "gateway" / "jupyter_enterprise_gateway_config.py"
 GATEWAY_REQUIREMENTS = ["jupyter_enterprise_gateway==3.3.0", "ipykernel>=6.29,<7"]
 DEFAULT_VENV = Path.home() / ".cache" / "mini-jupyter-sandbox" / "eg-3.3.0"
+KERNEL_REQUIREMENTS = REPO / "images" / "kernel-python" / "requirements.txt"
 
 
 def gateway_venv() -> Path:
@@ -45,6 +46,43 @@ def gateway_venv() -> Path:
             )
             marker.touch()
     return venv
+
+
+def kernel_launchers() -> Path:
+    """gateway_provisioners' Python kernel launcher, assembled as in the kernel image.
+
+    Returns a directory holding ``launch_ipykernel.py`` beside the real ``server_listener.py``
+    (what ``jupyter image-bootstrap install`` does), from the version the kernel image pins.
+    gateway_provisioners requires jupyter_client>=7.4, which EG 3.3's venv cannot hold, so only
+    its files are fetched; the launcher itself imports nothing that venv lacks (ipykernel,
+    jupyter_client, pycryptodomex), and runs there as the kernel side of tests.
+    """
+    pin = next(
+        line.strip()
+        for line in KERNEL_REQUIREMENTS.read_text().splitlines()
+        if line.startswith("gateway_provisioners==")
+    )
+    version = pin.split("==", 1)[1]
+    launchers = DEFAULT_VENV.parent / f"kernel-launchers-{version}"
+    marker = launchers / ".complete"
+    if marker.exists():
+        return launchers
+    launchers.parent.mkdir(parents=True, exist_ok=True)
+    with open(DEFAULT_VENV.parent / f".{launchers.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            shutil.rmtree(launchers, ignore_errors=True)
+            with tempfile.TemporaryDirectory() as target:
+                pip = gateway_venv() / "bin" / "pip"
+                subprocess.run(
+                    [str(pip), "install", "-q", "--no-deps", "--target", target, pin], check=True
+                )
+                package = Path(target) / "gateway_provisioners" / "kernel-launchers"
+                launchers.mkdir(parents=True)
+                shutil.copy(package / "python" / "scripts" / "launch_ipykernel.py", launchers)
+                shutil.copy(package / "shared" / "scripts" / "server_listener.py", launchers)
+            marker.touch()
+    return launchers
 
 
 def free_port() -> int:
@@ -81,6 +119,8 @@ class Gateway:
             "JUPYTER_CONFIG_DIR": str(self._dir / "config"),
             "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             "EG_LIST_KERNELS": "True",
+            # As in the gateway image: a config file that raises stops the gateway.
+            "TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "true",
             # Local kernels get their TCP ports below Linux's ephemeral range (32768-60999), so
             # the outgoing connections of the gateway and the tests cannot take a port between
             # the gateway choosing it and the kernel binding it ("Address already in use").
@@ -138,6 +178,13 @@ class Gateway:
         # Kernels are in the gateway's process group: make sure none outlives it.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+    def crash(self) -> None:
+        """SIGKILL the gateway, as an OOM kill would; kernels in sessions of their own live on."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def kernels(self) -> list[dict[str, object]]:
         response = requests.get(self.http + "/api/kernels", timeout=10)
