@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 from jupyter_kernel_client import (
     GatewayError,
     GatewayRefusedError,
+    KernelLimitError,
     TransportError,
     UnknownKernelNameError,
 )
@@ -262,17 +263,22 @@ def _temporary(
     status: Mapping[str, Any],
     now: datetime,
     doing: str,
+    reason: str = "GatewayUnavailable",
 ) -> Outcome:
-    """Gateway unreachable or failing: keep the phase (Pending if none yet), say why, retry."""
+    """Gateway unreachable or failing, or a kernel limit reached: keep the phase (Pending if
+    none yet), say why, retry."""
     phase = str(status.get("phase") or PENDING)
-    message = f"gateway unavailable while trying to {doing}: {exc}; retrying"
+    if reason == "GatewayUnavailable":
+        message = f"gateway unavailable while trying to {doing}: {exc}; retrying"
+    else:
+        message = f"cannot {doing} yet: {exc}; retrying"
     new = build_status(
         phase,
         session=session,
         settings=settings,
         previous=status,
         now=now,
-        reason="GatewayUnavailable",
+        reason=reason,
         message=message,
     )
     if phase in (READY, STARTING):
@@ -330,6 +336,17 @@ async def _start(
     except UnknownKernelNameError as exc:
         reason = "UnknownKernelName"
         return _failed(session, settings, status, now, reason, str(exc), permanent=True)
+    except KernelLimitError as exc:
+        # A quota frees up when some kernel ends: wait for it, as for a gateway that is down.
+        return _temporary(
+            exc,
+            session=session,
+            settings=settings,
+            status=status,
+            now=now,
+            doing="start a kernel",
+            reason="KernelLimitReached",
+        )
     except GatewayRefusedError as exc:
         reason = "GatewayRefused"
         return _failed(session, settings, status, now, reason, str(exc), permanent=True)

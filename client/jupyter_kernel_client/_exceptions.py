@@ -4,7 +4,8 @@
     ├── TransportError                    the network failed (connection refused, socket closed)
     ├── GatewayError                      the gateway answered with an error (5xx after retries)
     │   └── GatewayRefusedError           4xx: the request can never succeed as sent
-    │       └── UnknownKernelNameError    no kernelspec of that name on the gateway
+    │       ├── UnknownKernelNameError    no kernelspec of that name on the gateway
+    │       └── KernelLimitError          a kernel limit (total or per user) is reached
     ├── KernelDiedError                   the kernel died or restarted under an execution
     ├── ExecutionTimeoutError             execute() ran past its timeout (kernel was interrupted)
     ├── StartupTimeoutError               the kernel did not answer within startup_timeout
@@ -60,6 +61,31 @@ class UnknownKernelNameError(GatewayRefusedError):
         )
         self.kernel_name = kernel_name
         self.available = available
+
+
+class KernelLimitError(GatewayRefusedError):
+    """The gateway runs as many kernels as it allows, in total or for this ``KERNEL_USERNAME``.
+
+    Not retried: a slot frees only when a kernel is shut down (or culled), so the caller decides
+    whether to release one of its kernels, wait, or give up.  ``scope`` is ``"total"`` or
+    ``"user"``; ``limit``, ``in_use`` and ``user`` are the gateway's figures when it sent them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None,
+        scope: str,
+        limit: int | None = None,
+        in_use: int | None = None,
+        user: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.scope = scope
+        self.limit = limit
+        self.in_use = in_use
+        self.user = user
 
 
 class KernelDiedError(KernelClientError):

@@ -32,6 +32,7 @@ from ._exceptions import (
     GatewayError,
     GatewayRefusedError,
     KernelDiedError,
+    KernelLimitError,
     StartupTimeoutError,
     TransportError,
     UnknownKernelNameError,
@@ -413,11 +414,13 @@ def start_flow(
         else:
             if response.status < 300:
                 return str(json.loads(response.text)["id"])
+            failure = error_for_status(response.status, response.text, "start a kernel")
+            if isinstance(failure, KernelLimitError):
+                raise failure  # even as a 429: backing off for seconds frees no kernel
             specs = yield from _get_or_none(kernelspecs_url(gateway_http))
             unknown = specs and unknown_kernel_name(kernel_name, specs.text, response.status)
             if unknown:
                 raise unknown
-            failure = error_for_status(response.status, response.text, "start a kernel")
             if not is_retryable_status(response.status):
                 raise failure
         delay = next(delays, None)
@@ -647,9 +650,50 @@ def is_retryable_status(status: int) -> bool:
 
 
 def error_for_status(status: int, body: str, what: str) -> GatewayError:
-    reason = gateway_reason(body)
+    message = f"gateway refused to {what}: HTTP {status}: {gateway_reason(body)}"
+    limit = kernel_limit_error(status, body, message)
+    if limit is not None:
+        return limit
     cls = GatewayRefusedError if 400 <= status < 500 else GatewayError
-    return cls(f"gateway refused to {what}: HTTP {status}: {reason}", status_code=status)
+    return cls(message, status_code=status)
+
+
+def kernel_limit_error(status: int, body: str, message: str) -> KernelLimitError | None:
+    """A :class:`KernelLimitError` if the answer says a kernel limit is reached, else ``None``.
+
+    This project's gateway answers 403 with a ``kernel_limit`` object (``scope``, ``limit``,
+    ``in_use``, ``user``).  Stock Enterprise Gateway answers its own ``max_kernels`` and
+    ``max_kernels_per_user`` with a 403 too, told apart only by its wording.
+    """
+    if status not in (403, 429):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    figures = data.get("kernel_limit")
+    if isinstance(figures, dict):
+        user = figures.get("user")
+        return KernelLimitError(
+            message,
+            status_code=status,
+            scope="user" if figures.get("scope") == "user" else "total",
+            limit=_int_or_none(figures.get("limit")),
+            in_use=_int_or_none(figures.get("in_use")),
+            user=user if isinstance(user, str) else None,
+        )
+    text = f"{data.get('reason', '')} {data.get('message', '')}"
+    if "max kernels per user limit" in text:
+        return KernelLimitError(message, status_code=status, scope="user")
+    if "max kernels limit" in text or data.get("message") == "Resource Limit":
+        return KernelLimitError(message, status_code=status, scope="total")
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def unknown_kernel_name(

@@ -119,6 +119,9 @@ class Gateway:
             "JUPYTER_CONFIG_DIR": str(self._dir / "config"),
             "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             "EG_LIST_KERNELS": "True",
+            # Test gateways run many kernels on machines of any size: a fixed cap, not the default
+            # sized from the host's memory (tests of the limits set their own).
+            "SANDBOX_MAX_KERNELS": "64",
             # As in the gateway image: a config file that raises stops the gateway.
             "TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "true",
             # Local kernels get their TCP ports below Linux's ephemeral range (32768-60999), so

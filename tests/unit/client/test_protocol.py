@@ -15,6 +15,7 @@ from jupyter_kernel_client import (
     GatewayError,
     GatewayRefusedError,
     KernelDiedError,
+    KernelLimitError,
     TransportError,
     UnknownKernelNameError,
 )
@@ -315,6 +316,59 @@ def test_4xx_fails_at_once_with_the_gateway_reason() -> None:
     with pytest.raises(GatewayRefusedError, match="User root is not authorized") as info:
         start(http)
     assert info.value.status_code == 403
+    assert not isinstance(info.value, KernelLimitError)  # a 403 of another kind
+
+
+LIMIT_BODY = json.dumps(
+    {
+        "reason": "per-user kernel limit reached: 2 of 2 kernels in use for user 'alice'",
+        "message": "shut a kernel down (idle kernels are also culled) and try again",
+        "kernel_limit": {"scope": "user", "limit": 2, "in_use": 2, "user": "alice"},
+    }
+)
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_kernel_limit_fails_at_once_as_its_own_error(status: int) -> None:
+    # 429 is otherwise retried: a kernel limit is not, whatever status the gateway picked.
+    script = Script([], http=lambda a: proto.Response(status, LIMIT_BODY))
+    flow = proto.start_flow(
+        "http://gw", "python3", None, startup_timeout=5, max_retries=3, retry_delay=1.0
+    )
+    with pytest.raises(KernelLimitError, match="2 of 2 kernels in use for user 'alice'") as info:
+        script.run(flow)
+    error = info.value
+    assert isinstance(error, GatewayRefusedError) and error.status_code == status
+    assert (error.scope, error.limit, error.in_use, error.user) == ("user", 2, 2, "alice")
+    assert [a.url for a in script.actions] == ["http://gw/api/kernels"]  # one POST, no retry
+
+
+@pytest.mark.parametrize(
+    ("message", "scope"),
+    [
+        # Stock Enterprise Gateway's own limits (EG_MAX_KERNELS, EG_MAX_KERNELS_PER_USER).
+        (
+            "A max kernels limit has been set to 2 and there are currently 2 active and pending "
+            "kernels.",
+            "total",
+        ),
+        (
+            "A max kernels per user limit has been set to 1 and user 'bob' currently has 1 active "
+            "and pending kernel.",
+            "user",
+        ),
+        ("Resource Limit", "total"),
+    ],
+)
+def test_stock_gateway_limits_are_recognised(message: str, scope: str) -> None:
+    body = json.dumps({"reason": "Forbidden", "message": message})
+    error = proto.error_for_status(403, body, "start a kernel")
+    assert isinstance(error, KernelLimitError) and error.scope == scope
+    assert error.limit is None and error.user is None
+    # The same words with another status, or no limit at all, are no kernel limit.
+    assert not isinstance(proto.error_for_status(500, body, "x"), KernelLimitError)
+    other = json.dumps({"reason": "Forbidden", "message": "User 'root' is not authorized"})
+    assert not isinstance(proto.error_for_status(403, other, "x"), KernelLimitError)
 
 
 def test_unknown_kernel_name_is_told_apart_from_a_5xx() -> None:

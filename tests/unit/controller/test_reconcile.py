@@ -26,6 +26,7 @@ from controller.settings import ControllerSettings
 from jupyter_kernel_client import _protocol as proto
 from jupyter_kernel_client._exceptions import (
     GatewayError,
+    KernelLimitError,
     TransportError,
     UnknownKernelNameError,
 )
@@ -268,6 +269,25 @@ async def test_unreachable_gateway_is_temporary_and_says_so(error: Exception) ->
     assert outcome.status["phase"] == "Pending"
     assert outcome.status["conditions"][0]["reason"] == "GatewayUnavailable"
     assert str(error) in outcome.status["message"]
+
+
+async def test_a_kernel_limit_keeps_the_session_pending_and_retries() -> None:
+    gateway = FakeGateway()
+    gateway.fail_with = KernelLimitError(
+        "kernel limit reached: 3 of 3 kernels in use",
+        status_code=403,
+        scope="total",
+        limit=3,
+        in_use=3,
+    )
+
+    outcome = await reconcile.ensure_kernel(meta(), {}, {}, gateway, SETTINGS, NOW)
+
+    assert outcome.permanent_error is None
+    assert outcome.retry_in == 7
+    assert outcome.status["phase"] == "Pending"
+    assert outcome.status["conditions"][0]["reason"] == "KernelLimitReached"
+    assert "kernel limit reached" in outcome.status["message"]
 
 
 # --- check ------------------------------------------------------------------------------------

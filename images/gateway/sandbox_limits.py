@@ -1,0 +1,450 @@
+"""Kernel-count limits and start-request validation for Enterprise Gateway 3.3.
+
+Loaded by the gateway's config file (``apply()``), like ``sandbox_gateway_patches``.
+
+Kernel limits
+    ``SANDBOX_MAX_KERNELS`` caps the kernels of the whole gateway, ``SANDBOX_MAX_KERNELS_PER_USER``
+    those of one ``KERNEL_USERNAME`` (a request without one counts as the gateway's default user,
+    the one Enterprise Gateway itself falls back to).  Both are whole numbers >= 1.
+
+    * Default total: ``floor(MemTotal * HOST_MEMORY_FRACTION / SANDBOX_KERNEL_MEMORY)``, at least 1.
+      ``MemTotal`` comes from ``/proc/meminfo`` (in a container, that is the host's memory, which
+      is what the kernel containers share); ``SANDBOX_KERNEL_MEMORY`` (default ``512m``, Docker's
+      size syntax: ``b``, ``k``, ``m``, ``g``, powers of 1024, as the launcher reads it) is each
+      kernel's memory limit.  ``HOST_MEMORY_FRACTION`` leaves a quarter of the host to the
+      gateway, the notebook, the file server and the OS.  In Kubernetes, where kernels run on
+      other nodes than the gateway, set ``SANDBOX_MAX_KERNELS`` explicitly.
+    * Default per user: the total, i.e. no separate per-user cap unless one is set.
+
+    A kernel holds its slot from the moment its start request is accepted (a slot is reserved
+    before the launch, so concurrent starts cannot overshoot) until it is gone from the gateway's
+    kernel map, whatever removed it (shutdown, culling, death); a launch that fails gives its slot
+    back.  Past either limit ``POST /api/kernels`` answers **403** with a plain reason and a
+    ``kernel_limit`` object, and nothing is started.  403 rather than 429: 429 means "too many
+    requests, slow down", and clients (this project's among them) retry it with backoff, but a
+    quota does not free up by waiting a few seconds — only by shutting a kernel down — so the
+    answer must be final, and it matches the 403 that stock Enterprise Gateway gives for its own
+    ``max_kernels``.
+
+Start-request validation (400 with a plain reason, nothing started)
+    ``env`` must be an object of string -> string; ``KERNEL_ID``, if present, a version-4 UUID in
+    canonical form (what Enterprise Gateway accepts); ``KERNEL_USERNAME``, if present, a sane name
+    (``USERNAME_PATTERN``); ``KERNEL_LAUNCH_TIMEOUT``, if present, a finite number > 0, which is
+    then clamped to ``[MIN_LAUNCH_TIMEOUT, SANDBOX_MAX_LAUNCH_TIMEOUT]`` (default 300 s, at most
+    ``LAUNCH_TIMEOUT_CEILING``).  Stock EG answered a malformed id or timeout with a 500, and took
+    ``inf`` as a launch that may wait forever.
+
+Unknown kernels
+    ``POST /api/kernels/<id>/restart`` (and ``interrupt``) for an id the gateway does not have
+    answers 404 with a plain reason; stock EG answered a restart with a 500 and a traceback.
+
+Bad settings stop the gateway with a message (``SystemExit``): traitlets would otherwise log an
+exception raised by a config file and start the gateway without any of its configuration.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+HOST_MEMORY_FRACTION: Final = 0.75
+DEFAULT_KERNEL_MEMORY: Final = "512m"
+MIN_KERNEL_MEMORY: Final = 64 * 1024**2  # the launcher refuses less, too
+DEFAULT_MAX_LAUNCH_TIMEOUT: Final = 300.0
+MIN_LAUNCH_TIMEOUT: Final = 1.0
+# sandbox_docker keeps a young kernel network for 600 s as "a launch may still be using it": no
+# launch may be allowed to take longer than that.
+LAUNCH_TIMEOUT_CEILING: Final = 600.0
+USERNAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+MEMINFO: Final = "/proc/meminfo"
+
+_SIZE = re.compile(r"(\d+)([bkmg]?)", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class SettingsError(ValueError):
+    """A SANDBOX_* setting of the gateway is invalid."""
+
+
+class RequestRefused(ValueError):
+    """A start request is malformed; the message is the plain reason returned with the 400."""
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """'512m' -> bytes, in Docker's syntax (the launcher reads the same variable the same way)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise SettingsError(f"invalid size {text!r} (expected e.g. 512m, 1g)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def host_memory_bytes(meminfo: str = MEMINFO) -> int:
+    """``MemTotal`` of ``/proc/meminfo`` in bytes."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    value, unit = line.split()[1:3]
+                    if unit.lower() != "kb":
+                        break
+                    return int(value) * 1024
+    except (OSError, ValueError) as exc:
+        raise SettingsError(
+            f"cannot read the host's memory from {meminfo} ({exc}); set SANDBOX_MAX_KERNELS"
+        ) from exc
+    raise SettingsError(f"no MemTotal in kB in {meminfo}; set SANDBOX_MAX_KERNELS")
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SettingsError(f"{name} must be a whole number >= 1, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """The gateway's limits, each checked once at start-up."""
+
+    max_kernels: int
+    """Kernels on the whole gateway, starting ones included."""
+    max_kernels_per_user: int
+    """Kernels of one KERNEL_USERNAME, starting ones included."""
+    max_launch_timeout: float
+    """Upper bound of a client's KERNEL_LAUNCH_TIMEOUT, in seconds."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], meminfo: str = MEMINFO) -> LimitSettings:
+        max_kernels = _positive_int(env, "SANDBOX_MAX_KERNELS")
+        if max_kernels is None:
+            memory_text = env.get("SANDBOX_KERNEL_MEMORY", "").strip() or DEFAULT_KERNEL_MEMORY
+            try:
+                kernel_memory = parse_size(memory_text)
+            except SettingsError as exc:
+                raise SettingsError(f"SANDBOX_KERNEL_MEMORY: {exc}") from None
+            if kernel_memory < MIN_KERNEL_MEMORY:
+                raise SettingsError(
+                    f"SANDBOX_KERNEL_MEMORY must be at least 64m, got {memory_text!r}"
+                )
+            host = host_memory_bytes(meminfo)
+            max_kernels = max(1, math.floor(host * HOST_MEMORY_FRACTION / kernel_memory))
+        per_user = _positive_int(env, "SANDBOX_MAX_KERNELS_PER_USER") or max_kernels
+        timeout_text = env.get("SANDBOX_MAX_LAUNCH_TIMEOUT", "").strip()
+        max_launch_timeout = DEFAULT_MAX_LAUNCH_TIMEOUT
+        if timeout_text:
+            try:
+                max_launch_timeout = float(timeout_text)
+            except ValueError:
+                max_launch_timeout = math.nan
+            if not MIN_LAUNCH_TIMEOUT <= max_launch_timeout <= LAUNCH_TIMEOUT_CEILING:
+                raise SettingsError(
+                    f"SANDBOX_MAX_LAUNCH_TIMEOUT must be a number of seconds between "
+                    f"{MIN_LAUNCH_TIMEOUT:g} and {LAUNCH_TIMEOUT_CEILING:g}, got {timeout_text!r}"
+                )
+        return cls(max_kernels, per_user, max_launch_timeout)
+
+
+# --- start requests ----------------------------------------------------------------------------
+
+
+def _shown(value: str) -> str:
+    """A client's value as echoed in a reason: quoted, and never long."""
+    return repr(value if len(value) <= 60 else value[:60] + "...")
+
+
+def check_start_request(model: Any, settings: LimitSettings) -> dict[str, Any] | None:
+    """Validate the body of ``POST /api/kernels``.
+
+    Returns the body to use instead when ``KERNEL_LAUNCH_TIMEOUT`` had to be clamped, else
+    ``None``.  Raises :class:`RequestRefused` with the reason for the client.
+    """
+    if not isinstance(model, dict) or "env" not in model:
+        return None  # the shape of the body itself is sandbox_gateway_patches' check
+    env = model["env"]
+    if not isinstance(env, dict):
+        raise RequestRefused("env must be a JSON object of strings")
+    for key, value in env.items():
+        if not isinstance(value, str):
+            raise RequestRefused(f"env[{_shown(key)}] must be a string, not {type(value).__name__}")
+    kernel_id = env.get("KERNEL_ID")
+    if kernel_id is not None and not _is_canonical_uuid4(kernel_id):
+        raise RequestRefused(
+            f"KERNEL_ID must be a version-4 UUID in canonical form "
+            f"(like {uuid.UUID(int=0x1B4E28BA2FA14D3BA3F5EF19B5A7633B)}), got {_shown(kernel_id)}"
+        )
+    username = env.get("KERNEL_USERNAME")
+    if username is not None and not USERNAME_PATTERN.fullmatch(username):
+        raise RequestRefused(
+            "KERNEL_USERNAME must be 1 to 64 characters of letters, digits and . _ @ -, "
+            f"starting with a letter or digit; got {_shown(username)}"
+        )
+    timeout_text = env.get("KERNEL_LAUNCH_TIMEOUT")
+    if timeout_text is None:
+        return None
+    try:
+        timeout = float(timeout_text)
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise RequestRefused(
+            "KERNEL_LAUNCH_TIMEOUT must be a finite number of seconds > 0, "
+            f"got {_shown(timeout_text)}"
+        )
+    clamped = min(max(timeout, MIN_LAUNCH_TIMEOUT), settings.max_launch_timeout)
+    if clamped == timeout and timeout_text == f"{timeout:g}":
+        return None
+    return {**model, "env": {**env, "KERNEL_LAUNCH_TIMEOUT": f"{clamped:g}"}}
+
+
+def _is_canonical_uuid4(value: str) -> bool:
+    # Enterprise Gateway's own test (remotemanager.new_kernel_id), which answers a failure with 500.
+    try:
+        return str(uuid.UUID(value, version=4)) == value
+    except ValueError:
+        return False
+
+
+# --- kernel slots ------------------------------------------------------------------------------
+
+
+class KernelLimitReached(Exception):
+    """A start would exceed a limit; carries the plain reason and the figures."""
+
+    def __init__(self, scope: str, limit: int, in_use: int, user: str | None = None) -> None:
+        if scope == "total":
+            reason = f"kernel limit reached: {in_use} of {limit} kernels in use"
+        else:
+            reason = (
+                f"per-user kernel limit reached: {in_use} of {limit} kernels in use "
+                f"for user {user!r}"
+            )
+        super().__init__(reason)
+        self.reason = reason
+        self.scope = scope
+        self.limit = limit
+        self.in_use = in_use
+        self.user = user
+
+    def body(self) -> dict[str, Any]:
+        """The JSON answer: EG's error shape (reason, message) plus the figures."""
+        figures: dict[str, Any] = {"scope": self.scope, "limit": self.limit, "in_use": self.in_use}
+        if self.user is not None:
+            figures["user"] = self.user
+        return {
+            "reason": self.reason,
+            "message": "shut a kernel down (idle kernels are also culled) and try again",
+            "kernel_limit": figures,
+        }
+
+
+@dataclass(eq=False)
+class Reservation:
+    """A slot held by one start request; ``kernel_id`` is known once the launch has chosen it."""
+
+    user: str
+    kernel_id: str | None = None
+
+
+@dataclass
+class KernelLedger:
+    """Who holds which slot.
+
+    The gateway's kernel map is the truth about which kernels exist: every count starts from it,
+    so a kernel that left the map by any path (shutdown, culling, death) has freed its slot.  The
+    ledger adds what the map does not know: starts still in progress (:class:`Reservation`) and the
+    user of each kernel.  A kernel that is both starting and already in the map counts once.
+    """
+
+    settings: LimitSettings
+    starting: list[Reservation] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=dict)
+
+    def reserve(self, user: str, live: set[str]) -> Reservation:
+        """Take a slot for a start by ``user``, or raise :class:`KernelLimitReached`.
+
+        Synchronous, so two concurrent requests never both see the last free slot.
+        """
+        kernels = self._kernels(live)
+        if len(kernels) >= self.settings.max_kernels:
+            raise KernelLimitReached("total", self.settings.max_kernels, len(kernels))
+        mine = sum(1 for owner in kernels.values() if owner == user)
+        if mine >= self.settings.max_kernels_per_user:
+            raise KernelLimitReached("user", self.settings.max_kernels_per_user, mine, user)
+        reservation = Reservation(user)
+        self.starting.append(reservation)
+        return reservation
+
+    def named(self, reservation: Reservation, kernel_id: str) -> None:
+        """The launch chose ``kernel_id``; a kernel that already exists keeps its owner."""
+        reservation.kernel_id = kernel_id
+        self.users.setdefault(kernel_id, reservation.user)
+
+    def release(self, reservation: Reservation) -> None:
+        """The start ended (either way): from now on the kernel map alone tells."""
+        if reservation in self.starting:
+            self.starting.remove(reservation)
+
+    def adopt(self, kernel_id: str, user: str) -> None:
+        """A kernel the gateway re-attached to at start-up (persisted session)."""
+        self.users[kernel_id] = user
+
+    def _kernels(self, live: set[str]) -> dict[object, str | None]:
+        """Every slot in use, by kernel id (or reservation, before it has one) -> user."""
+        named = {r.kernel_id for r in self.starting if r.kernel_id is not None}
+        present = live | named
+        for kernel_id in [k for k in self.users if k not in present]:
+            del self.users[kernel_id]  # gone: forget its owner
+        slots: dict[object, str | None] = {k: self.users.get(k) for k in present}
+        slots.update({r: r.user for r in self.starting if r.kernel_id is None})
+        return slots
+
+
+# --- Enterprise Gateway patches ------------------------------------------------------------------
+
+_current_reservation: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar(
+    "sandbox_kernel_reservation", default=None
+)
+
+
+def _limit_kernels(ledger: KernelLedger) -> None:
+    from enterprise_gateway.services.kernels.remotemanager import RemoteMappingKernelManager
+    from enterprise_gateway.services.sessions.kernelsessionmanager import KernelSessionManager
+
+    original_start = RemoteMappingKernelManager.start_kernel
+    original_new_id = RemoteMappingKernelManager.new_kernel_id
+    original_from_session = RemoteMappingKernelManager.start_kernel_from_session
+
+    async def start_kernel(self: Any, *args: Any, **kwargs: Any) -> str:
+        # The same user EG authorises and records (its default user when the request names none).
+        user = KernelSessionManager.get_kernel_username(**kwargs)
+        try:
+            reservation = ledger.reserve(user, set(self.list_kernel_ids()))
+        except KernelLimitReached as exc:
+            raise _http_error(403, exc.body()) from None
+        token = _current_reservation.set(reservation)
+        try:
+            kernel_id: str = await original_start(self, *args, **kwargs)
+        finally:
+            _current_reservation.reset(token)
+            ledger.release(reservation)
+        ledger.named(reservation, kernel_id)  # already, unless new_kernel_id was bypassed
+        return kernel_id
+
+    def new_kernel_id(self: Any, **kwargs: Any) -> str:
+        # Called by jupyter_client's pre_start_kernel, inside the start above (same context).
+        kernel_id: str = original_new_id(self, **kwargs)
+        reservation = _current_reservation.get()
+        if reservation is not None:
+            ledger.named(reservation, kernel_id)
+        return kernel_id
+
+    def start_kernel_from_session(self: Any, kernel_id: str, *args: Any, **kwargs: Any) -> Any:
+        revived = original_from_session(self, kernel_id, *args, **kwargs)
+        if revived:
+            launch_args = kwargs.get("launch_args", args[3] if len(args) > 3 else {}) or {}
+            # A copy: get_kernel_username fills in the default user, and this is persisted state.
+            env = dict(launch_args.get("env") or {})
+            ledger.adopt(kernel_id, KernelSessionManager.get_kernel_username(env=env))
+        return revived
+
+    RemoteMappingKernelManager.start_kernel = start_kernel
+    RemoteMappingKernelManager.new_kernel_id = new_kernel_id
+    RemoteMappingKernelManager.start_kernel_from_session = start_kernel_from_session
+
+
+def _http_error(status: int, body: dict[str, Any]) -> Exception:
+    """A tornado HTTPError whose JSON answer is ``body``, written as is by ``write_error``.
+
+    An HTTPError, so tornado logs one warning line, not an "uncaught exception".  The text goes
+    in as an argument, never as the format: a client's value may hold a ``%``.
+    """
+    from tornado import web
+
+    error = web.HTTPError(status, "%s", f"{body['reason']}: {body['message']}")
+    error.sandbox_body = body  # type: ignore[attr-defined]
+    return error
+
+
+def _answer_plainly() -> None:
+    from enterprise_gateway.mixins import JSONErrorsMixin
+
+    original = JSONErrorsMixin.write_error
+
+    def write_error(self: Any, status_code: int, **kwargs: Any) -> Any:
+        exc_info = kwargs.get("exc_info")
+        body = getattr(exc_info[1] if exc_info else None, "sandbox_body", None)
+        if not isinstance(body, dict):
+            return original(self, status_code, **kwargs)
+        # EG's writer would put the format ("%s") where the message belongs.
+        self.set_header("Content-Type", "application/json")
+        self.set_status(status_code)
+        self.finish(json.dumps(body))
+        return None
+
+    JSONErrorsMixin.write_error = write_error
+
+
+def _validate_start_requests(settings: LimitSettings) -> None:
+    from enterprise_gateway.services.kernels.handlers import MainKernelHandler
+
+    original_post = MainKernelHandler.post
+
+    async def post(self: Any) -> Any:
+        model = self.get_json_body()  # malformed JSON is already a 400 here
+        try:
+            replacement = check_start_request(model, settings)
+        except RequestRefused as exc:
+            raise _http_error(400, {"reason": "Bad Request", "message": str(exc)}) from None
+        if replacement is not None:
+            # Enterprise Gateway reads KERNEL_LAUNCH_TIMEOUT from the body (twice): give it the
+            # clamped value there.
+            self.request.body = json.dumps(replacement).encode()
+        return await original_post(self)
+
+    MainKernelHandler.post = post
+
+
+def _unknown_kernels_are_404() -> None:
+    from enterprise_gateway.services.kernels import handlers
+
+    action_handler = next(
+        cls for _, cls in handlers.default_handlers if cls.__name__ == "KernelActionHandler"
+    )
+    original_post = action_handler.post
+
+    async def post(self: Any, kernel_id: str, action: str) -> Any:
+        # jupyter_server's restart handler turns any exception, KeyError for an unknown id
+        # included, into a 500 carrying the traceback.
+        self.kernel_manager.check_kernel_id(kernel_id)  # 404 "Kernel does not exist: <id>"
+        return await original_post(self, kernel_id, action)
+
+    action_handler.post = post
+
+
+def apply(env: Mapping[str, str] | None = None) -> LimitSettings:
+    """Read the settings (exit with a message if one is invalid) and patch the gateway."""
+    try:
+        settings = LimitSettings.from_env(os.environ if env is None else env)
+    except SettingsError as exc:
+        raise SystemExit(f"sandbox gateway: invalid setting: {exc}") from None
+    _limit_kernels(KernelLedger(settings))
+    _answer_plainly()
+    _validate_start_requests(settings)
+    _unknown_kernels_are_404()
+    return settings

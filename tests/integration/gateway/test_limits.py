@@ -1,0 +1,353 @@
+"""Kernel-count limits, start-request checks and unknown kernel ids, on a real gateway.
+
+A real Enterprise Gateway 3.3 with the sandbox's config (``images/gateway/sandbox_limits.py``)
+and real local kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import importlib.util
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import requests
+
+from jupyter_kernel_client import (
+    AsyncGatewayKernelSession,
+    GatewayKernelSession,
+    GatewayRefusedError,
+    KernelLimitError,
+)
+from tests.support.gateway import GATEWAY_CONFIG, Gateway
+
+MAX_KERNELS = 3
+MAX_PER_USER = 2
+
+
+@functools.cache
+def _sandbox_limits() -> ModuleType:
+    """The gateway module itself; its pure parts need no Enterprise Gateway."""
+    spec = importlib.util.spec_from_file_location(
+        "sandbox_limits", GATEWAY_CONFIG.parent / "sandbox_limits.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def limited_gateway() -> Iterator[Gateway]:
+    gw = Gateway(
+        env={
+            "SANDBOX_MAX_KERNELS": str(MAX_KERNELS),
+            "SANDBOX_MAX_KERNELS_PER_USER": str(MAX_PER_USER),
+            # Lets requests without KERNEL_USERNAME start, as the gateway's own user (root here).
+            "EG_UNAUTHORIZED_USERS": "nobody-in-particular",
+        }
+    )
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def gw(limited_gateway: Gateway) -> Iterator[Gateway]:
+    """The limited gateway, emptied after each test so every test has all the slots."""
+    yield limited_gateway
+    for kernel in limited_gateway.kernels():
+        requests.delete(f"{limited_gateway.http}/api/kernels/{kernel['id']}", timeout=30)
+    deadline = time.monotonic() + 30
+    while limited_gateway.kernels() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def start_raw(gw: Gateway, env: Any = None, *, with_env: bool = True) -> requests.Response:
+    body: dict[str, Any] = {"name": "python3"}
+    if with_env:
+        body["env"] = env
+    return requests.post(f"{gw.http}/api/kernels", json=body, timeout=60)
+
+
+def assert_plain_error(response: requests.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert "traceback" not in response.text.lower()
+    body: dict[str, Any] = response.json()
+    assert body.get("reason")
+    return body
+
+
+def session(gw: Gateway, user: str, **kwargs: Any) -> GatewayKernelSession:
+    return GatewayKernelSession(gw.http, gw.ws, "python3", {"KERNEL_USERNAME": user}, **kwargs)
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+def test_total_limit_refuses_with_403_and_a_slot_frees_on_shutdown(gw: Gateway) -> None:
+    sessions = [session(gw, f"user{n}").start() for n in range(MAX_KERNELS)]
+    try:
+        refused = start_raw(gw, {"KERNEL_USERNAME": "user9"})
+        body = assert_plain_error(refused, 403)
+        assert (
+            body["reason"] == f"kernel limit reached: {MAX_KERNELS} of {MAX_KERNELS} kernels in use"
+        )
+        assert body["kernel_limit"] == {
+            "scope": "total",
+            "limit": MAX_KERNELS,
+            "in_use": MAX_KERNELS,
+        }
+        assert len(gw.kernels()) == MAX_KERNELS  # nothing was started
+
+        began = time.monotonic()
+        with pytest.raises(KernelLimitError, match="kernel limit reached") as info:
+            session(gw, "user9", max_retries=3, retry_delay=20).start()
+        assert time.monotonic() - began < 10  # at once, not after 20 s of backoff
+        assert isinstance(info.value, GatewayRefusedError)
+        assert (info.value.scope, info.value.limit, info.value.status_code) == (
+            "total",
+            MAX_KERNELS,
+            403,
+        )
+
+        sessions.pop(0).shutdown()
+        with session(gw, "user9") as replacement:
+            assert str(replacement.execute("1 + 1")) == "2"
+    finally:
+        for s in sessions:
+            s.shutdown()
+
+
+async def test_per_user_limit_counts_each_username_apart(gw: Gateway) -> None:
+    def alice() -> AsyncGatewayKernelSession:
+        env = {"KERNEL_USERNAME": "alice"}
+        return AsyncGatewayKernelSession(gw.http, gw.ws, "python3", env, retry_delay=20)
+
+    started = [await alice().start() for _ in range(MAX_PER_USER)]
+    try:
+        began = time.monotonic()
+        with pytest.raises(KernelLimitError) as info:
+            await alice().start()
+        assert time.monotonic() - began < 10
+        error = info.value
+        assert (error.scope, error.limit, error.in_use, error.user) == (
+            "user",
+            MAX_PER_USER,
+            MAX_PER_USER,
+            "alice",
+        )
+        assert f"{MAX_PER_USER} of {MAX_PER_USER} kernels in use for user 'alice'" in str(error)
+        # Another user still has slots.
+        async with AsyncGatewayKernelSession(
+            gw.http, gw.ws, "python3", {"KERNEL_USERNAME": "bob"}
+        ) as bob:
+            assert str(await bob.execute("6 * 7")) == "42"
+    finally:
+        for s in started:
+            await s.shutdown()
+
+
+def test_a_request_without_username_counts_as_the_gateways_user(gw: Gateway) -> None:
+    user = getpass.getuser()  # the gateway runs as the same user as this test
+    for _ in range(MAX_PER_USER):
+        assert start_raw(gw, with_env=False).status_code == 201
+    for refused in (start_raw(gw, with_env=False), start_raw(gw, {"KERNEL_USERNAME": user})):
+        body = assert_plain_error(refused, 403)
+        assert body["kernel_limit"]["scope"] == "user"
+        assert body["kernel_limit"]["user"] == user
+    assert start_raw(gw, {"KERNEL_USERNAME": "someone-else"}).status_code == 201
+
+
+@pytest.mark.parametrize(("users", "limit"), [("distinct", MAX_KERNELS), ("same", MAX_PER_USER)])
+def test_concurrent_starts_never_overshoot(gw: Gateway, users: str, limit: int) -> None:
+    attempts = 6
+    barrier = threading.Barrier(attempts)
+    answers: list[requests.Response] = []
+
+    def start(n: int) -> None:
+        env = {"KERNEL_USERNAME": f"racer{n}" if users == "distinct" else "racer"}
+        barrier.wait()
+        answers.append(start_raw(gw, env))
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(a.status_code for a in answers)
+    # Exactly attempts - limit are refused for the limit; the others were admitted (a local
+    # kernel may still fail its launch on a port race, which gives its slot back: 5xx).
+    refused = [a for a in answers if a.status_code == 403]
+    assert len(refused) == attempts - limit, statuses
+    assert all("kernel_limit" in a.json() for a in refused)
+    assert len(gw.kernels()) == statuses.count(201) <= limit
+
+
+# --- start-request checks --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KERNEL_ID": "not-a-uuid"}, "KERNEL_ID"),
+        ({"KERNEL_ID": str(uuid.uuid4()).upper()}, "KERNEL_ID"),
+        ({"KERNEL_ID": str(uuid.uuid1())}, "KERNEL_ID"),
+        ({"KERNEL_LAUNCH_TIMEOUT": "inf"}, "KERNEL_LAUNCH_TIMEOUT"),
+        ({"KERNEL_LAUNCH_TIMEOUT": "-inf"}, "KERNEL_LAUNCH_TIMEOUT"),
+        ({"KERNEL_LAUNCH_TIMEOUT": "nan"}, "KERNEL_LAUNCH_TIMEOUT"),
+        ({"KERNEL_LAUNCH_TIMEOUT": "-1"}, "KERNEL_LAUNCH_TIMEOUT"),
+        ({"KERNEL_LAUNCH_TIMEOUT": "0"}, "KERNEL_LAUNCH_TIMEOUT"),
+        ({"KERNEL_LAUNCH_TIMEOUT": "abc"}, "KERNEL_LAUNCH_TIMEOUT"),
+        ({"KERNEL_LAUNCH_TIMEOUT": "1e999"}, "KERNEL_LAUNCH_TIMEOUT"),
+        ({"KERNEL_USERNAME": "two words"}, "KERNEL_USERNAME"),
+        ({"KERNEL_USERNAME": "../etc"}, "KERNEL_USERNAME"),
+        ({"KERNEL_USERNAME": "x" * 65}, "KERNEL_USERNAME"),
+        ({"KERNEL_USERNAME": ""}, "KERNEL_USERNAME"),
+        ({"KERNEL_USERNAME": "100%"}, "'100%'"),  # echoed as sent, not as a format
+        ({"KERNEL_PROJECT": 7}, "KERNEL_PROJECT"),
+        ({"KERNEL_PROJECT": None}, "KERNEL_PROJECT"),
+        (["KERNEL_X=1"], "env"),
+        (None, "env"),
+    ],
+)
+def test_malformed_start_requests_are_400_and_start_nothing(
+    gw: Gateway, env: Any, named: str
+) -> None:
+    before = gw.kernels()
+    body = assert_plain_error(start_raw(gw, env), 400)
+    assert named in body["message"]
+    assert gw.kernels() == before
+
+
+@pytest.mark.parametrize(("asked", "kept"), [("1e9", "300"), ("0.25", "1"), ("45", "45")])
+def test_launch_timeout_is_clamped_to_its_range(gw: Gateway, asked: str, kept: str) -> None:
+    env = {"KERNEL_USERNAME": "clamped", "KERNEL_LAUNCH_TIMEOUT": asked}
+    with GatewayKernelSession(gw.http, gw.ws, "python3", env) as s:
+        # Enterprise Gateway hands the request's KERNEL_* variables to the kernel: this is the
+        # value it read as the launch timeout.
+        assert str(s.execute("import os; os.environ['KERNEL_LAUNCH_TIMEOUT']")) == repr(kept)
+
+
+def test_a_valid_kernel_id_is_still_honoured(gw: Gateway) -> None:
+    kernel_id = str(uuid.uuid4())
+    started = start_raw(gw, {"KERNEL_USERNAME": "chooser", "KERNEL_ID": kernel_id})
+    assert started.status_code == 201, started.text
+    assert started.json()["id"] == kernel_id
+
+
+# --- unknown kernels ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "{id}/restart"),
+        ("POST", "{id}/interrupt"),
+        ("GET", "{id}"),
+        ("DELETE", "{id}"),
+        ("POST", "a-b-c-d-e/restart"),  # the URL's id pattern, not a UUID
+        ("POST", "not-a-kernel/restart"),
+        ("GET", "not-a-kernel"),
+    ],
+)
+def test_unknown_kernel_ids_are_404_without_traceback(gw: Gateway, method: str, path: str) -> None:
+    url = f"{gw.http}/api/kernels/" + path.format(id=uuid.uuid4())
+    assert_plain_error(requests.request(method, url, timeout=30), 404)
+
+
+def test_restart_of_a_known_kernel_still_works(gw: Gateway) -> None:
+    with session(gw, "restarter") as s:
+        s.execute("marker = 1")
+        answer = requests.post(f"{gw.http}/api/kernels/{s.kernel_id}/restart", timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["id"] == s.kernel_id
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SANDBOX_MAX_KERNELS": "0"}, "SANDBOX_MAX_KERNELS"),
+        ({"SANDBOX_MAX_KERNELS": "many"}, "SANDBOX_MAX_KERNELS"),
+        ({"SANDBOX_MAX_KERNELS_PER_USER": "-1"}, "SANDBOX_MAX_KERNELS_PER_USER"),
+        ({"SANDBOX_KERNEL_MEMORY": "lots"}, "SANDBOX_KERNEL_MEMORY"),
+        ({"SANDBOX_KERNEL_MEMORY": "1m"}, "SANDBOX_KERNEL_MEMORY"),
+        ({"SANDBOX_MAX_LAUNCH_TIMEOUT": "inf"}, "SANDBOX_MAX_LAUNCH_TIMEOUT"),
+        ({"SANDBOX_MAX_LAUNCH_TIMEOUT": "0"}, "SANDBOX_MAX_LAUNCH_TIMEOUT"),
+    ],
+)
+def test_invalid_settings_stop_the_gateway_with_a_message(env: dict[str, str], named: str) -> None:
+    gateway = Gateway(env=env)
+    try:
+        with pytest.raises(RuntimeError, match="exited early") as info:
+            gateway.start()
+        assert f"invalid setting: {named}" in str(info.value)
+    finally:
+        gateway.stop()
+
+
+def test_default_total_comes_from_host_memory_and_culled_kernels_free_their_slot() -> None:
+    fraction = _sandbox_limits().HOST_MEMORY_FRACTION
+    mem_total_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    # A kernel memory limit that fits the documented share of this host's memory twice.
+    kernel_kb = int(mem_total_kb * fraction // 2)
+    gateway = Gateway(
+        env={
+            "SANDBOX_KERNEL_MEMORY": f"{kernel_kb}k",
+            "SANDBOX_MAX_KERNELS": "",  # unset: the test gateway's fixed cap does not apply
+            "SANDBOX_CULL_IDLE_TIMEOUT": "4",
+            "SANDBOX_CULL_INTERVAL": "1",
+        }
+    )
+    gateway.start()
+    try:
+        for user in ("first", "second"):
+            assert start_raw(gateway, {"KERNEL_USERNAME": user}).status_code == 201
+        body = assert_plain_error(start_raw(gateway, {"KERNEL_USERNAME": "third"}), 403)
+        assert body["kernel_limit"] == {"scope": "total", "limit": 2, "in_use": 2}
+
+        deadline = time.monotonic() + 60
+        while gateway.kernels() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert gateway.kernels() == [], "idle kernels were not culled"
+        assert start_raw(gateway, {"KERNEL_USERNAME": "third"}).status_code == 201
+    finally:
+        gateway.stop()
+
+
+def test_settings_default_and_refuse_as_documented(tmp_path: Path) -> None:
+    limits = _sandbox_limits()
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        8388608 kB\nMemFree:         1 kB\n")  # 8 GiB
+
+    settings = limits.LimitSettings.from_env({}, str(meminfo))
+    assert settings.max_kernels == 12  # 8 GiB * 0.75 / 512 MiB
+    assert settings.max_kernels_per_user == settings.max_kernels
+    assert settings.max_launch_timeout == 300
+    small = limits.LimitSettings.from_env({"SANDBOX_KERNEL_MEMORY": "16g"}, str(meminfo))
+    assert small.max_kernels == 1  # never 0
+    explicit = limits.LimitSettings.from_env(
+        {"SANDBOX_MAX_KERNELS": "5", "SANDBOX_MAX_KERNELS_PER_USER": "2"}, "/nonexistent"
+    )
+    assert (explicit.max_kernels, explicit.max_kernels_per_user) == (5, 2)
+    with pytest.raises(limits.SettingsError, match="SANDBOX_MAX_KERNELS"):
+        limits.LimitSettings.from_env({}, "/nonexistent")  # no memory figure: say what to set
