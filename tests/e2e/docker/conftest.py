@@ -134,18 +134,20 @@ class Stack:
         ).split()
         return json.loads(docker("inspect", *ids)) if ids else []
 
-    def kernel_networks(self) -> list[dict[str, Any]]:
-        """`docker network inspect` of every kernel network of this stack."""
-        ids = docker(
-            "network",
-            "ls",
-            "-q",
-            "--filter",
-            "label=component=kernel-network",
-            "--filter",
-            f"label={self.deployment_label}",
-        ).split()
-        return json.loads(docker("network", "inspect", *ids)) if ids else []
+    def kernel_networks(self) -> set[str]:
+        """Names of this stack's kernel networks (names only: one may vanish while we look)."""
+        return set(
+            docker(
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}}",
+                "--filter",
+                "label=component=kernel-network",
+                "--filter",
+                f"label={self.deployment_label}",
+            ).split()
+        )
 
     def kernel_container(self, kernel_id: str) -> dict[str, Any]:
         ids = docker("ps", "-q", "--filter", f"label=kernel_id={kernel_id}").split()

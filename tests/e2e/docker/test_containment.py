@@ -290,14 +290,14 @@ def test_response_port_attack_delays_no_launch(
 def test_a_kernel_network_is_removed_with_its_kernel(stack: Stack) -> None:
     session = start(stack)
     name = kernel_network_name(str(session.kernel_id))
-    assert name in {network["Name"] for network in stack.kernel_networks()}
+    assert name in stack.kernel_networks()
     session.shutdown()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if name not in {network["Name"] for network in stack.kernel_networks()}:
+        if name not in stack.kernel_networks():
             break
         time.sleep(0.5)
-    assert name not in {network["Name"] for network in stack.kernel_networks()}
+    assert name not in stack.kernel_networks()
 
 
 def test_gateway_settings_reach_the_launcher_when_a_client_sends_env(stack: Stack) -> None:
