@@ -106,13 +106,16 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def start_server(
-    root: Path, token: str, max_upload: int, port: int, log: Path
+    root: Path, token: str, max_upload: int, port: int, log: Path, source: Path = REPO_ROOT
 ) -> subprocess.Popen[bytes]:
+    """``uvicorn fileserver.app:app`` with the ``fileserver`` package found under ``source``."""
     env = dict(os.environ)
     env.update(
         SHARED_DATA_DIR=str(root),
         FILE_SERVER_TOKEN=token,
         FILE_SERVER_MAX_UPLOAD_BYTES=str(max_upload),
+        # First on the path, ahead of an editable install of the repository.
+        PYTHONPATH=os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")])),
     )
     env.pop("FILE_SERVER_AUTH_DISABLED", None)
     with log.open("wb") as log_file:
@@ -134,7 +137,7 @@ def start_server(
                 "--loop",
                 "uvloop",
             ],
-            cwd=REPO_ROOT,
+            cwd=source,
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> None:
         description=(
             "Serve SHARED_DATA_DIR over HTTP. Configuration comes from the environment: "
             "SHARED_DATA_DIR, FILE_SERVER_TOKEN, FILE_SERVER_MAX_UPLOAD_BYTES, "
-            "FILE_SERVER_AUTH_DISABLED, FILE_SERVER_CHUNK_BYTES, FILE_SERVER_FSYNC."
+            "FILE_SERVER_AUTH_DISABLED, FILE_SERVER_CHUNK_BYTES, FILE_SERVER_FSYNC, "
+            "FILE_SERVER_ALLOWED_HOSTS, SANDBOX_ALLOWED_HOSTS."
         ),
     )
     parser.add_argument(

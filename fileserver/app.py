@@ -1,4 +1,7 @@
-"""Application wiring: routers, error handlers, access log, startup checks. No endpoint logic."""
+"""Application wiring: routers, error handlers, Host allow-list, access log, startup checks.
+
+No endpoint logic.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +15,23 @@ from pydantic import ValidationError
 
 from fileserver.access_log import AccessLogMiddleware, configure_logging
 from fileserver.errors import FileServerError
+from fileserver.hosts import HostAllowListMiddleware
 from fileserver.routers import files, health
 from fileserver.settings import Settings, describe_invalid, get_settings
 
 logger = logging.getLogger("fileserver")
 
 
-def _effective_settings(app: FastAPI) -> Settings:
-    # Honours app.dependency_overrides so that tests checking startup see the same settings as
+def _current_settings(app: FastAPI) -> Settings:
+    # Honours app.dependency_overrides so that startup and middleware see the same settings as
     # the routes do.
-    provider = app.dependency_overrides.get(get_settings, get_settings)
+    settings: Settings = app.dependency_overrides.get(get_settings, get_settings)()
+    return settings
+
+
+def _effective_settings(app: FastAPI) -> Settings:
     try:
-        settings: Settings = provider()
+        settings = _current_settings(app)
     except ValidationError as exc:
         raise RuntimeError(f"invalid file server settings: {describe_invalid(exc)}") from None
     settings.check_root()
@@ -49,6 +57,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 "root": str(settings.root),
                 "auth": not settings.auth_disabled,
                 "max_upload_bytes": settings.max_upload_bytes,
+                "allowed_hosts": sorted(settings.host_allow_list),
             }
         },
     )
@@ -80,6 +89,10 @@ def create_app() -> FastAPI:
     app.include_router(files.router)
     app.add_exception_handler(FileServerError, _file_server_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # The last middleware added is the outermost: the access log also records Host refusals.
+    app.add_middleware(
+        HostAllowListMiddleware, allowed_hosts=lambda: _current_settings(app).host_allow_list
+    )
     app.add_middleware(AccessLogMiddleware)
     return app
 

@@ -1,9 +1,15 @@
 """Path confinement: the one gate between a client-supplied path and the filesystem.
 
 ``confine`` validates the text of a path and resolves it against the root; every endpoint calls
-it before touching anything. ``open_directory`` then walks the resolved components from the root
-with ``O_NOFOLLOW`` so that a symlink swapped in after ``confine`` (kernels can write to the
-shared volume concurrently) makes the operation fail instead of escaping the root.
+it (or ``confine_entry``, its variant for writes) before touching anything. ``open_directory``
+then walks the resolved components from the root with ``O_NOFOLLOW`` so that a symlink swapped in
+after ``confine`` (kernels can write to the shared volume concurrently) makes the operation fail
+instead of escaping the root.
+
+Symlinks: reads (download, listing) follow a link whose target lies inside the root. Writes and
+deletes resolve only the *directory* part of the path (as POSIX ``rename``/``unlink`` do) and keep
+the final component as named; ``storage`` then refuses to write over or delete an entry that is
+a symlink, wherever it points, so no write route ever acts on a link's target.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @dataclass(frozen=True)
 class ConfinedPath:
-    """A path proven to lie inside ``root``; ``parts`` are real directory entries (no symlinks)."""
+    """A path proven to lie inside ``root``.
+
+    ``parts`` are real directory entries (no symlinks), except the final one of a path from
+    ``confine_entry``, which is the entry as named and may itself be a symlink.
+    """
 
     root: Path
     parts: tuple[str, ...]
@@ -91,6 +101,25 @@ def _check_text(text: str) -> None:
             raise UnsafePathError(f"a path segment is longer than {MAX_NAME_BYTES} bytes")
 
 
+def _check(raw: str) -> None:
+    text = raw
+    for _ in range(_MAX_DECODE_ROUNDS):
+        _check_text(text)
+        decoded = unquote(text, errors="replace") if "%" in text else text
+        if decoded == text:
+            return
+        text = decoded
+    raise UnsafePathError("path is percent-encoded too many times")
+
+
+def _resolve(root: Path, relative: str) -> tuple[str, ...]:
+    candidate = root.joinpath(relative) if relative else root
+    resolved = Path(os.path.realpath(candidate))
+    if resolved != root and not resolved.is_relative_to(root):
+        raise OutsideRootError("path resolves outside the shared directory")
+    return resolved.relative_to(root).parts
+
+
 def confine(root: Path, raw: str) -> ConfinedPath:
     """Validate a client-supplied relative path and resolve it inside ``root``.
 
@@ -101,21 +130,22 @@ def confine(root: Path, raw: str) -> ConfinedPath:
     outside the root (``OutsideRootError``, 403). Touches nothing but ``realpath``'s lookups.
     ``""`` designates the root itself.
     """
-    text = raw
-    for _ in range(_MAX_DECODE_ROUNDS):
-        _check_text(text)
-        decoded = unquote(text, errors="replace") if "%" in text else text
-        if decoded == text:
-            break
-        text = decoded
-    else:
-        raise UnsafePathError("path is percent-encoded too many times")
+    _check(raw)
+    return ConfinedPath(root=root, parts=_resolve(root, raw.rstrip("/")))
 
-    candidate = root.joinpath(raw.rstrip("/")) if raw else root
-    resolved = Path(os.path.realpath(candidate))
-    if resolved != root and not resolved.is_relative_to(root):
-        raise OutsideRootError("path resolves outside the shared directory")
-    return ConfinedPath(root=root, parts=resolved.relative_to(root).parts)
+
+def confine_entry(root: Path, raw: str) -> ConfinedPath:
+    """``confine`` for writes and deletes: the directory part is resolved, the final component
+    is kept as named (not followed if it is a symlink).
+
+    Same refusals as ``confine`` for the text and for a directory part that leaves the root.
+    """
+    _check(raw)
+    body = raw.rstrip("/")
+    if not body:
+        return ConfinedPath(root=root, parts=())
+    parent, _, name = body.rpartition("/")
+    return ConfinedPath(root=root, parts=(*_resolve(root, parent), name))
 
 
 def walk_directories(start_fd: int, parts: Sequence[str], *, create: bool = False) -> int:

@@ -10,9 +10,19 @@ import os
 import string
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fileserver.hosts import DEFAULT_ALLOWED_HOSTS, normalise_allowed_host
 
 _TOKEN_CHARS = frozenset(string.printable) - frozenset(string.whitespace)
 
@@ -67,6 +77,38 @@ class Settings(BaseSettings):
         ),
     )
 
+    # NoDecode: the environment gives a comma-separated list, not JSON.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "FILE_SERVER_ALLOWED_HOSTS: comma-separated host names (or IP literals, IPv6 in "
+            "brackets) this server answers to, besides localhost, 127.0.0.1, [::1], fileserver "
+            "and the IP address a request arrives on; any port. Requests with another Host get "
+            "421 (DNS rebinding defence)."
+        ),
+    )
+    sandbox_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        validation_alias=AliasChoices("SANDBOX_ALLOWED_HOSTS"),
+        description=(
+            "SANDBOX_ALLOWED_HOSTS: the same, shared by every service of the deployment; both "
+            "lists are allowed."
+        ),
+    )
+
+    @field_validator("allowed_hosts", "sandbox_allowed_hosts", mode="before")
+    @classmethod
+    def _split_host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            return tuple(
+                normalise_allowed_host(entry) if isinstance(entry, str) else entry
+                for entry in value
+                if not isinstance(entry, str) or entry.strip()
+            )
+        return value
+
     @model_validator(mode="after")
     def _require_token_unless_explicitly_disabled(self) -> Settings:
         secret = self.token.get_secret_value() if self.token is not None else ""
@@ -89,6 +131,11 @@ class Settings(BaseSettings):
                 "(a trailing newline from a secret file is a common cause)"
             )
         return self
+
+    @property
+    def host_allow_list(self) -> frozenset[str]:
+        """Every name a request's ``Host`` may carry (normalised, without port)."""
+        return frozenset((*DEFAULT_ALLOWED_HOSTS, *self.allowed_hosts, *self.sandbox_allowed_hosts))
 
     @property
     def root(self) -> Path:

@@ -84,11 +84,20 @@ def _directory(target: ConfinedPath) -> Iterator[int]:
         os.close(fd)
 
 
+def refuse_symlink(target: ConfinedPath) -> ConflictError:
+    """The error for a write or delete whose final component is a symlink."""
+    return ConflictError(
+        f"{target.relative}: is a symbolic link; the file server never writes or deletes "
+        "through a link, nor replaces one"
+    )
+
+
 def _modified(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
 
 
-def _entry(path: ConfinedPath, st: os.stat_result) -> EntryInfo:
+def entry_info(path: ConfinedPath, st: os.stat_result) -> EntryInfo:
+    """What the API reports about ``path``, from its ``stat``."""
     return EntryInfo(
         name=path.parts[-1] if path.parts else "",
         path=path.relative,
@@ -98,34 +107,24 @@ def _entry(path: ConfinedPath, st: os.stat_result) -> EntryInfo:
     )
 
 
-def list_directory(target: ConfinedPath) -> list[EntryInfo]:
-    """Entries of a directory, sorted by name; symlinks escaping the root are left out."""
-    try:
-        fd = open_directory(target.root, target.parts)
-    except OSError as exc:
-        if exc.errno == errno.ENOTDIR:
-            raise BadRequestError(f"{target.relative}: not a directory") from None
-        raise translate_os_error(exc, target.relative or "/") from None
-    entries: list[EntryInfo] = []
-    try:
-        with os.scandir(fd) as it:
-            for item in it:
-                if item.name.startswith(TEMP_PREFIX):
-                    continue
-                try:
-                    if item.is_symlink():
-                        inner = confine(target.root, "/".join((*target.parts, item.name)))
-                        st = os.stat(inner.absolute)
-                    else:
-                        st = item.stat(follow_symlinks=False)
-                except (FileServerError, OSError):
-                    # Escaping or dangling symlinks, and entries removed while listing.
-                    continue
-                entries.append(_entry(ConfinedPath(target.root, (*target.parts, item.name)), st))
-    finally:
-        os.close(fd)
-    entries.sort(key=lambda e: e.name)
-    return entries
+def stat_through_link(link: ConfinedPath) -> os.stat_result:
+    """``stat`` of what the symlink ``link`` designates, if that lies inside the root.
+
+    Resolves with ``confine`` and reaches the target without following further links, so a link
+    swapped meanwhile cannot make it report on something outside the root. Raises
+    ``FileServerError`` for links that escape, dangle or loop.
+    """
+    inner = confine(link.root, link.relative)
+    if inner.is_root:
+        return os.stat(inner.root)
+    with _directory(inner) as dir_fd:
+        try:
+            st = os.stat(inner.name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            raise translate_os_error(exc, link.relative) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutsideRootError(f"{link.relative}: the link changed while being resolved")
+    return st
 
 
 def open_for_reading(target: ConfinedPath) -> tuple[int, int]:
@@ -150,11 +149,17 @@ def open_for_reading(target: ConfinedPath) -> tuple[int, int]:
 
 
 def delete(target: ConfinedPath) -> None:
-    """Remove a file, or an empty directory."""
+    """Remove a file, or an empty directory; refuse a symlink (``target`` from ``confine_entry``).
+
+    If a kernel swaps the entry for a symlink after the check, ``unlink`` removes that link
+    itself: it never follows one.
+    """
     with _directory(target) as dir_fd:
         name = target.name
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise refuse_symlink(target)
             if stat.S_ISDIR(st.st_mode):
                 os.rmdir(name, dir_fd=dir_fd)
             else:
@@ -172,7 +177,7 @@ def stat_entry(target: ConfinedPath) -> EntryInfo:
             st = os.stat(target.name, dir_fd=dir_fd, follow_symlinks=False)
         except OSError as exc:
             raise translate_os_error(exc, target.relative) from None
-    return _entry(target, st)
+    return entry_info(target, st)
 
 
 class AtomicWriter:
@@ -182,6 +187,9 @@ class AtomicWriter:
     own file so the last rename wins whole, and ``abort`` leaves nothing behind. Missing parent
     directories are only created at ``commit``: until then the file is staged in the deepest
     directory that exists, so a failed upload does not leave empty directories either.
+
+    A destination that is a symlink is refused, by ``open`` (before any body is read) and again
+    by ``commit``; ``target`` comes from ``confine_entry`` so that its name is the link's own.
     """
 
     def __init__(self, target: ConfinedPath, *, fsync: bool = False) -> None:
@@ -200,6 +208,8 @@ class AtomicWriter:
             self._dir_fd, self._missing = open_deepest_existing(
                 self.target.root, self.target.parent_parts
             )
+            if not self._missing:
+                self._check_destination(self._dir_fd)
             self._temp_name = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
             self._fd = os.open(self._temp_name, _TEMP_FLAGS, 0o666, dir_fd=self._dir_fd)
         except OSError as exc:
@@ -234,15 +244,10 @@ class AtomicWriter:
             self._fd = -1
             final_fd = walk_directories(os.dup(self._dir_fd), self._missing, create=True)
             try:
-                try:
-                    existing = os.stat(name, dir_fd=final_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    created = True
-                else:
-                    if stat.S_ISDIR(existing.st_mode):
-                        raise ConflictError(f"{self.target.relative}: is a directory")
-                    created = False
-                # A rename between two directories of one filesystem is as atomic as within one.
+                created = self._check_destination(final_fd)
+                # A rename between two directories of one filesystem is as atomic as within one;
+                # it replaces the entry itself, so a symlink planted after the check above is
+                # replaced, never followed.
                 os.replace(self._temp_name, name, src_dir_fd=self._dir_fd, dst_dir_fd=final_fd)
                 self._temp_name = ""
                 if self._fsync:
@@ -254,6 +259,18 @@ class AtomicWriter:
         finally:
             self.abort()
         return created
+
+    def _check_destination(self, dir_fd: int) -> bool:
+        # Refuses a symlink or a directory there; True when nothing exists there yet.
+        try:
+            existing = os.stat(self.target.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        if stat.S_ISLNK(existing.st_mode):
+            raise refuse_symlink(self.target)
+        if stat.S_ISDIR(existing.st_mode):
+            raise ConflictError(f"{self.target.relative}: is a directory")
+        return False
 
     def abort(self) -> None:
         """Discard the staged file, if any, and release descriptors. Safe to call twice."""

@@ -8,7 +8,7 @@ hand-off is paid per megabyte rather than per socket read.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -24,7 +24,7 @@ from fileserver.errors import (
     PayloadTooLargeError,
     UnsupportedMediaError,
 )
-from fileserver.paths import ConfinedPath, confine
+from fileserver.paths import ConfinedPath, confine_entry
 from fileserver.storage import AtomicWriter
 
 if TYPE_CHECKING:
@@ -157,10 +157,8 @@ class _MultipartUpload:
         if "/" in filename:
             raise BadRequestError("the filename must not contain '/'")
         prefix = self._directory.relative
-        target = confine(self._directory.root, f"{prefix}/{filename}" if prefix else filename)
-        if target.parent_parts != self._directory.parts:
-            # A symlink named like the file would redirect the upload elsewhere in the root.
-            raise BadRequestError("the filename designates a symlink")
+        # confine_entry validates the name; the writer refuses it if it names a symlink.
+        target = confine_entry(self._directory.root, f"{prefix}/{filename}" if prefix else filename)
         writer = AtomicWriter(target, fsync=self._fsync)
         writer.open()
         self.writer = writer
@@ -278,3 +276,40 @@ class FileStreamResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             os.close(self._fd)
+
+
+class JsonArrayStreamResponse(Response):
+    """Streams a JSON array whose items a blocking producer renders batch by batch.
+
+    ``next_batch`` runs in a worker thread and returns encoded items, ``[]`` when there are no
+    more; ``close`` runs once the response is over, however it ends. Memory is one batch,
+    whatever the array's length. Sent chunked: the length is not known in advance.
+    """
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        next_batch: Callable[[], list[bytes]],
+        close: Callable[[], None],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        # Not Response.__init__: it would render an empty body and declare Content-Length: 0.
+        self._next_batch = next_batch
+        self._close = close
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            opening = b"["
+            while items := await anyio.to_thread.run_sync(self._next_batch):
+                body = opening + b",".join(items)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                opening = b","
+            closing = b"[]" if opening == b"[" else b"]"
+            await send({"type": "http.response.body", "body": closing, "more_body": False})
+        finally:
+            self._close()

@@ -69,10 +69,11 @@ class FileServer:
     log_path: Path
     process: subprocess.Popen[bytes]
     env: dict[str, str] = field(default_factory=dict)
+    address: str = "127.0.0.1"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -89,7 +90,7 @@ class FileServer:
     ) -> RawResponse:
         """Send one request with ``target`` exactly as given; ``token`` adds the bearer token."""
         raw_target = target.encode("latin-1") if isinstance(target, str) else target
-        all_headers = {"Host": f"127.0.0.1:{self.port}", "Connection": "close"}
+        all_headers = {"Host": f"{self.address}:{self.port}", "Connection": "close"}
         if token:
             all_headers.update(self.auth())
         all_headers.update(headers or {})
@@ -97,9 +98,22 @@ class FileServer:
             all_headers.setdefault("Content-Length", str(len(body)))
         head = method.encode() + b" " + raw_target + b" HTTP/1.1\r\n"
         head += b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in all_headers.items())
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+        with socket.create_connection((self.address, self.port), timeout=timeout) as sock:
             sock.sendall(head + b"\r\n" + (body or b""))
             return read_response(sock, method)
+
+    def send_raw(self, head: bytes, method: str = "GET", timeout: float = 30.0) -> RawResponse:
+        """Send ``head`` (request line and headers, CRLF-terminated) exactly as given."""
+        with socket.create_connection((self.address, self.port), timeout=timeout) as sock:
+            sock.sendall(head)
+            return read_response(sock, method)
+
+    def peak_rss_bytes(self) -> int:
+        """The server process's peak resident set size so far (``VmHWM``)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmHWM for pid {self.process.pid}")
 
     def send_chunked_until_answered(
         self,
@@ -115,14 +129,14 @@ class FileServer:
         Returns the response and how many body bytes were sent before it came.
         """
         head = (
-            f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"{method} {target} HTTP/1.1\r\nHost: {self.address}:{self.port}\r\n"
             f"Authorization: Bearer {self.token}\r\nTransfer-Encoding: chunked\r\n"
             "Connection: close\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
             + "\r\n"
         ).encode()
         sent = 0
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+        with socket.create_connection((self.address, self.port), timeout=timeout) as sock:
             sock.sendall(head)
             try:
                 finished = True
@@ -158,7 +172,8 @@ def server_env(**overrides: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("FILE_SERVER_") and k != "SHARED_DATA_DIR"
+        if not k.startswith("FILE_SERVER_")
+        and k not in ("SHARED_DATA_DIR", "SANDBOX_ALLOWED_HOSTS")
     }
     env.update(overrides)
     return env
@@ -171,7 +186,9 @@ def launch(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
         )
 
 
-def wait_healthy(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+def wait_healthy(
+    process: subprocess.Popen[bytes], port: int, log_path: Path, address: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -179,8 +196,11 @@ def wait_healthy(process: subprocess.Popen[bytes], port: int, log_path: Path) ->
                 f"file server exited with {process.returncode}:\n{log_path.read_text()}"
             )
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            with socket.create_connection((address, port), timeout=1) as sock:
+                sock.sendall(
+                    f"GET /health HTTP/1.1\r\nHost: {address}:{port}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
                 if read_response(sock, "GET").status == 200:
                     return
         except OSError:
@@ -195,6 +215,7 @@ def start_uvicorn(
     *,
     max_upload_bytes: int = 1024 * 1024,
     extra_env: Mapping[str, str] | None = None,
+    address: str = "127.0.0.1",
 ) -> FileServer:
     """``uvicorn fileserver.app:app`` from the repository root, configured by the environment."""
     token = secrets.token_urlsafe(24)
@@ -211,14 +232,14 @@ def start_uvicorn(
         "uvicorn",
         "fileserver.app:app",
         "--host",
-        "127.0.0.1",
+        address,
         "--port",
         str(port),
     ]
     process = launch(argv, env, log_path)
-    server = FileServer(root, token, port, log_path, process, env)
+    server = FileServer(root, token, port, log_path, process, env, address)
     try:
-        wait_healthy(process, port, log_path)
+        wait_healthy(process, port, log_path, address)
     except BaseException:
         server.stop()
         raise

@@ -378,7 +378,7 @@ def test_declared_oversize_is_refused_before_the_body(
     with socket.create_connection(("127.0.0.1", file_server.port), timeout=10) as sock:
         sock.sendall(
             (
-                f"PUT /files/{name}/big HTTP/1.1\r\nHost: x\r\n"
+                f"PUT /files/{name}/big HTTP/1.1\r\nHost: localhost\r\n"
                 f"Authorization: Bearer {file_server.token}\r\n"
                 f"Content-Length: {LIMIT + 1}\r\nConnection: close\r\n\r\n"
             ).encode()
@@ -436,7 +436,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(
     with socket.create_connection(("127.0.0.1", file_server.port), timeout=10) as sock:
         sock.sendall(
             (
-                f"PUT /files/{name}/sub/partial HTTP/1.1\r\nHost: x\r\n"
+                f"PUT /files/{name}/sub/partial HTTP/1.1\r\nHost: localhost\r\n"
                 f"Authorization: Bearer {file_server.token}\r\n"
                 f"Content-Length: {LIMIT}\r\n\r\n"
             ).encode()

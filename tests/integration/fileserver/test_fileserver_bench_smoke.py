@@ -52,3 +52,39 @@ def test_bench_prints_one_table_with_every_row() -> None:
             result.stdout,
         )
     assert re.search(r"\| server peak RSS \(VmHWM\) \| \d+\.\d MB \|", result.stdout)
+
+
+def test_listing_bench_prints_before_and_after_rows() -> None:
+    script = "bench/bench_fileserver_listing.py"
+    # The "before" server comes from git history, which a shallow clone may lack.
+    has_before = (
+        subprocess.run(
+            ["git", "cat-file", "-e", "e27400c^{commit}"], cwd=REPO, capture_output=True
+        ).returncode
+        == 0
+    )
+    argv = [sys.executable, script, "--entries", "3000", "--repeat", "1"]
+    if not has_before:
+        argv += ["--before-ref", "none"]
+    result = subprocess.run(
+        argv, cwd=REPO, env=server_env(), capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    labels = [
+        "after: server idle after start",
+        "after: first page, default limit",
+        "after: all pages, limit=10000",
+        "after: all pages, default limit (1000)",
+    ]
+    if has_before:
+        labels += ["before: server idle after start", "before: GET /files?path=big (one body)"]
+    assert len(rows) == 1 + len(labels), result.stdout
+    for label in labels:
+        assert any(row.startswith(f"| {label} |") for row in rows), label
+    assert re.search(
+        r"\| after: all pages, default limit \(1000\) \| 3 \| 3,000 \| [\d.]+ MiB \| [\d.]+ s "
+        r"\| [\d.]+ MB \|",
+        result.stdout,
+    ), result.stdout
+    assert re.search(r"Target: server peak RSS < 100 MB after paging: (met|MISSED)", result.stdout)

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from fileserver.errors import OutsideRootError, UnsafePathError
-from fileserver.paths import MAX_NAME_BYTES, ConfinedPath, confine, open_directory
+from fileserver.paths import (
+    MAX_NAME_BYTES,
+    ConfinedPath,
+    confine,
+    confine_entry,
+    open_directory,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -102,6 +108,39 @@ def test_refuses_malformed_and_traversal_paths(root: Path, raw: str) -> None:
 def test_refuses_symlinks_that_resolve_outside(root: Path, raw: str) -> None:
     with pytest.raises(OutsideRootError):
         confine(root, raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "parts"),
+    [
+        ("", ()),
+        ("a/file.txt", ("a", "file.txt")),
+        ("to_a", ("to_a",)),
+        ("to_a/", ("to_a",)),
+        ("to_outside", ("to_outside",)),
+        ("to_secret", ("to_secret",)),
+        ("a/up", ("a", "up")),
+        ("to_a/file.txt", ("a", "file.txt")),
+        ("to_a/new/x", ("a", "new", "x")),
+    ],
+)
+def test_confine_entry_keeps_the_final_component_as_named(
+    root: Path, raw: str, parts: tuple[str, ...]
+) -> None:
+    # Writes and deletes see the link itself; only the directory part is resolved.
+    assert confine_entry(root, raw) == ConfinedPath(root=root, parts=parts)
+
+
+@pytest.mark.parametrize("raw", ["to_outside/secret", "to_outside/new", "a/up/secret", "../x"])
+def test_confine_entry_still_refuses_a_directory_part_outside(root: Path, raw: str) -> None:
+    with pytest.raises((OutsideRootError, UnsafePathError)):
+        confine_entry(root, raw)
+
+
+@pytest.mark.parametrize("raw", ["..", "a/..", "a\\b", "a\x00b", "%2e%2e", "x" * 256, "a//b"])
+def test_confine_entry_checks_the_text_as_confine_does(root: Path, raw: str) -> None:
+    with pytest.raises(UnsafePathError):
+        confine_entry(root, raw)
 
 
 def test_refusal_touches_nothing(root: Path) -> None:

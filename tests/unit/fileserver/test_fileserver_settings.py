@@ -21,6 +21,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "FILE_SERVER_TOKEN",
         "FILE_SERVER_AUTH_DISABLED",
         "FILE_SERVER_MAX_UPLOAD_BYTES",
+        "FILE_SERVER_ALLOWED_HOSTS",
+        "SANDBOX_ALLOWED_HOSTS",
     ]:
         monkeypatch.delenv(name, raising=False)
 
@@ -40,6 +42,36 @@ def test_defaults() -> None:
     settings = Settings(token="t")
     assert settings.shared_data_dir == Path("/data/shared")
     assert settings.auth_disabled is False
+    assert settings.host_allow_list == {"localhost", "127.0.0.1", "[::1]", "fileserver"}
+
+
+def test_allowed_hosts_from_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FILE_SERVER_ALLOWED_HOSTS", " Files.Example.org ,[2001:DB8:0::1],")
+    monkeypatch.setenv("SANDBOX_ALLOWED_HOSTS", "sandbox.example.org.")
+    settings = Settings(token="t")
+    assert settings.host_allow_list == {
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "fileserver",
+        "files.example.org",
+        "[2001:db8::1]",
+        "sandbox.example.org",
+    }
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["files.example.org:8080", "*", "*.example.org", "https://files.example.org", "a/b", "::1"],
+)
+@pytest.mark.parametrize("variable", ["FILE_SERVER_ALLOWED_HOSTS", "SANDBOX_ALLOWED_HOSTS"])
+def test_allowed_hosts_refuse_what_is_not_a_bare_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, entry: str
+) -> None:
+    monkeypatch.setenv(variable, f"ok.example.org,{entry}")
+    with pytest.raises(ValidationError) as exc:
+        Settings(token="t")
+    assert "is not a host name or IP literal" in describe_invalid(exc.value)
 
 
 @pytest.mark.parametrize(
@@ -78,8 +110,9 @@ def test_get_settings_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_routes_and_startup_use_dependency_overrides(tmp_path: Path) -> None:
     (tmp_path / "hello.txt").write_bytes(b"hi")
     app = create_app()
+    # The Host allow-list reads the overridden settings too: "test" is allowed only there.
     app.dependency_overrides[get_settings] = lambda: Settings(
-        shared_data_dir=tmp_path, token="override-token"
+        shared_data_dir=tmp_path, token="override-token", allowed_hosts="test"
     )
     transport = httpx.ASGITransport(app=app)
     async with (
