@@ -2,14 +2,26 @@
 
 The notebook server itself runs no kernel; it forwards kernelspec listing, kernel start and the
 kernel websocket to the gateway (jupyter_server's GatewayClient), which starts each kernel in its
-own hardened container.  No token locally: compose publishes the port on 127.0.0.1 only.
-Settings can be overridden from the environment (JUPYTER_GATEWAY_URL, NOTEBOOK_TOKEN).
+own hardened container.  No token locally: compose publishes the port on 127.0.0.1 only, and
+the Host allow-list keeps DNS-rebinding pages out.  Settings can be overridden from the
+environment (JUPYTER_GATEWAY_URL, NOTEBOOK_TOKEN, SANDBOX_ALLOWED_HOSTS).
+
+Kernel output is hostile (SPEC §5a): see sandbox_notebook_csp.py for the Content-Security-Policy
+set here, and sandbox_notebook_ws.py for the output types (JavaScript, Vega) that never reach
+the browser.  Terminals are off, and terminado is not installed.
 """
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import sandbox_hosts
+from sandbox_notebook_csp import (
+    content_security_policy,
+    inline_script_hashes,
+    server_templates,
+)
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (injected by traitlets)
 
@@ -35,3 +47,22 @@ c.GatewayClient.request_timeout = float(os.environ.get("JUPYTER_GATEWAY_REQUEST_
 c.ServerApp.kernel_websocket_connection_class = (
     "sandbox_notebook_ws.TranslatingGatewayWebSocketConnection"
 )
+
+# DNS rebinding: a request whose Host is not localhost, an IP literal or a name listed in
+# SANDBOX_ALLOWED_HOSTS (compose adds "notebook", the chart its Service and ingress names) gets
+# 400 before routing, websocket upgrades included - the same rule, and the same code, as the
+# gateway's (images/gateway/sandbox_hosts.py).  jupyter_server's own check would not do:
+# bound to 0.0.0.0 it is off by default (allow_remote_access), and it runs in
+# JupyterHandler.prepare only, which the "/" redirect and the public static files skip.  Both
+# read the Host header, never the peer address, so Docker's port forwarding changes nothing.
+sandbox_hosts.apply()
+
+# Kernel output renders as content only (see content_security_policy()).
+c.ServerApp.tornado_settings = {
+    "headers": {
+        "Content-Security-Policy": content_security_policy(inline_script_hashes(server_templates()))
+    }
+}
+
+# No shell in the notebook container: it sits outside every sandbox.
+c.ServerApp.terminals_enabled = False

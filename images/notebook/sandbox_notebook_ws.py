@@ -6,11 +6,19 @@ websocket subprotocol.  jupyter_server's gateway connection forces the legacy JS
 Chromium then aborts the handshake ("Sent non-empty 'Sec-WebSocket-Protocol' header but no
 response was received"), so no cell can run.  This connection accepts v1 towards the browser and
 translates each message to and from the legacy format the gateway speaks.
+
+On the way to the browser it also drops the output MIME types whose renderer runs the output as
+code (:data:`EXECUTABLE_MIME`).  Kernel output is hostile (SPEC §5a), and the page's
+Content-Security-Policy has to allow ``'unsafe-eval'`` for the UI's own schema validation, so
+it cannot stop the renderers that ``eval`` output data.  Notebook 7.3 loads its built-in MIME
+renderers even when page_config.json disables them (only JupyterLab honours that), so the
+kernel's message is where they can be taken out: the browser never receives them, on any page.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import tornado.websocket as tornado_websocket
@@ -24,6 +32,45 @@ from jupyter_server.services.kernels.connection.base import (
 from traitlets import Unicode
 
 _PARTS = ("header", "parent_header", "metadata", "content")
+
+#: Output MIME types that a renderer turns into running code: JavaScript (``eval``ed by the
+#: javascript extension) and Vega / Vega-Lite specs (expressions compiled with ``Function``).
+EXECUTABLE_MIME = re.compile(
+    r"^(application|text)/(x-)?(javascript|ecmascript)$|^application/vnd\.vega(lite)?\.",
+    re.IGNORECASE,
+)
+
+
+def _strip_bundle(bundle: Any) -> None:
+    if isinstance(bundle, dict):
+        for mime in [key for key in bundle if EXECUTABLE_MIME.match(str(key))]:
+            del bundle[mime]
+
+
+def strip_executable_outputs(msg: dict[str, Any]) -> dict[str, Any]:
+    """Remove executable MIME types from every MIME bundle of a kernel message, in place.
+
+    Bundles sit in ``content.data`` (display_data, execute_result, update_display_data,
+    inspect_reply) and in ``content.payload[].data`` (the pager payload of execute_reply).
+    The rest of each bundle (text/plain, images, HTML) is kept, so the output shows as the next
+    representation, like in a front end without those renderers.
+    """
+    content = msg.get("content")
+    if isinstance(content, dict):
+        _strip_bundle(content.get("data"))
+        for payload in content.get("payload") or []:
+            if isinstance(payload, dict):
+                _strip_bundle(payload.get("data"))
+    return msg
+
+
+def legacy_stripped(message: str | bytes) -> str | bytes:
+    """A gateway (legacy) message for a legacy browser, executable outputs removed."""
+    if isinstance(message, bytes):
+        return bytes(
+            serialize_binary_message(strip_executable_outputs(deserialize_binary_message(message)))
+        )
+    return json.dumps(strip_executable_outputs(json.loads(message)), default=str)
 
 
 def v1_to_legacy(message: bytes) -> str | bytes:
@@ -42,9 +89,10 @@ def v1_to_legacy(message: bytes) -> str | bytes:
 
 
 def legacy_to_v1(message: str | bytes) -> bytes:
-    """A gateway (legacy) message as the browser's v1 binary frame."""
+    """A gateway (legacy) message as the browser's v1 binary frame, executable outputs removed."""
     binary = isinstance(message, bytes)
     msg = deserialize_binary_message(message) if binary else json.loads(message)
+    strip_executable_outputs(msg)
     parts = [json.dumps(msg.get(key) or {}, default=str).encode() for key in _PARTS]
     parts.extend(bytes(buffer) for buffer in msg.get("buffers") or [])
     return bytes(serialize_msg_to_ws_v1(parts, msg.get("channel") or "iopub"))
@@ -71,7 +119,7 @@ class TranslatingGatewayWebSocketConnection(GatewayWebSocketConnection):
     def handle_outgoing_message(self, incoming_msg: Any, *args: Any) -> None:
         try:
             if self._browser_protocol() is None:
-                super().handle_outgoing_message(incoming_msg, *args)
+                super().handle_outgoing_message(legacy_stripped(incoming_msg), *args)
                 return
             frame = legacy_to_v1(incoming_msg)
             self.websocket_handler.write_message(frame, binary=True)

@@ -43,3 +43,13 @@ def test_no_ingress_host_is_added_when_the_ingress_is_off() -> None:
     values = load_values(CHART_DIR / "ci" / "ingress-values.yaml")
     values["ingress"]["enabled"] = False
     assert "gateway.sandbox.example.com" not in allowed_hosts(render_docs(values), "-gateway")
+
+
+def test_kernel_limits_are_set_explicitly() -> None:
+    # In a cluster the gateway cannot size the limit from its own node's memory.
+    container = one(render_docs(), "Deployment", "-gateway")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SANDBOX_MAX_KERNELS"] == "50"
+    assert env["SANDBOX_MAX_KERNELS_PER_USER"] == "10"
