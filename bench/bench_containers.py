@@ -295,14 +295,17 @@ def main() -> None:
     rows: list[tuple[str, list[float]]] = []
     network = shared_network()
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
+        # One directory per throw-away gateway: each bind-mounts its own launcher and kernelspecs.
+        before_dir, stock_dir = Path(tmp) / "before", Path(tmp) / "stock"
+        before_dir.mkdir()
+        stock_dir.mkdir()
         try:
             before_url = start_throwaway_gateway(
                 BEFORE_GATEWAY,
-                before_launcher_script(workdir),
+                before_launcher_script(before_dir),
                 "python3",
                 before_kernelspec(),
-                workdir,
+                before_dir,
                 poll="0.05",
             )
             # Interleaved, so that load on the machine hits both alike.
@@ -319,10 +322,10 @@ def main() -> None:
             if not args.no_stock:
                 stock_url = start_throwaway_gateway(
                     STOCK_GATEWAY,
-                    stock_launcher_script(workdir),
+                    stock_launcher_script(stock_dir),
                     "stock-python",
                     stock_kernelspec(),
-                    workdir,
+                    stock_dir,
                     poll="0.5",  # EG's default: the stock path as it ships
                 )
                 rows.append(
@@ -358,6 +361,13 @@ def main() -> None:
             rows.append(("execute round trip, raw ZMQ floor (local)", floor_trips))
             rows.append(("execute round trip, own network (now)", compose))
             rows.append(("execute round trip, shared net (before)", before))
+        except BaseException:
+            for name in (BEFORE_GATEWAY, STOCK_GATEWAY):  # the throw-away gateways' side of it
+                logs = subprocess.run(["docker", "logs", "--tail", "40", name], capture_output=True)
+                print(
+                    f"--- {name} log ---\n{logs.stderr.decode(errors='replace')}", file=sys.stderr
+                )
+            raise
         finally:
             subprocess.run(
                 ["docker", "rm", "-f", STOCK_GATEWAY, BEFORE_GATEWAY], capture_output=True

@@ -59,6 +59,7 @@ import random
 import re
 import socket
 import sys
+import threading
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -394,18 +395,20 @@ class DockerEngine:
         self.request("POST", f"/networks/{network}/disconnect", body)
         self.request("DELETE", f"/networks/{network}")
 
-    def run(self, name: str, spec: dict[str, Any]) -> str:
-        """Create and start a container; returns its id."""
+    def create(self, name: str, spec: dict[str, Any]) -> str:
+        """Create a container (not started); returns its id."""
         query = urllib.parse.urlencode({"name": name})
         status, reply = self.request("POST", f"/containers/create?{query}", spec)
         if status != 201:
             raise LaunchError(f"creating container {name} failed ({status}): {_message(reply)}")
-        container_id = str(reply["Id"])
+        return str(reply["Id"])
+
+    def start(self, container_id: str) -> None:
         status, reply = self.request("POST", f"/containers/{container_id}/start")
         if status not in (204, 304):
-            self.request("DELETE", f"/containers/{container_id}?force=true")
-            raise LaunchError(f"starting container {name} failed ({status}): {_message(reply)}")
-        return container_id
+            raise LaunchError(
+                f"starting container {container_id[:12]} failed ({status}): {_message(reply)}"
+            )
 
 
 def _message(reply: Any) -> str:
@@ -465,19 +468,40 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     )
     engine = DockerEngine(settings.docker_socket)
     network = engine.create_network(settings, args.kernel_id)
+    username = sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
+    spec = container_spec(
+        settings,
+        kernel_id=args.kernel_id,
+        image=image,
+        kernel_env=kernel_env,
+        network=network,
+        username=username,
+    )
+    # Attaching the gateway and creating the container are independent Docker calls (~50 ms
+    # each): overlap them.  The container starts only once the gateway is attached, so the
+    # kernel always finds the gateway's alias when it sends its launch response.
+    attach_failure: list[BaseException] = []
+
+    def attach() -> None:
+        try:
+            engine.attach_gateway(network, settings, alias)
+        except BaseException as exc:  # re-raised on the main thread below
+            attach_failure.append(exc)
+
+    attaching = threading.Thread(target=attach, name="attach-gateway")
+    attaching.start()
+    container_id = None
     try:
-        engine.attach_gateway(network, settings, alias)
-        username = sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
-        spec = container_spec(
-            settings,
-            kernel_id=args.kernel_id,
-            image=image,
-            kernel_env=kernel_env,
-            network=network,
-            username=username,
-        )
-        return engine.run(container_name(env, args.kernel_id), spec)
+        container_id = engine.create(container_name(env, args.kernel_id), spec)
+        attaching.join()
+        if attach_failure:
+            raise attach_failure[0]
+        engine.start(container_id)
+        return container_id
     except BaseException:
+        attaching.join()
+        if container_id is not None:
+            engine.request("DELETE", f"/containers/{container_id}?force=true")
         engine.remove_network(network, settings)
         raise
 

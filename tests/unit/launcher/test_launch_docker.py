@@ -272,20 +272,23 @@ def _env(engine: FakeEngine) -> dict[str, str]:
     return {**env, "SANDBOX_DOCKER_SOCKET": engine.server.server_address}  # type: ignore[dict-item]
 
 
-def test_launch_creates_a_private_network_attaches_the_gateway_then_the_kernel(
+def test_launch_creates_a_private_network_attaches_the_gateway_and_starts_the_kernel(
     engine: FakeEngine,
 ) -> None:
     assert launch_docker.main(ARGV, _env(engine)) == 0
     calls = [(method, path) for method, path, _ in engine.calls]
     network = "mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc"
-    assert calls[-4:] == [
-        ("POST", "/networks/create"),
-        ("POST", f"/networks/{network}/connect"),
-        ("POST", "/containers/create"),
-        ("POST", f"/containers/{'c' * 64}/start"),
-    ]
-    created = engine.networks[network]
-    subnet = ipaddress.ip_network(created["IPAM"]["Config"][0]["Subnet"])
+    # The network comes first; attaching the gateway overlaps with creating the container,
+    # which starts only once the gateway is attached.
+    # (Subnets that overlap another network are retried: the fake holds half of the pool.)
+    created = max(i for i, call in enumerate(calls) if call == ("POST", "/networks/create"))
+    assert set(calls[1 : created + 1]) == {("POST", "/networks/create")}
+    rest = calls[created + 1 :]
+    assert sorted(rest[:2]) == sorted(
+        [("POST", f"/networks/{network}/connect"), ("POST", "/containers/create")]
+    )
+    assert rest[2:] == [("POST", f"/containers/{'c' * 64}/start")]
+    subnet = ipaddress.ip_network(engine.networks[network]["IPAM"]["Config"][0]["Subnet"])
     assert subnet.prefixlen == 28 and subnet.subnet_of(ipaddress.ip_network("10.213.0.0/16"))
     connect = next(body for method, path, body in engine.calls if path.endswith("/connect"))
     assert connect == {"Container": "gw0123", "EndpointConfig": {"Aliases": ["sandbox-gateway"]}}
@@ -310,14 +313,14 @@ def test_no_network_means_no_kernel_and_never_bridge(
 
 
 def test_gateway_that_cannot_attach_refuses_the_launch(engine: FakeEngine) -> None:
-    engine.fail[
-        "/networks/mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc/connect"
-    ] = (
-        404,
-        "No such container: gw0123",
-    )
+    network = "mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc"
+    engine.fail[f"/networks/{network}/connect"] = (404, "No such container: gw0123")
     assert launch_docker.main(ARGV, _env(engine)) == 1
-    assert not any(path.startswith("/containers") for _, path, _ in engine.calls)
+    calls = [(method, path) for method, path, _ in engine.calls]
+    # The kernel never starts; a container created meanwhile is removed, and so is the network.
+    assert not any(path.endswith("/start") for _, path in calls)
+    if ("POST", "/containers/create") in calls:
+        assert ("DELETE", f"/containers/{'c' * 64}") in calls
     assert engine.networks == {}
 
 
