@@ -7,15 +7,13 @@ whatever Docker's port forwarding does to the source address; its own names stil
 
 from __future__ import annotations
 
-import base64
-import os
-import socket
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
+from tests.support.http import upgrade_status
 
 from .conftest import Stack
 
@@ -37,18 +35,6 @@ def routes(stack: Stack) -> dict[str, tuple[int, list[str]]]:
         "notebook": (stack.notebook_port, ["/api/contents", "/api/status", "/tree"]),
         "fileserver": (stack.file_server_port, ["/files", "/health"]),
     }
-
-
-def upgrade_status(port: int, path: str, host: str) -> int:
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request.encode())
-        status_line = sock.recv(4096).split(b"\r\n", 1)[0].decode()
-    return int(status_line.split()[1])
 
 
 @pytest.mark.parametrize("service", ["gateway", "notebook", "fileserver"])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +9,7 @@ import requests
 
 from jupyter_kernel_client import GatewayKernelSession
 from tests.support.gateway import Gateway
+from tests.support.http import upgrade_status
 
 FOREIGN = "rebind.attacker.example"
 
@@ -59,19 +57,6 @@ def test_foreign_host_cannot_start_a_kernel(named_gateway: Gateway) -> None:
     )
     assert response.status_code == 400
     assert len(named_gateway.kernels()) == before
-
-
-def upgrade_status(port: int, path: str, host: str) -> int:
-    """The status line of a raw websocket upgrade request (what a browser sends)."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request.encode())
-        status_line = sock.recv(4096).split(b"\r\n", 1)[0].decode()
-    return int(status_line.split()[1])
 
 
 def test_websocket_upgrade_with_a_foreign_host_is_refused(named_gateway: Gateway) -> None:
