@@ -5,7 +5,7 @@ One run, one table.  Everything real except the Kubernetes API server, for which
 (own venv, local kernels), the controller as its own process (``python -m controller``).
 
 1. **direct**: N kernel starts at once through the client's protocol core (the REST start the
-   controller performs too: ``start_flow`` run by ``run_http_flow``); latency per kernel = until
+   controller performs too: ``start_flow`` run by ``run_flow_async``); latency per kernel = until
    the gateway answered with its id.  The kernels are then shut down.
 2. **controller**: N SandboxSessions created at once on the API server; latency per session =
    from the API server storing the object to it storing ``status.phase = Ready``.
@@ -36,8 +36,8 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.support and controller
 
-from jupyter_kernel_client import _protocol as proto  # noqa: E402
-from jupyter_kernel_client._async_session import run_http_flow  # noqa: E402
+from jupyter_kernel_client import GatewayConfig  # noqa: E402
+from jupyter_kernel_client import protocol as proto  # noqa: E402
 from tests.support.gateway import Gateway, free_port  # noqa: E402
 from tests.support.kube import Cluster, Controller  # noqa: E402
 
@@ -48,15 +48,15 @@ KERNEL_NAME = "python3"
 
 async def direct_starts(gateway: Gateway, count: int) -> tuple[list[float], float, list[str]]:
     """Start ``count`` kernels at once; (latency per kernel in ms, wall time in ms, ids)."""
+    config = GatewayConfig(gateway.http, kernel_name=KERNEL_NAME, startup_timeout=120)
     async with aiohttp.ClientSession() as http:
+        perform = proto.rest_performer_async(http)
 
         async def start_one() -> tuple[float, str]:
             env = {"KERNEL_ID": str(uuid.uuid4())}
-            flow = proto.start_flow(
-                gateway.http, KERNEL_NAME, env, startup_timeout=120, max_retries=0, retry_delay=0
-            )
+            flow = proto.start_flow(config.replace(launch_env=env, max_retries=0))
             began = time.monotonic()
-            kernel_id = await run_http_flow(http, flow)
+            kernel_id = await proto.run_flow_async(flow, perform)
             return (time.monotonic() - began) * 1000, str(kernel_id)
 
         began = time.monotonic()
@@ -294,8 +294,11 @@ def _handler_durations(port: int) -> str:
 async def _shutdown_all(gateway: Gateway, kernel_ids: list[str]) -> None:
     """Shut the direct kernels down; a slow answer is fine, wait_no_kernels checks the end."""
     async with aiohttp.ClientSession() as http:
+        perform = proto.rest_performer_async(http)
         flows = [
-            run_http_flow(http, proto.shutdown_flow(proto.KernelRef(gateway.http, "", k, "")))
+            proto.run_flow_async(
+                proto.shutdown_flow(proto.KernelRef(gateway.http, "", k, "")), perform
+            )
             for k in kernel_ids
         ]
         for outcome in await asyncio.gather(*flows, return_exceptions=True):

@@ -1,15 +1,16 @@
 """The controller's gateway client: the client package's protocol core, run over aiohttp.
 
 The controller needs the gateway's REST API only (start, inspect, list, shut down kernels), so it
-runs the core's flows (:func:`jupyter_kernel_client._protocol.start_flow` and friends) with
-:func:`jupyter_kernel_client._async_session.run_http_flow`, exactly as the async session does:
+runs the core's public flows (:mod:`jupyter_kernel_client.protocol`: ``start_flow`` and friends)
+with :func:`~jupyter_kernel_client.protocol.run_flow_async`, exactly as the async session does:
 URLs, request bodies (``KERNEL_USERNAME``), unknown-kernel-name detection and the mapping of
-gateway answers to exceptions are written once, in the client.
+gateway answers to exceptions are written once, in the client.  Where the gateway is and how
+patiently to talk to it is the client's :class:`~jupyter_kernel_client.GatewayConfig`.
 
 Errors are the client's: :class:`~jupyter_kernel_client.TransportError` (gateway unreachable),
-:class:`~jupyter_kernel_client._exceptions.GatewayError` (5xx),
-:class:`~jupyter_kernel_client._exceptions.GatewayRefusedError` (4xx) and its
-:class:`~jupyter_kernel_client._exceptions.UnknownKernelNameError`.
+:class:`~jupyter_kernel_client.GatewayError` (5xx),
+:class:`~jupyter_kernel_client.GatewayRefusedError` (4xx) and its
+:class:`~jupyter_kernel_client.UnknownKernelNameError`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from typing import Any
 
 import aiohttp
 
-from jupyter_kernel_client import GatewayError, GatewayRefusedError
-from jupyter_kernel_client import _protocol as proto
-from jupyter_kernel_client._async_session import run_http_flow
+from jupyter_kernel_client import GatewayConfig, GatewayError, GatewayRefusedError
+from jupyter_kernel_client import protocol as proto
 
 
 @dataclass(frozen=True)
@@ -66,26 +66,26 @@ def parse_time(value: object) -> datetime | None:
 class GatewayClient:
     """REST access to one Enterprise Gateway; one instance serves every session of the operator.
 
-    The HTTP connection pool is created on first use, inside the running event loop.
+    The HTTP connection pool is created on first use, inside the running event loop.  Starts
+    are not retried here (``config.max_retries`` is for sessions): kopf's backoff retries the
+    handler.
     """
 
-    def __init__(
-        self, base_url: str, *, auth_token: str | None = None, request_timeout: float = 60.0
-    ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
-        self.request_timeout = request_timeout
-        self._headers = {"Authorization": f"token {auth_token}"} if auth_token else {}
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.base_url = config.gateway_http
         self._http: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(headers=self._headers)
+            self._http = aiohttp.ClientSession(headers=self.config.headers)
         return self._http
 
     async def _run(self, flow: proto.Flow) -> Any:
-        return await run_http_flow(self._session(), flow)
+        perform = proto.rest_performer_async(
+            self._session(), request_timeout=self.config.request_timeout
+        )
+        return await proto.run_flow_async(flow, perform)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -132,17 +132,11 @@ class GatewayClient:
             existing = await self.kernel(kernel_id)
             if existing is not None:
                 return existing, False
-        launch_env = {**env, "KERNEL_ID": kernel_id}
-        flow = proto.start_flow(
-            self.base_url,
-            kernel_name,
-            launch_env,
-            startup_timeout=self.request_timeout,
-            max_retries=0,
-            retry_delay=0.0,
+        launch = self.config.replace(
+            kernel_name=kernel_name, launch_env={**env, "KERNEL_ID": kernel_id}, max_retries=0
         )
         try:
-            started_id = await self._run(flow)
+            started_id = await self._run(proto.start_flow(launch))
         except GatewayError as exc:
             if isinstance(exc, GatewayRefusedError):
                 raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -107,12 +108,9 @@ async def configure(
         field="status.kopf.last-handled-configuration"
     )
     config = SETTINGS
-    token = config.gateway_auth_token.get_secret_value() if config.gateway_auth_token else None
     runtime = Runtime(
         settings=config,
-        gateway=GatewayClient(
-            config.gateway_url, auth_token=token, request_timeout=config.request_timeout_seconds
-        ),
+        gateway=GatewayClient(config.gateway_config()),
         metrics=ControllerMetrics(),
     )
     if config.metrics_port:
@@ -150,6 +148,26 @@ async def session_kernels(
     return {reconcile.derive_kernel_id(uid): f"{namespace}/{name}"}
 
 
+Step = Callable[[reconcile.Event], Awaitable[Outcome]]
+
+
+async def _run_step(
+    name: str,
+    step: Step,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    spec: Mapping[str, Any],
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+) -> None:
+    """Every handler's body: one reconcile step, timed and counted, its outcome applied."""
+    runtime = _runtime(memo)
+    with runtime.metrics.reconcile(name):
+        event = reconcile.Event(meta, spec, status, runtime.gateway, runtime.settings, _now())
+        _apply(await step(event), body, patch, runtime)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 async def ensure(
@@ -162,12 +180,7 @@ async def ensure(
     **_: Any,
 ) -> None:
     """Start the session's kernel, or find the one already started for it."""
-    runtime = _runtime(memo)
-    with runtime.metrics.reconcile("ensure"):
-        outcome = await reconcile.ensure_kernel(
-            meta, spec, status, runtime.gateway, runtime.settings, _now()
-        )
-        _apply(outcome, body, patch, runtime)
+    await _run_step("ensure", reconcile.ensure_kernel, body, meta, spec, status, patch, memo)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -182,30 +195,31 @@ async def respec(
     **_: Any,
 ) -> None:
     """Apply a spec edit (new timeouts at once; new kernel name/env/resources relaunch)."""
-    runtime = _runtime(memo)
-    with runtime.metrics.reconcile("update"):
-        outcome = await reconcile.apply_spec_change(
-            meta, old or {}, new or {}, status, runtime.gateway, runtime.settings, _now()
-        )
-        _apply(outcome, body, patch, runtime)
+    old_spec: Mapping[str, Any] = old or {}
+    await _run_step(
+        "update",
+        lambda event: reconcile.apply_spec_change(event, old_spec),
+        body,
+        meta,
+        new or {},
+        status,
+        patch,
+        memo,
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def release(
     body: kopf.Body,
     meta: kopf.Meta,
+    spec: kopf.Spec,
     status: kopf.Status,
     patch: kopf.Patch,
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
     """Shut the kernel down before the object goes (kopf holds the finalizer until then)."""
-    runtime = _runtime(memo)
-    with runtime.metrics.reconcile("delete"):
-        outcome = await reconcile.release_kernel(
-            meta, status, runtime.gateway, runtime.settings, _now()
-        )
-        _apply(outcome, body, patch, runtime)
+    await _run_step("delete", reconcile.release_kernel, body, meta, spec, status, patch, memo)
 
 
 def _is_ready(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
@@ -230,12 +244,7 @@ async def check(
     **_: Any,
 ) -> None:
     """Dead kernel → restart or Failed; idle or too old → Expired; else refresh lastActivity."""
-    runtime = _runtime(memo)
-    with runtime.metrics.reconcile("check"):
-        outcome = await reconcile.check_kernel(
-            meta, spec, status, runtime.gateway, runtime.settings, _now()
-        )
-        _apply(outcome, body, patch, runtime)
+    await _run_step("check", reconcile.check_kernel, body, meta, spec, status, patch, memo)
 
 
 # --- garbage collection --------------------------------------------------------------------

@@ -9,8 +9,6 @@ from contextlib import contextmanager
 import kopf
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-OUTCOMES = ("ok", "temporary_error", "permanent_error", "error")
-
 
 class ControllerMetrics:
     """Reconcile counts and durations per handler, kernel actions, garbage collection."""

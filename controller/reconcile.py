@@ -1,7 +1,7 @@
 """Reconcile logic of a SandboxSession: plain async functions, no kopf.
 
-Each function takes the object's ``meta``/``spec``/``status`` (plain mappings, as kopf hands them
-over), a :class:`~controller.gateway.GatewayClient` and the settings, and returns an
+Each step takes one :class:`Event` (the object's ``meta``/``spec``/``status`` as kopf hands them
+over, a :class:`~controller.gateway.GatewayClient`, the settings and the time) and returns an
 :class:`Outcome`: the status patch to apply, annotations to set, and whether the handler should
 retry later (gateway unreachable) or give up for good (a spec that can never work).  The kopf
 handlers (``handlers.py``) only translate an outcome into ``patch`` writes and kopf errors.
@@ -17,6 +17,7 @@ controller's kernels from the ones that notebook users or SDK clients start on t
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -43,7 +44,9 @@ RESTARTS_ANNOTATION: Final = "minisandbox.dev/kernel-restarts"
 SESSION_ENV: Final = "KERNEL_SANDBOX_SESSION"
 """Launch env naming the owning session (``namespace/name``), for people reading kernel pods."""
 
-PENDING, STARTING, READY = "Pending", "Starting", "Ready"
+PENDING, READY = "Pending", "Ready"
+# No "Starting": the gateway answers a start only once the kernel runs, so a session goes from
+# Pending (or no phase) to Ready in one reconcile; the CRD's enum still admits the name.
 FAILED, TERMINATING, EXPIRED = "Failed", "Terminating", "Expired"
 TERMINAL_PHASES: Final = frozenset({FAILED, EXPIRED})
 """Phases in which a session owns no kernel and the controller does nothing more."""
@@ -203,7 +206,7 @@ def build_status(
     kernel: Kernel | None = None,
 ) -> Status:
     """The whole status for ``phase``; kernel fields are cleared when there is no kernel."""
-    has_kernel = phase in (READY, STARTING) or (phase == PENDING and kernel is not None)
+    has_kernel = phase == READY or (phase == PENDING and kernel is not None)
     last_activity = kernel.last_activity if kernel is not None else None
     status: Status = {
         "phase": phase,
@@ -255,74 +258,83 @@ def ready_condition(
     return condition_
 
 
+# --- one reconcile run -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """What one reconcile run works with: the object as kopf handed it over (``spec`` is the
+    new one for an update), the gateway, the settings and the time of the run."""
+
+    meta: Mapping[str, Any]
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    gateway: Gateway
+    settings: ControllerSettings
+    now: datetime
+
+    @functools.cached_property
+    def session(self) -> Session:
+        return session_of(self.meta, self.spec, self.settings)
+
+    def new_status(
+        self, phase: str, *, reason: str, message: str, kernel: Kernel | None = None
+    ) -> Status:
+        return build_status(
+            phase,
+            session=self.session,
+            settings=self.settings,
+            previous=self.status,
+            now=self.now,
+            reason=reason,
+            message=message,
+            kernel=kernel,
+        )
+
+
 def _temporary(
-    exc: Exception,
-    *,
-    session: Session,
-    settings: ControllerSettings,
-    status: Mapping[str, Any],
-    now: datetime,
-    doing: str,
-    reason: str = "GatewayUnavailable",
+    event: Event, exc: Exception, *, doing: str, reason: str = "GatewayUnavailable"
 ) -> Outcome:
     """Gateway unreachable or failing, or a kernel limit reached: keep the phase (Pending if
     none yet), say why, retry."""
+    status = event.status
     phase = str(status.get("phase") or PENDING)
     if reason == "GatewayUnavailable":
         message = f"gateway unavailable while trying to {doing}: {exc}; retrying"
     else:
         message = f"cannot {doing} yet: {exc}; retrying"
-    new = build_status(
-        phase,
-        session=session,
-        settings=settings,
-        previous=status,
-        now=now,
-        reason=reason,
-        message=message,
-    )
-    if phase in (READY, STARTING):
+    new = event.new_status(phase, reason=reason, message=message)
+    if phase == READY:
         # The kernel may well be running; the controller just cannot tell right now.
         new["conditions"][0]["status"] = "Unknown"
     else:
         for key in ("kernelId", "gatewayUrl", "websocketUrl"):
             new[key] = status.get(key)
-    return Outcome(new, retry_in=settings.retry_delay_seconds, action="waiting")
+    return Outcome(new, retry_in=event.settings.retry_delay_seconds, action="waiting")
+
+
+def _failed(event: Event, reason: str, message: str, *, permanent: bool) -> Outcome:
+    new = event.new_status(FAILED, reason=reason, message=message)
+    return Outcome(new, permanent_error=message if permanent else None, action="failed")
 
 
 # --- reconcile steps ---------------------------------------------------------------------------
 
 
-async def ensure_kernel(
-    meta: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    settings: ControllerSettings,
-    now: datetime,
-) -> Outcome:
+async def ensure_kernel(event: Event) -> Outcome:
     """Create/resume: make sure the session's kernel runs; Ready with its id, or why not."""
-    if status.get("phase") in TERMINAL_PHASES:
+    if event.status.get("phase") in TERMINAL_PHASES:
         return Outcome()
-    session = session_of(meta, spec, settings)
-    return await _start(session, status, gateway, settings, now, restarting=False)
+    return await _start(event, restarting=False)
 
 
-async def _start(
-    session: Session,
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    settings: ControllerSettings,
-    now: datetime,
-    *,
-    restarting: bool,
-    message: str = "",
-) -> Outcome:
+async def _start(event: Event, *, restarting: bool, message: str = "") -> Outcome:
+    session, gateway = event.session, event.gateway
     problem = spec_env_problem(session)
     if problem is not None:
-        return _failed(session, settings, status, now, "ReservedEnv", problem, permanent=True)
+        return _failed(event, "ReservedEnv", problem, permanent=True)
     # A session with no phase yet is on its first attempt: its kernel almost never exists.
-    probe_first = restarting or bool(status.get("phase"))
+    probe_first = restarting or bool(event.status.get("phase"))
     try:
         kernel, started = await gateway.ensure_kernel(
             session.kernel_id, session.kernel_name, launch_env(session), probe_first=probe_first
@@ -334,174 +346,79 @@ async def _start(
                 session.kernel_id, session.kernel_name, launch_env(session)
             )
     except UnknownKernelNameError as exc:
-        reason = "UnknownKernelName"
-        return _failed(session, settings, status, now, reason, str(exc), permanent=True)
+        return _failed(event, "UnknownKernelName", str(exc), permanent=True)
     except KernelLimitError as exc:
         # A quota frees up when some kernel ends: wait for it, as for a gateway that is down.
-        return _temporary(
-            exc,
-            session=session,
-            settings=settings,
-            status=status,
-            now=now,
-            doing="start a kernel",
-            reason="KernelLimitReached",
-        )
+        return _temporary(event, exc, doing="start a kernel", reason="KernelLimitReached")
     except GatewayRefusedError as exc:
-        reason = "GatewayRefused"
-        return _failed(session, settings, status, now, reason, str(exc), permanent=True)
+        return _failed(event, "GatewayRefused", str(exc), permanent=True)
     except (TransportError, GatewayError) as exc:
-        return _temporary(
-            exc, session=session, settings=settings, status=status, now=now, doing="start a kernel"
-        )
+        return _temporary(event, exc, doing="start a kernel")
     if not message:
         message = f"kernel {kernel.id} ({session.kernel_name}) is running"
-    new = build_status(
-        READY,
-        session=session,
-        settings=settings,
-        previous=status,
-        now=now,
-        reason="KernelRunning",
-        message=message,
-        kernel=kernel,
-    )
+    new = event.new_status(READY, reason="KernelRunning", message=message, kernel=kernel)
     action = "restarted" if restarting else "started" if started else "adopted"
     return Outcome(new, action=action)
 
 
-def _failed(
-    session: Session,
-    settings: ControllerSettings,
-    status: Mapping[str, Any],
-    now: datetime,
-    reason: str,
-    message: str,
-    *,
-    permanent: bool,
-) -> Outcome:
-    new = build_status(
-        FAILED,
-        session=session,
-        settings=settings,
-        previous=status,
-        now=now,
-        reason=reason,
-        message=message,
-    )
-    return Outcome(new, permanent_error=message if permanent else None, action="failed")
-
-
-async def check_kernel(
-    meta: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    settings: ControllerSettings,
-    now: datetime,
-) -> Outcome:
+async def check_kernel(event: Event) -> Outcome:
     """Periodic check of a Ready session: lifetime, liveness (restart policy), idleness."""
-    if status.get("phase") != READY:
+    if event.status.get("phase") != READY:
         return Outcome()
-    session = session_of(meta, spec, settings)
+    session, settings, now = event.session, event.settings, event.now
     if session.max_lifetime and session.created is not None:
         age = (now - session.created).total_seconds()
         if age >= session.max_lifetime:
             return await _expire(
-                session,
-                status,
-                gateway,
-                settings,
-                now,
+                event,
                 "LifetimeExceeded",
                 f"the session reached its maximum lifetime of {session.max_lifetime} s",
             )
     try:
-        kernel = await gateway.kernel(session.kernel_id)
+        kernel = await event.gateway.kernel(session.kernel_id)
     except (TransportError, GatewayError) as exc:
-        return _temporary(
-            exc,
-            session=session,
-            settings=settings,
-            status=status,
-            now=now,
-            doing="check the kernel",
-        )
+        return _temporary(event, exc, doing="check the kernel")
     if kernel is None or kernel.dead:
         how = "is gone from the gateway" if kernel is None else "is dead"
         if session.restarts >= settings.max_restarts:
             if kernel is not None:
-                await _shutdown_quietly(gateway, session.kernel_id)
+                await _shutdown_quietly(event.gateway, session.kernel_id)
             return _failed(
-                session,
-                settings,
-                status,
-                now,
+                event,
                 "KernelDied",
                 f"the kernel {how} and the restart budget ({settings.max_restarts}) is spent",
                 permanent=False,
             )
         count = session.restarts + 1
         outcome = await _start(
-            session,
-            status,
-            gateway,
-            settings,
-            now,
+            event,
             restarting=True,
             message=f"the kernel {how}; restarted it ({count}/{settings.max_restarts})",
         )
         if outcome.action == "restarted":
             outcome.annotations[RESTARTS_ANNOTATION] = str(count)
         return outcome
-    last_activity = kernel.last_activity or parse_time(status.get("lastActivity"))
+    last_activity = kernel.last_activity or parse_time(event.status.get("lastActivity"))
     if session.idle_timeout and last_activity is not None:
         idle = (now - last_activity).total_seconds()
         if idle >= session.idle_timeout:
             return await _expire(
-                session,
-                status,
-                gateway,
-                settings,
-                now,
+                event,
                 "IdleTimeout",
                 f"the kernel was idle for {int(idle)} s "
                 f"(idleTimeoutSeconds={session.idle_timeout})",
             )
-    if last_activity is not None and status.get("lastActivity") != iso(last_activity):
+    if last_activity is not None and event.status.get("lastActivity") != iso(last_activity):
         return Outcome({"lastActivity": iso(last_activity)}, action="none")
     return Outcome()
 
 
-async def _expire(
-    session: Session,
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    settings: ControllerSettings,
-    now: datetime,
-    reason: str,
-    message: str,
-) -> Outcome:
+async def _expire(event: Event, reason: str, message: str) -> Outcome:
     try:
-        await gateway.shutdown_kernel(session.kernel_id)
+        await event.gateway.shutdown_kernel(event.session.kernel_id)
     except (TransportError, GatewayError) as exc:
-        return _temporary(
-            exc,
-            session=session,
-            settings=settings,
-            status=status,
-            now=now,
-            doing="shut an expired kernel down",
-        )
-    new = build_status(
-        EXPIRED,
-        session=session,
-        settings=settings,
-        previous=status,
-        now=now,
-        reason=reason,
-        message=message + "; the kernel was shut down",
-    )
+        return _temporary(event, exc, doing="shut an expired kernel down")
+    new = event.new_status(EXPIRED, reason=reason, message=message + "; the kernel was shut down")
     return Outcome(new, action="expired")
 
 
@@ -511,21 +428,13 @@ async def _shutdown_quietly(gateway: Gateway, kernel_id: str) -> None:
         await gateway.shutdown_kernel(kernel_id)
 
 
-async def apply_spec_change(
-    meta: Mapping[str, Any],
-    old_spec: Mapping[str, Any],
-    new_spec: Mapping[str, Any],
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    settings: ControllerSettings,
-    now: datetime,
-) -> Outcome:
-    """A spec edit: timeouts apply from the next check; a new kernel name, env or resources
-    replace the kernel (same id, new launch)."""
-    session = session_of(meta, new_spec, settings)
-    if status.get("phase") in TERMINAL_PHASES:
-        return Outcome(_observed(session, status))
-    before = session_of(meta, old_spec, settings)
+async def apply_spec_change(event: Event, old_spec: Mapping[str, Any]) -> Outcome:
+    """A spec edit (``event.spec`` is the new one): timeouts apply from the next check; a new
+    kernel name, env or resources replace the kernel (same id, new launch)."""
+    session = event.session
+    if event.status.get("phase") in TERMINAL_PHASES:
+        return Outcome(_generation_seen(session, event.status))
+    before = session_of(event.meta, old_spec, event.settings)
     relaunch = (before.kernel_name, before.env, before.cpu, before.memory) != (
         session.kernel_name,
         session.env,
@@ -533,30 +442,16 @@ async def apply_spec_change(
         session.memory,
     )
     if not relaunch:
-        return Outcome(_observed(session, status))
+        return Outcome(_generation_seen(session, event.status))
     try:
-        await gateway.shutdown_kernel(session.kernel_id)
+        await event.gateway.shutdown_kernel(session.kernel_id)
     except (TransportError, GatewayError) as exc:
-        return _temporary(
-            exc,
-            session=session,
-            settings=settings,
-            status=status,
-            now=now,
-            doing="replace the kernel after a spec change",
-        )
-    return await _start(
-        session,
-        status,
-        gateway,
-        settings,
-        now,
-        restarting=False,
-        message=f"the spec changed: kernel relaunched as {session.kernel_name}",
-    )
+        return _temporary(event, exc, doing="replace the kernel after a spec change")
+    message = f"the spec changed: kernel relaunched as {session.kernel_name}"
+    return await _start(event, restarting=False, message=message)
 
 
-def _observed(session: Session, status: Mapping[str, Any]) -> Status:
+def _generation_seen(session: Session, status: Mapping[str, Any]) -> Status:
     """Record that the current generation was seen, changing nothing else."""
     if session.generation is None:
         return {}
@@ -566,26 +461,12 @@ def _observed(session: Session, status: Mapping[str, Any]) -> Status:
     return {"observedGeneration": session.generation, "conditions": conditions or None}
 
 
-async def release_kernel(
-    meta: Mapping[str, Any],
-    status: Mapping[str, Any],
-    gateway: Gateway,
-    settings: ControllerSettings,
-    now: datetime,
-) -> Outcome:
+async def release_kernel(event: Event) -> Outcome:
     """Deletion: shut the kernel down (a missing kernel is fine); retry while unreachable."""
-    session = session_of(meta, {}, settings)
     try:
-        await gateway.shutdown_kernel(session.kernel_id)
+        await event.gateway.shutdown_kernel(event.session.kernel_id)
     except (TransportError, GatewayError) as exc:
-        outcome = _temporary(
-            exc,
-            session=session,
-            settings=settings,
-            status=status,
-            now=now,
-            doing="shut the kernel down",
-        )
+        outcome = _temporary(event, exc, doing="shut the kernel down")
         outcome.status["phase"] = TERMINATING
         return outcome
     return Outcome(action="released")

@@ -11,12 +11,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def _ws_of(http_url: str) -> str:
-    """The websocket base matching an HTTP base (``http`` → ``ws``, ``https`` → ``wss``)."""
-    if http_url.startswith("https://"):
-        return "wss://" + http_url[len("https://") :]
-    return "ws://" + http_url[len("http://") :]
+from jupyter_kernel_client import GatewayConfig
+from jupyter_kernel_client.protocol import ws_of
 
 
 class ControllerSettings(BaseSettings):
@@ -93,13 +89,29 @@ class ControllerSettings(BaseSettings):
         if not self.public_gateway_url:
             object.__setattr__(self, "public_gateway_url", self.gateway_url)
         if not self.public_websocket_url:
-            object.__setattr__(self, "public_websocket_url", _ws_of(self.public_gateway_url))
+            object.__setattr__(self, "public_websocket_url", ws_of(self.public_gateway_url))
         return self
 
     @property
     def gateway_ws_url(self) -> str:
         """The websocket twin of ``gateway_url``."""
-        return _ws_of(self.gateway_url)
+        return ws_of(self.gateway_url)
+
+    def gateway_config(self) -> GatewayConfig:
+        """The client configuration the controller talks to the gateway with.
+
+        A kernel start waits for the kernel's pod, so ``request_timeout_seconds`` bounds it
+        too; failed starts are retried by kopf (``retry_delay_seconds``), not by the client.
+        """
+        token = self.gateway_auth_token
+        return GatewayConfig(
+            self.gateway_url,
+            kernel_name=self.default_kernel_name,
+            startup_timeout=self.request_timeout_seconds,
+            request_timeout=self.request_timeout_seconds,
+            max_retries=0,
+            token=token.get_secret_value() if token else None,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -1,10 +1,18 @@
 """jupyter_kernel_client — run code in kernels of a Jupyter Enterprise Gateway.
 
-Design: one I/O-free protocol core (``_protocol``) builds every request, matches replies by
-parent ``msg_id``, decides when an execution is complete and assembles its result.  A
-conversation is a generator of actions; :class:`GatewayKernelSession` performs them with
-blocking I/O (``requests`` + ``websocket-client``) and :class:`AsyncGatewayKernelSession` with
-``await`` (``aiohttp``) — two thin faces of the same core, sharing ``_base.SessionBase``.
+Design: one I/O-free protocol core (``_protocol``, public as :mod:`.protocol`) builds every
+request, matches replies by parent ``msg_id``, decides when an execution is complete and
+assembles its result.  A conversation is a generator of actions; :class:`GatewayKernelSession`
+performs them with blocking I/O (``requests`` + ``websocket-client``) and
+:class:`AsyncGatewayKernelSession` with ``await`` (``aiohttp``) — httpx's way: two thin faces
+sharing ``_base.SessionBase``, which holds the configuration, the features and the lifecycle.
+The pools are two faces of ``_pool.PoolBase`` in the same way.
+
+Configuration is one immutable :class:`GatewayConfig`, shared by every face, the pools and the
+SandboxSession controller.  Features are arguments, not subclasses: ``files=``
+(:class:`FileServerConfig`) and ``metrics=`` (:class:`KernelMetrics`) combine on both faces;
+:class:`AuthenticatedKernelSession` and :class:`PrometheusGatewayKernelSession` are the seed's
+names for two such combinations.
 
 Errors form one tree rooted at :class:`KernelClientError` (drawn in ``_exceptions``).
 """
@@ -13,7 +21,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._config import FileServerConfig, GatewayConfig
 from ._exceptions import (
+    ConnectionLostError,
     ExecutionError,
     ExecutionTimeoutError,
     FileOperationError,
@@ -32,25 +42,33 @@ from ._exceptions import (
     TransportError,
     UnknownKernelNameError,
 )
-from ._pool import KernelSessionPool
+from ._fileops import FileEntry, FileOp
+from ._pool import KernelSessionPool, PoolState
 from ._result import ExecutionResult, KernelErrorInfo, OutputEvent
 from ._session import GatewayKernelSession
 
 if TYPE_CHECKING:
+    from ._async_pool import AsyncKernelSessionPool
     from ._async_session import AsyncGatewayKernelSession
     from ._auth import AuthenticatedKernelSession
     from ._metrics import KernelMetrics, PrometheusGatewayKernelSession
 
 __all__ = [
     "AsyncGatewayKernelSession",
+    "AsyncKernelSessionPool",
     "AuthenticatedKernelSession",
+    "ConnectionLostError",
     "ExecutionError",
     "ExecutionResult",
     "ExecutionTimeoutError",
+    "FileEntry",
+    "FileOp",
     "FileOperationError",
     "FileServerAuthError",
+    "FileServerConfig",
     "FileServerError",
     "FileTooLargeError",
+    "GatewayConfig",
     "GatewayError",
     "GatewayKernelSession",
     "GatewayRefusedError",
@@ -61,6 +79,7 @@ __all__ = [
     "KernelMetrics",
     "KernelSessionPool",
     "OutputEvent",
+    "PoolState",
     "PoolTimeoutError",
     "PrometheusGatewayKernelSession",
     "RemoteFileNotFoundError",
@@ -74,6 +93,7 @@ __all__ = [
 # without extras still imports; a missing extra is reported with the command that adds it.
 _OPTIONAL = {
     "AsyncGatewayKernelSession": ("._async_session", "async"),
+    "AsyncKernelSessionPool": ("._async_pool", "async"),
     "AuthenticatedKernelSession": ("._auth", "auth"),
     "KernelMetrics": ("._metrics", "metrics"),
     "PrometheusGatewayKernelSession": ("._metrics", "metrics"),
@@ -81,6 +101,10 @@ _OPTIONAL = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "protocol":
+        import importlib
+
+        return importlib.import_module(".protocol", __name__)
     if name not in _OPTIONAL:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module_name, extra = _OPTIONAL[name]

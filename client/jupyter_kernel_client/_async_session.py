@@ -5,27 +5,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
 from . import _protocol as proto
-from ._base import Instrumentation, SessionBase, SessionState
-from ._exceptions import KernelClientError, TransportError
+from ._base import SessionBase, SessionState
+from ._config import FileServerConfig
+from ._exceptions import ConnectionLostError, KernelClientError, TransportError
+from ._fileops import FileOp, FileOpValue
+from ._files import (
+    CHUNK_SIZE,
+    Download,
+    ProgressCallback,
+    Upload,
+    atomic_file,
+    content_length,
+    file_server_error,
+    reporter,
+)
+from ._net import quickack
 from ._protocol import CLOSED, OutputCallback
 from ._result import ExecutionResult
-from ._session import quickack
 
 logger = logging.getLogger("jupyter_kernel_client")
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
 class _AsyncChannel:
     """One kernel websocket, read by a background task so pings are always answered."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, limit: int) -> None:
         self._ws = ws
+        self._limit = limit
         self.subprotocol: str | None = ws.protocol
         self._codec = proto.codec_for(self.subprotocol)
         self._frames: asyncio.Queue[Any] = asyncio.Queue()
@@ -43,6 +61,8 @@ class _AsyncChannel:
                 if message.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     if message.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
                         continue
+                    if self._ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                        self._frames.put_nowait(proto.oversized_message(self._limit))
                     break  # close, closing, closed or error
                 if not self.listening:
                     continue
@@ -54,7 +74,7 @@ class _AsyncChannel:
                 except (ValueError, KeyError, TypeError) as exc:
                     self._frames.put_nowait(TransportError(f"malformed kernel message: {exc}"))
                     break
-        except (aiohttp.ClientError, OSError):
+        except _TRANSPORT_ERRORS:
             pass  # connection gone: reported to the waiting exchange as CLOSED
         finally:
             self._frames.put_nowait(CLOSED)
@@ -65,8 +85,8 @@ class _AsyncChannel:
                 await self._ws.send_bytes(frame)
             else:
                 await self._ws.send_str(frame)
-        except (aiohttp.ClientError, OSError, ConnectionResetError) as exc:
-            raise TransportError(f"cannot send to the kernel websocket: {exc}") from exc
+        except (*_TRANSPORT_ERRORS, ConnectionResetError) as exc:
+            raise ConnectionLostError(f"cannot send to the kernel websocket: {exc}") from exc
 
     async def receive(self, timeout: float) -> Any:
         try:
@@ -87,10 +107,10 @@ class _AsyncChannel:
 
     @property
     def alive(self) -> bool:
-        return not self._reader.done()
+        return not self._reader.done() and not self._ws.closed
 
     async def close(self) -> None:
-        with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        with contextlib.suppress(*_TRANSPORT_ERRORS):
             await asyncio.wait_for(self._ws.close(), 1.0)
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -101,35 +121,11 @@ class AsyncGatewayKernelSession(SessionBase):
     """A kernel on a Jupyter Enterprise Gateway, used with ``await``.
 
     ``async with AsyncGatewayKernelSession(http_url, ws_url, "python3") as s:
-    await s.execute("2 + 2")``
+    await s.execute("2 + 2")``, or ``AsyncGatewayKernelSession(config, files=..., metrics=...)``
+    (see :class:`SessionBase`).
     """
 
-    def __init__(
-        self,
-        gateway_http: str,
-        gateway_ws: str,
-        kernel_name: str,
-        launch_env: dict[str, str] | None = None,
-        startup_timeout: float = 30,
-        max_retries: int = 3,
-        retry_delay: float = 1.0,
-        *,
-        kernel_id: str | None = None,
-        metrics: Instrumentation | None = None,
-        gateway_token: str | None = None,
-    ) -> None:
-        super().__init__(
-            gateway_http,
-            gateway_ws,
-            kernel_name,
-            launch_env,
-            startup_timeout,
-            max_retries,
-            retry_delay,
-            kernel_id=kernel_id,
-            metrics=metrics,
-            gateway_token=gateway_token,
-        )
+    def _init_io(self) -> None:
         self._http: aiohttp.ClientSession | None = None
         self._channel: _AsyncChannel | None = None
         self._lock = asyncio.Lock()
@@ -140,7 +136,6 @@ class AsyncGatewayKernelSession(SessionBase):
         """Start the kernel (or attach to ``kernel_id``) and wait until it answers."""
         async with self._lock:
             self._begin_start()
-            self._http = aiohttp.ClientSession(headers=self._headers)
             try:
                 await self._run(self._start_flow())
             except BaseException:
@@ -210,34 +205,88 @@ class AsyncGatewayKernelSession(SessionBase):
 
     async def is_alive(self) -> bool:
         """Whether the gateway still has the kernel and it is not dead."""
-        if self._state is not SessionState.STARTED or self._ref is None:
-            return False
-        if self._channel is None or not self._channel.alive:
-            return False
-        state = await self._run(proto.kernel_state_flow(self._ref), listen=False)
-        return state is not None and state != "dead"
+        return bool(await self._run(self._alive_flow(), listen=False))
+
+    # --- files (``files=``) ---------------------------------------------------------------
+
+    async def execute_file_op(
+        self,
+        op: FileOp,
+        path: str,
+        content: str | bytes | None = None,
+        *,
+        binary: bool = False,
+        timeout: float = 60,
+    ) -> FileOpValue:
+        """See :meth:`GatewayKernelSession.execute_file_op`."""
+        async with self._lock:
+            value: FileOpValue = await self._run(
+                self._file_op_flow(op, path, content, binary, timeout)
+            )
+            return value
+
+    async def upload_to_kernel(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        show_progress: bool = False,
+    ) -> str:
+        """Upload a local file (streamed); return the path under which the kernel sees it."""
+        files = self._require_files()
+        plan = Upload.plan(files, local_path, remote_path)
+        label = f"upload {plan.source.name}"
+        with reporter(progress, show_progress, plan.total, label) as report:
+            body = _read_chunks(plan.source, report)
+            headers = {**files.headers, "Content-Length": str(plan.total)}
+            http = self._http_session()
+            async with _file_request(http, files, "PUT", plan, data=body, headers=headers):
+                pass
+        return plan.kernel_path
+
+    async def download_from_kernel(
+        self,
+        remote_path: str,
+        local_path: str | os.PathLike[str] | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        show_progress: bool = False,
+    ) -> Path:
+        """Download a file of the shared volume (streamed, written atomically); return its path."""
+        files = self._require_files()
+        plan = Download.plan(files, remote_path, local_path)
+        async with _file_request(self._http_session(), files, "GET", plan) as response:
+            total = content_length(response.headers.get("Content-Length"))
+            label = f"download {plan.target.name}"
+            with (
+                reporter(progress, show_progress, total, label) as report,
+                atomic_file(plan.target) as sink,
+            ):
+                async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                    await asyncio.to_thread(sink.write, chunk)
+                    report(len(chunk))
+        return plan.target
 
     # --- the I/O of the protocol core's actions ---------------------------------------------
 
+    def _http_session(self) -> aiohttp.ClientSession:
+        self._require_open()
+        if self._http is None:
+            self._http = aiohttp.ClientSession(headers=self.config.headers)
+        return self._http
+
+    def _connected(self) -> bool:
+        return self._channel is not None and self._channel.alive
+
     async def _run(self, flow: proto.Flow, *, listen: bool = True) -> Any:
         """Perform ``flow``'s actions until it returns (see ``GatewayKernelSession._run``)."""
-        outcome: Any = None
-        failure: TransportError | None = None
         channel = self._channel if listen else None
         if channel is not None:
             channel.drain()
             channel.listening = True
         try:
-            while True:
-                try:
-                    action = flow.throw(failure) if failure else flow.send(outcome)
-                except StopIteration as stop:
-                    return stop.value
-                outcome, failure = None, None
-                try:
-                    outcome = await self._perform(action)
-                except TransportError as exc:
-                    failure = exc
+            return await proto.run_flow_async(flow, self._perform)
         finally:
             if listen and self._channel is not None:
                 self._channel.listening = False
@@ -249,45 +298,41 @@ class AsyncGatewayKernelSession(SessionBase):
             return await self._channel.receive(action.timeout)
         if isinstance(action, proto.Send):
             if self._channel is None:
-                raise TransportError("the kernel websocket is not open")
+                raise ConnectionLostError("the kernel websocket is not open")
             await self._channel.send(action.frame)
             return None
-        http = self._http
-        if http is None or http.closed:
+        http = self._http if self._http is not None else self._http_session()
+        if http.closed:
             raise TransportError("the session's HTTP connection is closed")
-        if isinstance(action, (proto.Http, proto.Sleep)):
-            return await perform_http_action(http, action)
         if isinstance(action, proto.Connect):
             if self._channel is not None:
                 await self._channel.close()
             self._channel = None
+            limit = self.config.message_limit
             try:
                 ws = await asyncio.wait_for(
                     http.ws_connect(
                         action.url,
                         protocols=(proto.WS_SUBPROTOCOL,),
-                        max_msg_size=0,
+                        max_msg_size=limit,
                         autoping=True,
                     ),
                     action.timeout,
                 )
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 raise TransportError(
                     f"cannot open the kernel websocket {action.url}: {exc}"
                 ) from exc
-            self._channel = _AsyncChannel(ws)
+            self._channel = _AsyncChannel(ws, limit)
             self._channel.listening = True
             return self._channel.subprotocol
-        raise AssertionError(f"unknown action {action!r}")
+        return await perform_rest_async(http, action, self.config.request_timeout)
 
 
-# --- flows that need HTTP only (gateway REST), for callers without a kernel websocket ----------
-
-
-async def perform_http_action(
-    http: aiohttp.ClientSession, action: proto.Http | proto.Sleep
+async def perform_rest_async(
+    http: aiohttp.ClientSession, action: proto.Action, request_timeout: float
 ) -> proto.Response | None:
-    """Perform one REST action of the protocol core with ``http``.
+    """Perform one REST action (:class:`~proto.Http` or :class:`~proto.Sleep`) with ``http``.
 
     Connection failures and timeouts become :class:`TransportError`, which the runner throws
     back into the flow (the core decides whether to retry).
@@ -295,36 +340,48 @@ async def perform_http_action(
     if isinstance(action, proto.Sleep):
         await asyncio.sleep(action.seconds)
         return None
+    if not isinstance(action, proto.Http):
+        raise TypeError(f"a REST performer cannot perform {type(action).__name__} actions")
+    timeout = request_timeout if action.timeout is None else action.timeout
     try:
         async with http.request(
             action.method,
             action.url,
             json=action.body,
-            timeout=aiohttp.ClientTimeout(total=action.timeout),
+            timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             return proto.Response(response.status, await response.text())
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except _TRANSPORT_ERRORS as exc:
         raise TransportError(f"{action.method} {action.url} failed: {exc}") from exc
 
 
-async def run_http_flow(http: aiohttp.ClientSession, flow: proto.Flow) -> Any:
-    """Run a protocol-core flow that only talks REST (start, state, shutdown, listing).
+# --- file server I/O ------------------------------------------------------------------------------
 
-    Used by callers that have no kernel websocket, e.g. the SandboxSession controller; a flow
-    that asks for a websocket action is a programming error.
-    """
-    outcome: Any = None
-    failure: TransportError | None = None
-    while True:
-        try:
-            action = flow.throw(failure) if failure else flow.send(outcome)
-        except StopIteration as stop:
-            return stop.value
-        outcome, failure = None, None
-        if not isinstance(action, (proto.Http, proto.Sleep)):
-            flow.close()
-            raise TypeError(f"run_http_flow cannot perform {type(action).__name__} actions")
-        try:
-            outcome = await perform_http_action(http, action)
-        except TransportError as exc:
-            failure = exc
+
+@contextlib.asynccontextmanager
+async def _file_request(
+    http: aiohttp.ClientSession,
+    files: FileServerConfig,
+    method: str,
+    plan: Upload | Download,
+    **kwargs: Any,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    kwargs.setdefault("headers", files.headers)
+    timeout = aiohttp.ClientTimeout(
+        sock_connect=files.connect_timeout, sock_read=files.read_timeout
+    )
+    try:
+        async with http.request(method, plan.url, timeout=timeout, **kwargs) as response:
+            if response.status >= 400:
+                raise file_server_error(response.status, await response.text(), plan.remote)
+            yield response
+    except _TRANSPORT_ERRORS as exc:
+        raise TransportError(f"{method} {plan.url} failed: {exc}") from exc
+
+
+async def _read_chunks(source: Path, report: Any) -> AsyncIterator[bytes]:
+    """``source`` in blocks, read off the event loop, each reported as it is sent."""
+    with source.open("rb") as stream:
+        while chunk := await asyncio.to_thread(stream.read, CHUNK_SIZE):
+            report(len(chunk))
+            yield chunk

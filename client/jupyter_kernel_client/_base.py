@@ -1,18 +1,21 @@
-"""What the sync and the async session share: configuration, lifecycle and flow construction.
+"""What the sync and the async session share: configuration, features, lifecycle and flows.
 
-Each face adds only the I/O that performs the protocol core's actions (see ``_protocol``).
+Each face adds only the I/O that performs the protocol core's actions (see ``_protocol``): it
+inherits the constructor, and implements ``_connected`` and the ``_perform`` of actions.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from . import _protocol as proto
+from ._config import FileServerConfig, GatewayConfig, coerce_config
 from ._exceptions import KernelClientError, SessionStateError
+from ._fileops import FileOp, FileOpValue, file_op_code, file_op_result
 from ._protocol import KernelRef, Message, OutputCallback
 from ._result import ExecutionResult
 
@@ -34,55 +37,78 @@ class SessionState(enum.Enum):
 
 
 class SessionBase:
-    """Configuration and lifecycle of one kernel on an Enterprise Gateway."""
+    """Configuration and lifecycle of one kernel on an Enterprise Gateway.
+
+    Either the seed's arguments (``gateway_http, gateway_ws, kernel_name, launch_env,
+    startup_timeout, max_retries, retry_delay``, plus ``gateway_token``, ``max_output_bytes``
+    and ``max_message_bytes``) or one :class:`GatewayConfig` as the first argument.  Features
+    are arguments, combinable on both faces: ``files=`` (a :class:`FileServerConfig`: file
+    operations, upload, download) and ``metrics=`` (e.g. ``KernelMetrics.for_registry(r)``).
+    ``kernel_id=`` attaches to a running kernel instead of starting one.
+    """
 
     def __init__(
         self,
-        gateway_http: str,
-        gateway_ws: str,
-        kernel_name: str,
-        launch_env: dict[str, str] | None = None,
+        gateway_http: str | GatewayConfig,
+        gateway_ws: str | None = None,
+        kernel_name: str | None = None,
+        launch_env: Mapping[str, str] | None = None,
         startup_timeout: float = 30,
         max_retries: int = 3,
         retry_delay: float = 1.0,
         *,
         kernel_id: str | None = None,
+        files: FileServerConfig | None = None,
         metrics: Instrumentation | None = None,
         gateway_token: str | None = None,
+        max_output_bytes: int | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
-        _check_url("gateway_http", gateway_http, ("http://", "https://"))
-        _check_url("gateway_ws", gateway_ws, ("ws://", "wss://"))
-        if not isinstance(kernel_name, str) or not kernel_name.strip():
-            raise ValueError("kernel_name must be a non-empty string")
-        if startup_timeout <= 0:
-            raise ValueError("startup_timeout must be positive")
-        if max_retries < 0 or retry_delay < 0:
-            raise ValueError("max_retries and retry_delay must not be negative")
-        # Validate launch_env now rather than on the first (possibly retried) request.
-        proto.start_kernel_body(kernel_name, launch_env)
-        self.gateway_http = gateway_http.rstrip("/")
-        self.gateway_ws = gateway_ws.rstrip("/")
-        self.kernel_name = kernel_name
-        self.launch_env = dict(launch_env or {})
-        self.startup_timeout = float(startup_timeout)
-        self.max_retries = int(max_retries)
-        self.retry_delay = float(retry_delay)
-        self.kernel_info: dict[str, Any] = {}
+        self.config = coerce_config(
+            gateway_http,
+            gateway_ws,
+            kernel_name,
+            launch_env=launch_env,
+            startup_timeout=startup_timeout,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            token=gateway_token,
+            max_output_bytes=max_output_bytes,
+            max_message_bytes=max_message_bytes,
+        )
+        if files is not None and not isinstance(files, FileServerConfig):
+            raise TypeError(f"files must be a FileServerConfig, not {type(files).__name__}")
+        self.files = files
         self.metrics = metrics
-        token = gateway_token or os.environ.get("JUPYTER_GATEWAY_AUTH_TOKEN")
-        # Enterprise Gateway's EG_AUTH_TOKEN, sent on every request and the websocket.
-        self._headers = {"Authorization": f"token {token}"} if token else {}
+        self.kernel_info: dict[str, Any] = {}
         self._attach_to = kernel_id
         self._owns_kernel = kernel_id is None
         self._ref: KernelRef | None = None
         self._codec = proto.JSON_CODEC
         self._state = SessionState.NEW
-        self._username = proto.kernel_username(launch_env)
+        self._init_io()
+
+    @property
+    def kernel_name(self) -> str:
+        return self.config.kernel_name
+
+    @property
+    def gateway_http(self) -> str:
+        return self.config.gateway_http
+
+    @property
+    def gateway_ws(self) -> str:
+        return self.config.gateway_ws
 
     @property
     def kernel_id(self) -> str | None:
         """The gateway's id of the kernel, once started."""
         return self._ref.kernel_id if self._ref else self._attach_to
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The kernel websocket subprotocol the gateway selected (``None``: legacy JSON)."""
+        return self._codec.subprotocol
 
     @property
     def closed(self) -> bool:
@@ -94,6 +120,16 @@ class SessionBase:
             f"{self._state.value}>"
         )
 
+    # --- what each face provides ------------------------------------------------------------
+
+    def _init_io(self) -> None:
+        """Set up the face's I/O state (called at the end of ``__init__``)."""
+        raise NotImplementedError
+
+    def _connected(self) -> bool:
+        """Whether the kernel's websocket is open (else the next request reconnects)."""
+        raise NotImplementedError
+
     # --- flows for the faces to run ---------------------------------------------------------
 
     def _begin_start(self) -> None:
@@ -103,27 +139,20 @@ class SessionBase:
             raise SessionStateError("this session is already started")
 
     def _start_flow(self) -> proto.Flow:
-        return self._observed(self._start_and_connect(), "start")
+        return self._instrumented(self._start_and_connect(), "start")
 
     def _start_and_connect(self) -> proto.Flow:
         kernel_id = self._attach_to
         if kernel_id is None:
-            kernel_id = yield from proto.start_flow(
-                self.gateway_http,
-                self.kernel_name,
-                self.launch_env,
-                startup_timeout=self.startup_timeout,
-                max_retries=self.max_retries,
-                retry_delay=self.retry_delay,
-            )
-        self._ref = KernelRef(self.gateway_http, self.gateway_ws, kernel_id, uuid.uuid4().hex)
-        self._codec, self.kernel_info = yield from proto.connect_flow(
-            self._ref,
-            username=self._username,
-            startup_timeout=self.startup_timeout,
-            max_retries=self.max_retries,
-            retry_delay=self.retry_delay,
-        )
+            kernel_id = yield from proto.start_flow(self.config)
+        yield from self._connect(kernel_id)
+
+    def _connect(self, kernel_id: str) -> proto.Flow:
+        # A new session id on every connection: the gateway replays what it buffered for a
+        # known one, and that could be the very message that broke the previous connection.
+        config = self.config
+        self._ref = KernelRef(config.gateway_http, config.gateway_ws, kernel_id, uuid.uuid4().hex)
+        self._codec, self.kernel_info = yield from proto.connect_flow(self._ref, config)
 
     def _execute_flow(
         self, code: str, timeout: float, on_output: OutputCallback | None
@@ -132,15 +161,40 @@ class SessionBase:
             raise TypeError(f"code must be a string, not {type(code).__name__}")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        ref = self._require_started()
-        request: Message = proto.execute_request(
-            code, session_id=ref.session_id, username=self._username
-        )
-        collector = proto.ExecutionCollector(request["header"]["msg_id"], on_output=on_output)
-        flow = proto.execute_flow(ref, self._codec, request, collector, timeout)
-        return self._observed(flow, "execute")
+        self._require_started()
+        return self._instrumented(self._execute(code, timeout, on_output), "execute")
 
-    def _observed(self, flow: proto.Flow, operation: str) -> proto.Flow:
+    def _execute(self, code: str, timeout: float, on_output: OutputCallback | None) -> proto.Flow:
+        ref = self._require_started()
+        if not self._connected():
+            yield from self._connect(ref.kernel_id)  # the websocket dropped since the last use
+            ref = self._require_started()
+        request: Message = proto.execute_request(
+            code, session_id=ref.session_id, username=self.config.username
+        )
+        collector = proto.ExecutionCollector(
+            request["header"]["msg_id"],
+            on_output=on_output,
+            max_output_bytes=self.config.max_output_bytes,
+        )
+        return (yield from proto.execute_flow(ref, self._codec, request, collector, timeout))
+
+    def _file_op_flow(
+        self, op: FileOp, path: str, content: str | bytes | None, binary: bool, timeout: float
+    ) -> proto.Flow:
+        code = file_op_code(op, path, content, self._require_files().shared_dir)
+        result = yield from self._execute_flow(code, timeout, None)
+        value: FileOpValue = file_op_result(op, path, result, binary=binary)
+        return value
+
+    def _require_files(self) -> FileServerConfig:
+        if self.files is None:
+            raise SessionStateError(
+                "this session has no file server: pass files=FileServerConfig(url, token)"
+            )
+        return self.files
+
+    def _instrumented(self, flow: proto.Flow, operation: str) -> proto.Flow:
         """``flow``, reporting its outcome and duration to :attr:`metrics`."""
         if self.metrics is None:
             return (yield from flow)
@@ -161,6 +215,10 @@ class SessionBase:
             self.metrics.closed(self.kernel_name)
         self._state = SessionState.CLOSED
 
+    def _require_open(self) -> None:
+        if self._state is SessionState.CLOSED:
+            raise SessionStateError("this session is closed; create a new one")
+
     def _require_started(self) -> KernelRef:
         if self._state is SessionState.CLOSED:
             raise SessionStateError("this session is closed; create a new one")
@@ -168,11 +226,12 @@ class SessionBase:
             raise SessionStateError("the session is not started: call start() or use `with`")
         return self._ref
 
+    def _alive_flow(self) -> proto.Flow:
+        if self._state is not SessionState.STARTED or self._ref is None:
+            return False
+        state = yield from proto.kernel_state_flow(self._ref)
+        return state is not None and state != "dead"
+
     def _shutdown_flow(self) -> proto.Flow:
         if self._ref is not None and self._owns_kernel:
             yield from proto.shutdown_flow(self._ref)
-
-
-def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or not value.startswith(schemes):
-        raise ValueError(f"{name} must start with {' or '.join(schemes)}, got {value!r}")

@@ -2,6 +2,8 @@
 
     KernelClientError                     root: catch this to catch everything below
     ├── TransportError                    the network failed (connection refused, socket closed)
+    │   └── ConnectionLostError           the kernel's websocket dropped under a request; the
+    │                                     session reconnects to the same kernel on next use
     ├── GatewayError                      the gateway answered with an error (5xx after retries)
     │   └── GatewayRefusedError           4xx: the request can never succeed as sent
     │       ├── UnknownKernelNameError    no kernelspec of that name on the gateway
@@ -36,6 +38,15 @@ class KernelClientError(Exception):
 
 class TransportError(KernelClientError):
     """The connection to the gateway failed or was closed unexpectedly."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection to the kernel dropped while a request was in flight.
+
+    The kernel was still there when this was raised; its outcome for that request is unknown.
+    The session stays usable: its next use reconnects (with backoff) to the same kernel, or
+    raises :class:`KernelDiedError` if the kernel is gone by then.
+    """
 
 
 class GatewayError(KernelClientError):

@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Final, Literal
+from typing import Final, Literal, TypedDict, get_args
 
 from ._exceptions import FileOperationError
 from ._result import ExecutionResult
 
 FileOp = Literal["write", "read", "append", "delete", "list", "exists"]
-FILE_OPS: Final = ("write", "read", "append", "delete", "list", "exists")
+FILE_OPS: Final[tuple[FileOp, ...]] = get_args(FileOp)
+
+
+class FileEntry(TypedDict):
+    """One entry of a ``list`` file operation."""
+
+    name: str
+    size: int
+    is_dir: bool
+
+
+FileOpValue = str | bytes | int | bool | list[FileEntry] | None
+"""What ``execute_file_op`` returns: ``read`` → str (bytes with ``binary=True``); ``write`` and
+``append`` → bytes written; ``list`` → entries; ``exists`` → bool; ``delete`` → None."""
 
 _KERNEL_CODE: Final = """
 def _sandbox_file_op(op, root, rel, payload):
@@ -100,7 +113,7 @@ def file_op_code(op: str, path: str, content: str | bytes | None, root: str) -> 
     )
 
 
-def file_op_result(op: str, path: str, result: ExecutionResult, *, binary: bool) -> Any:
+def file_op_result(op: str, path: str, result: ExecutionResult, *, binary: bool) -> FileOpValue:
     """The operation's return value from the kernel's answer, or :class:`FileOperationError`."""
     if result.error is not None or not result.ok:
         error = result.error
@@ -108,14 +121,20 @@ def file_op_result(op: str, path: str, result: ExecutionResult, *, binary: bool)
         raise FileOperationError(
             f"{op} {path!r} failed in the kernel: {detail}", ename=error.ename if error else ""
         )
-    answer: dict[str, Any] = json.loads(result.stdout)
+    if result.truncated:
+        raise FileOperationError(
+            f"{op} {path!r}: the kernel's answer exceeds max_output_bytes; "
+            "use download_from_kernel for large files"
+        )
+    answer = json.loads(result.stdout)
     if op == "read":
         data = base64.b64decode(answer["content"])
         return data if binary else data.decode("utf-8")
     if op in ("write", "append"):
-        return answer["bytes"]
+        return int(answer["bytes"])
     if op == "list":
-        return answer["entries"]
+        entries: list[FileEntry] = answer["entries"]
+        return entries
     if op == "exists":
-        return answer["exists"]
+        return bool(answer["exists"])
     return None

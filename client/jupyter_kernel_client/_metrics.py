@@ -1,4 +1,4 @@
-"""Prometheus instrumentation, shared by the sync session, the async session and the pool.
+"""Prometheus instrumentation, shared by the sync session, the async session and the pools.
 
 Metrics live once per registry (registering a name twice in one registry is an error), so
 every session given the same registry reports into the same families.
@@ -110,33 +110,15 @@ def _failure_status(error: BaseException) -> str:
 
 
 class PrometheusGatewayKernelSession(GatewayKernelSession):
-    """:class:`GatewayKernelSession` reporting Prometheus metrics into ``registry``.
+    """``GatewayKernelSession(..., metrics=KernelMetrics.for_registry(registry))``, under the
+    seed's name; any other argument is :class:`GatewayKernelSession`'s.
 
-    The same instrumentation works for the async session and the pool: pass
-    ``metrics=KernelMetrics.for_registry(registry)`` to them.
+    Any session (sync or async) and both pools take ``metrics=`` directly, combinable with
+    ``files=``.
     """
 
     def __init__(
-        self,
-        gateway_http: str,
-        gateway_ws: str,
-        kernel_name: str,
-        launch_env: dict[str, str] | None = None,
-        startup_timeout: float = 30,
-        max_retries: int = 3,
-        retry_delay: float = 1.0,
-        *,
-        registry: CollectorRegistry | None = None,
-        **kwargs: Any,
+        self, *args: Any, registry: CollectorRegistry | None = None, **kwargs: Any
     ) -> None:
         kwargs.setdefault("metrics", KernelMetrics.for_registry(registry))
-        super().__init__(
-            gateway_http,
-            gateway_ws,
-            kernel_name,
-            launch_env,
-            startup_timeout,
-            max_retries,
-            retry_delay,
-            **kwargs,
-        )
+        super().__init__(*args, **kwargs)

@@ -6,28 +6,29 @@ execution is over when the kernel reported ``idle`` for it *and* its ``execute_r
 assembling the result, retry policy and mapping gateway answers to exceptions.
 
 The sessions only move bytes.  A conversation with the kernel is a generator (a *flow*) that
-yields actions (:class:`Send`, :class:`Receive`, :class:`Interrupt`, :class:`CheckKernel`); the
-sync session performs them with blocking calls and the async session with ``await``, sending each
-action's outcome back into the generator.  This is the shape of httpx's auth flows.
+yields actions (:class:`Http`, :class:`Connect`, :class:`Send`, :class:`Receive`, :class:`Sleep`);
+:func:`run_flow` drives a flow with a blocking ``perform(action)`` and :func:`run_flow_async` with
+an awaitable one, sending each action's outcome back into the generator.  This is the shape of
+httpx's auth flows.
 """
 
 from __future__ import annotations
 
-import getpass
 import itertools
 import json
-import os
 import struct
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Final
 from urllib.parse import quote
 
+from ._config import GatewayConfig
 from ._exceptions import (
+    ConnectionLostError,
     ExecutionTimeoutError,
     GatewayError,
     GatewayRefusedError,
@@ -47,6 +48,8 @@ INTERRUPT_GRACE: Final = 5.0
 MAX_RETRY_DELAY: Final = 30.0
 KERNEL_INFO_RESEND: Final = 0.5
 """Seconds before an unanswered kernel_info_request is first re-sent (then doubling)."""
+LOST_CHECK_TIMEOUT: Final = 5.0
+"""Limit of the REST question "is the kernel still there?" asked when its websocket closed."""
 
 Message = dict[str, Any]
 OutputCallback = Callable[[OutputEvent], None]
@@ -59,13 +62,14 @@ OutputCallback = Callable[[OutputEvent], None]
 class Http:
     """Make an HTTP request to the gateway; outcome: a :class:`Response`.
 
-    A connection failure is thrown into the flow as :class:`TransportError`.
+    A connection failure is thrown into the flow as :class:`TransportError`.  ``timeout=None``
+    means the performer's default (``GatewayConfig.request_timeout``).
     """
 
     method: str
     url: str
     body: dict[str, Any] | None = None
-    timeout: float = 30.0
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,66 @@ CLOSED: Final = _Closed()
 
 Action = Http | Connect | Send | Receive | Sleep
 Flow = Generator[Action, Any, Any]
+
+
+# --- running a flow ----------------------------------------------------------------------------
+
+
+class _Stepper:
+    """Advances a flow: the one place that sends outcomes and throws failures into it."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+        self._outcome: Any = None
+        self._failure: TransportError | None = None
+        self.value: Any = None
+
+    def next_action(self) -> Action | None:
+        """The flow's next action, or ``None`` once it returned (its value in :attr:`value`)."""
+        failure, self._failure = self._failure, None
+        try:
+            return self._flow.throw(failure) if failure else self._flow.send(self._outcome)
+        except StopIteration as stop:
+            self.value = stop.value
+            return None
+
+    def performed(self, outcome: Any) -> None:
+        self._outcome = outcome
+
+    def failed(self, failure: TransportError) -> None:
+        """The action failed at the transport: the flow decides (retry, raise, …)."""
+        self._outcome, self._failure = None, failure
+
+
+def run_flow(flow: Flow, perform: Callable[[Action], Any]) -> Any:
+    """Run ``flow`` to its end with a blocking ``perform(action) -> outcome``; return its value.
+
+    ``perform`` raises :class:`TransportError` for a failed action; it is thrown into the flow.
+    """
+    stepper = _Stepper(flow)
+    try:
+        while (action := stepper.next_action()) is not None:
+            try:
+                stepper.performed(perform(action))
+            except TransportError as exc:
+                stepper.failed(exc)
+    finally:
+        flow.close()
+    return stepper.value
+
+
+async def run_flow_async(flow: Flow, perform: Callable[[Action], Awaitable[Any]]) -> Any:
+    """:func:`run_flow` with an awaitable ``perform``."""
+    stepper = _Stepper(flow)
+    try:
+        while (action := stepper.next_action()) is not None:
+            try:
+                stepper.performed(await perform(action))
+            except TransportError as exc:
+                stepper.failed(exc)
+    finally:
+        flow.close()
+    return stepper.value
 
 
 # --- messages --------------------------------------------------------------------------------
@@ -295,6 +359,7 @@ class ExecutionCollector:
         reply_type: str = "execute_reply",
         wait_for_idle: bool = True,
         on_output: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.msg_id = msg_id
         self.msg_ids = {msg_id}
@@ -302,8 +367,12 @@ class ExecutionCollector:
         self.reply_type = reply_type
         self.reply: Message | None = None
         self.outputs: list[OutputEvent] = []
+        self.truncated = False
+        """Whether output past ``max_output_bytes`` was dropped."""
         self._idle = not wait_for_idle
         self._on_output = on_output
+        self._limit = max_output_bytes
+        self._kept = 0
         self._clear_pending = False
         self._started = time.monotonic()
 
@@ -326,19 +395,37 @@ class ExecutionCollector:
             if content.get("wait"):
                 self._clear_pending = True
             else:
-                self.outputs.clear()
+                self._clear()
         else:
             event = _output_event(msg_type, content)
             if event is not None:
                 self._emit(event)
 
+    def _clear(self) -> None:
+        self.outputs.clear()
+        self._kept = 0
+
     def _emit(self, event: OutputEvent) -> None:
+        """Keep ``event`` within the output budget; the callback sees every event."""
         if self._clear_pending:
-            self.outputs.clear()
+            self._clear()
             self._clear_pending = False
-        self.outputs.append(event)
+        self._keep(event)
         if self._on_output is not None:
             self._on_output(event)
+
+    def _keep(self, event: OutputEvent) -> None:
+        size = _output_size(event)
+        if self._limit is None or self._kept + size <= self._limit:
+            self._kept += size
+            self.outputs.append(event)
+            return
+        # Past the budget: keep what fits of a text, then nothing more (no holes in the middle).
+        room = self._limit - self._kept
+        if room > 0 and event.text:
+            self.outputs.append(replace(event, text=event.text[:room]))
+        self._kept = self._limit
+        self.truncated = True
 
     def result(self) -> ExecutionResult:
         reply = self.reply or {}
@@ -357,7 +444,21 @@ class ExecutionCollector:
             outputs=outputs,
             execution_count=reply.get("execution_count"),
             duration=time.monotonic() - self._started,
+            truncated=self.truncated,
         )
+
+
+def _output_size(event: OutputEvent) -> int:
+    """What an output costs against ``max_output_bytes``: characters of its text, traceback
+    and MIME values (bytes, for ASCII)."""
+    if event.error is not None:
+        error = event.error
+        return len(error.ename) + len(error.evalue) + sum(len(line) for line in error.traceback)
+    data = sum(
+        len(value) if isinstance(value, (str, bytes)) else len(json.dumps(value, default=str))
+        for value in event.data.values()
+    )
+    return len(event.text) + data
 
 
 def _output_event(msg_type: str | None, content: dict[str, Any]) -> OutputEvent | None:
@@ -393,19 +494,12 @@ class KernelRef:
     session_id: str
 
 
-def start_flow(
-    gateway_http: str,
-    kernel_name: str,
-    launch_env: dict[str, str] | None,
-    *,
-    startup_timeout: float,
-    max_retries: int,
-    retry_delay: float,
-) -> Flow:
+def start_flow(config: GatewayConfig) -> Flow:
     """Ask the gateway for a kernel; retry connection failures and 5xx; return its id."""
-    body = start_kernel_body(kernel_name, launch_env)
-    request = Http("POST", kernels_url(gateway_http), body, timeout=startup_timeout)
-    delays = retry_delays(max_retries, retry_delay)
+    request = Http(
+        "POST", kernels_url(config.gateway_http), start_kernel_body(config), config.startup_timeout
+    )
+    delays = retry_delays(config.max_retries, config.retry_delay)
     while True:
         try:
             response = yield request
@@ -417,8 +511,8 @@ def start_flow(
             failure = error_for_status(response.status, response.text, "start a kernel")
             if isinstance(failure, KernelLimitError):
                 raise failure  # even as a 429: backing off for seconds frees no kernel
-            specs = yield from _get_or_none(kernelspecs_url(gateway_http))
-            unknown = specs and unknown_kernel_name(kernel_name, specs.text, response.status)
+            specs = yield from _get_or_none(kernelspecs_url(config.gateway_http))
+            unknown = specs and unknown_kernel_name(config.kernel_name, specs.text, response.status)
             if unknown:
                 raise unknown
             if not is_retryable_status(response.status):
@@ -429,21 +523,22 @@ def start_flow(
         yield Sleep(delay)
 
 
-def connect_flow(
-    ref: KernelRef, *, username: str, startup_timeout: float, max_retries: int, retry_delay: float
-) -> Flow:
+def connect_flow(ref: KernelRef, config: GatewayConfig) -> Flow:
     """Open the kernel's websocket and wait until the kernel answers a ``kernel_info_request``.
 
-    Returns the connection's :class:`Codec` and the kernel_info reply.
+    Returns the connection's :class:`Codec` and the kernel_info reply.  Used to connect after a
+    start and to reconnect after the connection dropped.
 
     A refused connection, or one the gateway closes while the kernel is still starting (it
-    does so when its own kernel_info wait expires), is retried with backoff.  An unanswered
+    does so when its own kernel_info wait expires), is retried with backoff; a kernel the
+    gateway no longer has is :class:`KernelDiedError` at once.  An unanswered
     ``kernel_info_request`` is re-sent at growing intervals: jupyter_server 1.x (Enterprise
     Gateway 3.3) swallows shell replies that arrive while it is still "nudging" a new
     connection, so the first request's reply can be lost on a busy gateway.
     """
     url = channels_url(ref.gateway_ws, ref.kernel_id, ref.session_id)
-    delays = retry_delays(max_retries, retry_delay)
+    username, startup_timeout = config.username, config.startup_timeout
+    delays = retry_delays(config.max_retries, config.retry_delay)
     deadline = time.monotonic() + startup_timeout
     while True:
         try:
@@ -466,7 +561,7 @@ def connect_flow(
             return codec, collector.reply
         except TransportError:
             if (yield from _kernel_gone(ref)):
-                raise KernelDiedError("the kernel died while it was starting") from None
+                raise KernelDiedError("the kernel is gone from the gateway") from None
             delay = next(delays, None)
             if delay is None:
                 raise
@@ -499,19 +594,19 @@ def interrupt_flow(ref: KernelRef) -> Flow:
         raise error_for_status(response.status, response.text, "interrupt the kernel")
 
 
-def kernel_state_flow(ref: KernelRef) -> Flow:
+def kernel_state_flow(ref: KernelRef, timeout: float | None = None) -> Flow:
     """The kernel's ``execution_state`` on the gateway, or ``None`` if the gateway lost it."""
-    model = yield from kernel_model_flow(ref.gateway_http, ref.kernel_id)
+    model = yield from kernel_model_flow(ref.gateway_http, ref.kernel_id, timeout)
     if model is None:
         return None
     return str(model.get("execution_state", "unknown"))
 
 
-def kernel_model_flow(gateway_http: str, kernel_id: str) -> Flow:
+def kernel_model_flow(gateway_http: str, kernel_id: str, timeout: float | None = None) -> Flow:
     """The gateway's model of one kernel (``id``, ``name``, ``execution_state``,
     ``last_activity``, ``connections``), ``{}`` if unreadable, or ``None`` if there is no such
     kernel."""
-    response = yield from _get_or_none(kernels_url(gateway_http, kernel_id))
+    response = yield from _get_or_none(kernels_url(gateway_http, kernel_id), timeout)
     if response is None:
         return None
     try:
@@ -542,8 +637,8 @@ def shutdown_flow(ref: KernelRef) -> Flow:
         raise error_for_status(response.status, response.text, "shut the kernel down")
 
 
-def _get_or_none(url: str) -> Flow:
-    response = yield Http("GET", url)
+def _get_or_none(url: str, timeout: float | None = None) -> Flow:
+    response = yield Http("GET", url, timeout=timeout)
     if response.status == 404:
         return None
     if response.status >= 300:
@@ -554,7 +649,7 @@ def _get_or_none(url: str) -> Flow:
 def _kernel_gone(ref: KernelRef) -> Flow:
     """Whether the gateway says the kernel is gone; ``False`` if it cannot tell right now."""
     try:
-        state = yield from kernel_state_flow(ref)
+        state = yield from kernel_state_flow(ref, LOST_CHECK_TIMEOUT)
     except (TransportError, GatewayError):
         return False
     return state is None or state == "dead"
@@ -569,44 +664,35 @@ def _receive_one(ref: KernelRef, collector: ExecutionCollector, timeout: float) 
             raise KernelDiedError("the kernel is gone from the gateway")
         return
     if message is CLOSED:
-        state = yield from kernel_state_flow(ref)
-        if state is None or state == "dead":
+        if (yield from _kernel_gone(ref)):
             raise KernelDiedError("the kernel died and the gateway closed its connection")
-        raise TransportError("the gateway closed the kernel's websocket")
+        raise ConnectionLostError(
+            "the connection to the kernel was lost during the request; "
+            "the session reconnects on its next use"
+        )
     lost = kernel_lost(message)
     if lost is not None:
         raise KernelDiedError(f"the kernel died during the request (gateway reported {lost!r})")
     collector.feed(message)
 
 
+def oversized_message(limit: int, size: int | None = None) -> TransportError:
+    """The error for a kernel message above ``max_message_bytes`` (refused unread)."""
+    of = f" of {size} bytes" if size is not None else ""
+    return TransportError(
+        f"the kernel sent a message{of}, more than max_message_bytes ({limit}); it was refused "
+        "unread and the connection closed; the session reconnects on its next use"
+    )
+
+
 # --- gateway REST --------------------------------------------------------------------------
 
 
-def kernel_username(launch_env: dict[str, str] | None) -> str:
-    """The user the kernel is started for (``KERNEL_USERNAME``).
-
-    Enterprise Gateway refuses kernels for unauthorised users, ``root`` by default, and falls
-    back to its own process user when the request names none.  Containers run kernels as the
-    unprivileged ``jovyan``, so that is the identity used when the caller is root.
-    """
-    if launch_env and launch_env.get("KERNEL_USERNAME"):
-        return launch_env["KERNEL_USERNAME"]
-    if os.environ.get("KERNEL_USERNAME"):
-        return os.environ["KERNEL_USERNAME"]
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = ""
-    return user if user and user != "root" else "jovyan"
-
-
-def start_kernel_body(kernel_name: str, launch_env: dict[str, str] | None) -> dict[str, Any]:
-    env = dict(launch_env or {})
-    env["KERNEL_USERNAME"] = kernel_username(launch_env)
-    for key, value in env.items():
-        if not isinstance(value, str):
-            raise TypeError(f"launch_env[{key!r}] must be a string, not {type(value).__name__}")
-    return {"name": kernel_name, "env": env}
+def start_kernel_body(config: GatewayConfig) -> dict[str, Any]:
+    """The body of ``POST /api/kernels``: the kernel name and its environment, with
+    ``KERNEL_USERNAME`` always set."""
+    env: Mapping[str, str] = config.launch_env
+    return {"name": config.kernel_name, "env": {**env, "KERNEL_USERNAME": config.username}}
 
 
 def kernels_url(gateway_http: str, kernel_id: str | None = None, action: str = "") -> str:

@@ -62,6 +62,9 @@ class ExecutionResult:
     execution_count: int | None
     duration: float
     """Seconds from sending the request to the kernel going idle."""
+    truncated: bool = False
+    """Whether output past ``max_output_bytes`` was dropped (``outputs`` holds what came
+    before; a streaming callback still saw everything)."""
 
     @property
     def ok(self) -> bool:
@@ -111,4 +114,7 @@ class ExecutionResult:
         return self
 
     def __str__(self) -> str:
-        return "".join(o.render() for o in self.outputs).rstrip("\n")
+        text = "".join(o.render() for o in self.outputs).rstrip("\n")
+        if self.truncated:
+            text += "\n[output truncated: more than max_output_bytes; the rest was dropped]"
+        return text

@@ -4,42 +4,65 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
-import socket
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import requests
 import websocket
 
+from . import _files
 from . import _protocol as proto
-from ._base import Instrumentation, SessionBase, SessionState
-from ._exceptions import KernelClientError, TransportError
+from ._base import SessionBase, SessionState
+from ._exceptions import ConnectionLostError, KernelClientError, TransportError
+from ._fileops import FileOp, FileOpValue
+from ._files import Download, ProgressCallback, Upload
+from ._net import quickack
 from ._protocol import CLOSED, OutputCallback
 from ._result import ExecutionResult
 
 logger = logging.getLogger("jupyter_kernel_client")
 
+_DATA_OPCODES = frozenset(
+    {websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CONT}
+)
 
-def quickack(sock: socket.socket | None) -> None:
-    """Acknowledge received data now instead of after the 40 ms delayed-ACK timer.
 
-    A gateway that leaves Nagle's algorithm on holds each further small frame until the
-    previous one is acknowledged; without this, every round trip to such a gateway (stock
-    Enterprise Gateway 3.3 is one) costs ~40 ms.  Linux-only; the flag is not sticky, so it
-    is set after every receive.
-    """
-    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+class _TooLarge(websocket.WebSocketException):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes")
+        self.size, self.limit = size, limit
+
+
+class _BoundedFrames(websocket.frame_buffer):
+    """websocket-client's frame reader, refusing a message above ``limit`` from its header,
+    before a byte of its payload is read."""
+
+    def __init__(
+        self, recv: Callable[[int], bytes], limit: int, pending: Callable[[], int]
+    ) -> None:
+        super().__init__(recv, skip_utf8_validation=True)
+        self.limit = limit
+        self._pending = pending  # bytes of a fragmented message received so far
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        assert self.header is not None and self.length is not None
+        if self.header[4] in _DATA_OPCODES:
+            size = self.length + self._pending()
+            if size > self.limit:
+                raise _TooLarge(size, self.limit)
 
 
 class _Channel:
     """One kernel websocket, read by a background thread so that pings are always answered."""
 
-    def __init__(self, url: str, timeout: float, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, timeout: float, headers: dict[str, str], limit: int) -> None:
         try:
             self._ws = websocket.create_connection(
                 url,
@@ -51,18 +74,26 @@ class _Channel:
             )
         except (websocket.WebSocketException, OSError) as exc:
             raise TransportError(f"cannot open the kernel websocket {url}: {exc}") from exc
-        self._ws.settimeout(None)
-        self.subprotocol: str | None = self._ws.getsubprotocol()
+        ws = self._ws
+        ws.frame_buffer = _BoundedFrames(ws._recv, limit, self._fragments)
+        ws.settimeout(None)
+        self.subprotocol: str | None = ws.getsubprotocol()
         self._codec = proto.codec_for(self.subprotocol)
         self._frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Frames are only queued while an exchange is in progress; between exchanges they are
         # dropped so that traffic from other clients of the kernel cannot pile up.
         self.listening = False
+        self._open = True
         self._reader = threading.Thread(target=self._read, name="kernel-ws-reader", daemon=True)
         self._reader.start()
 
+    def _fragments(self) -> int:
+        pending = self._ws.cont_frame.cont_data
+        return len(pending[1]) if pending else 0
+
     def _read(self) -> None:
         sock, decode = self._ws.sock, self._codec.decode
+        failure: TransportError | None = None
         try:
             while True:
                 # A list, so that pop() hands the decoder the frame's only reference.
@@ -78,11 +109,18 @@ class _Channel:
                 try:
                     self._frames.put(decode(received.pop()))
                 except (ValueError, KeyError, TypeError) as exc:
-                    self._frames.put(TransportError(f"malformed kernel message: {exc}"))
+                    failure = TransportError(f"malformed kernel message: {exc}")
                     break
+        except _TooLarge as exc:
+            failure = proto.oversized_message(exc.limit, exc.size)
         except (websocket.WebSocketException, OSError, AttributeError):
             pass  # connection gone: reported to the waiting exchange as CLOSED
         finally:
+            # Closed before anyone hears of it, so that the next request reconnects.
+            self._open = False
+            if failure is not None:
+                self._ws.shutdown()  # type: ignore[no-untyped-call]  # cannot go on mid-stream
+                self._frames.put(failure)
             self._frames.put(CLOSED)
 
     def send(self, frame: str | bytes) -> None:
@@ -92,7 +130,7 @@ class _Channel:
             else:
                 self._ws.send_text(frame)
         except (websocket.WebSocketException, OSError) as exc:
-            raise TransportError(f"cannot send to the kernel websocket: {exc}") from exc
+            raise ConnectionLostError(f"cannot send to the kernel websocket: {exc}") from exc
 
     def receive(self, timeout: float) -> Any:
         try:
@@ -118,7 +156,7 @@ class _Channel:
 
     @property
     def alive(self) -> bool:
-        return self._reader.is_alive()
+        return self._open
 
     def close(self) -> None:
         with contextlib.suppress(websocket.WebSocketException, OSError):
@@ -130,37 +168,13 @@ class _Channel:
 class GatewayKernelSession(SessionBase):
     """A kernel on a Jupyter Enterprise Gateway, used synchronously.
 
-    ``with GatewayKernelSession(http_url, ws_url, "python3") as s: s.execute("2 + 2")``
+    ``with GatewayKernelSession(http_url, ws_url, "python3") as s: s.execute("2 + 2")``, or
+    ``GatewayKernelSession(config, files=..., metrics=...)`` (see :class:`SessionBase`).
     """
 
-    def __init__(
-        self,
-        gateway_http: str,
-        gateway_ws: str,
-        kernel_name: str,
-        launch_env: dict[str, str] | None = None,
-        startup_timeout: float = 30,
-        max_retries: int = 3,
-        retry_delay: float = 1.0,
-        *,
-        kernel_id: str | None = None,
-        metrics: Instrumentation | None = None,
-        gateway_token: str | None = None,
-    ) -> None:
-        super().__init__(
-            gateway_http,
-            gateway_ws,
-            kernel_name,
-            launch_env,
-            startup_timeout,
-            max_retries,
-            retry_delay,
-            kernel_id=kernel_id,
-            metrics=metrics,
-            gateway_token=gateway_token,
-        )
+    def _init_io(self) -> None:
         self._http = requests.Session()
-        self._http.headers.update(self._headers)
+        self._http.headers.update(self.config.headers)
         self._channel: _Channel | None = None
         self._lock = threading.RLock()
 
@@ -231,7 +245,8 @@ class GatewayKernelSession(SessionBase):
 
         On timeout the kernel is interrupted and :class:`ExecutionTimeoutError` is raised; the
         session stays usable.  An exception in the code does not raise: see
-        :meth:`ExecutionResult.raise_for_error`.
+        :meth:`ExecutionResult.raise_for_error`.  If the connection drops meanwhile,
+        :class:`ConnectionLostError` is raised and the next call reconnects.
         """
         with self._lock:
             flow = self._execute_flow(code, timeout, on_output)
@@ -244,14 +259,61 @@ class GatewayKernelSession(SessionBase):
 
     def is_alive(self) -> bool:
         """Whether the gateway still has the kernel and it is not dead."""
-        if self._state is not SessionState.STARTED or self._ref is None:
-            return False
-        if self._channel is None or not self._channel.alive:
-            return False
-        state = self._run(proto.kernel_state_flow(self._ref), listen=False)
-        return state is not None and state != "dead"
+        return bool(self._run(self._alive_flow(), listen=False))
+
+    # --- files (``files=``) ---------------------------------------------------------------
+
+    def execute_file_op(
+        self,
+        op: FileOp,
+        path: str,
+        content: str | bytes | None = None,
+        *,
+        binary: bool = False,
+        timeout: float = 60,
+    ) -> FileOpValue:
+        """Perform ``op`` on ``path`` (relative to the shared volume) inside the kernel.
+
+        ``write``/``append`` take ``content`` (str or bytes) and return the bytes written;
+        ``read`` returns str (bytes with ``binary=True``); ``list`` returns entries (name,
+        size, is_dir); ``exists`` returns a bool; ``delete`` returns None.
+        """
+        with self._lock:
+            value: FileOpValue = self._run(self._file_op_flow(op, path, content, binary, timeout))
+            return value
+
+    def upload_to_kernel(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        show_progress: bool = False,
+    ) -> str:
+        """Upload a local file (streamed); return the path under which the kernel sees it."""
+        self._require_open()
+        files = self._require_files()
+        plan = Upload.plan(files, local_path, remote_path)
+        return _files.upload(self._http, files, plan, progress, show_progress)
+
+    def download_from_kernel(
+        self,
+        remote_path: str,
+        local_path: str | os.PathLike[str] | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        show_progress: bool = False,
+    ) -> Path:
+        """Download a file of the shared volume (streamed, written atomically); return its path."""
+        self._require_open()
+        files = self._require_files()
+        plan = Download.plan(files, remote_path, local_path)
+        return _files.download(self._http, files, plan, progress, show_progress)
 
     # --- the I/O of the protocol core's actions ---------------------------------------------
+
+    def _connected(self) -> bool:
+        return self._channel is not None and self._channel.alive
 
     def _run(self, flow: proto.Flow, *, listen: bool = True) -> Any:
         """Perform ``flow``'s actions until it returns.
@@ -260,23 +322,12 @@ class GatewayKernelSession(SessionBase):
         its duration; REST-only flows (interrupt, state, shutdown) leave them alone, so they
         can run beside an execute in progress.
         """
-        outcome: Any = None
-        failure: TransportError | None = None
         channel = self._channel if listen else None
         if channel is not None:
             channel.drain()
             channel.listening = True
         try:
-            while True:
-                try:
-                    action = flow.throw(failure) if failure else flow.send(outcome)
-                except StopIteration as stop:
-                    return stop.value
-                outcome, failure = None, None
-                try:
-                    outcome = self._perform(action)
-                except TransportError as exc:
-                    failure = exc
+            return proto.run_flow(flow, self._perform)
         finally:
             if listen and self._channel is not None:
                 self._channel.listening = False
@@ -288,25 +339,37 @@ class GatewayKernelSession(SessionBase):
             return self._channel.receive(action.timeout)
         if isinstance(action, proto.Send):
             if self._channel is None:
-                raise TransportError("the kernel websocket is not open")
+                raise ConnectionLostError("the kernel websocket is not open")
             self._channel.send(action.frame)
             return None
-        if isinstance(action, proto.Http):
-            try:
-                response = self._http.request(
-                    action.method, action.url, json=action.body, timeout=action.timeout
-                )
-            except requests.RequestException as exc:
-                raise TransportError(f"{action.method} {action.url} failed: {exc}") from exc
-            return proto.Response(response.status_code, response.text)
         if isinstance(action, proto.Connect):
             if self._channel is not None:
                 self._channel.close()
             self._channel = None
-            self._channel = _Channel(action.url, action.timeout, self._headers)
+            self._channel = _Channel(
+                action.url, action.timeout, self.config.headers, self.config.message_limit
+            )
             self._channel.listening = True
             return self._channel.subprotocol
-        if isinstance(action, proto.Sleep):
-            time.sleep(action.seconds)
-            return None
-        raise AssertionError(f"unknown action {action!r}")
+        return perform_rest(self._http, action, self.config.request_timeout)
+
+
+def perform_rest(
+    http: requests.Session, action: proto.Action, request_timeout: float
+) -> proto.Response | None:
+    """Perform one REST action (:class:`~proto.Http` or :class:`~proto.Sleep`) with ``http``.
+
+    Connection failures and timeouts become :class:`TransportError`, which the runner throws
+    back into the flow (the core decides whether to retry).
+    """
+    if isinstance(action, proto.Sleep):
+        time.sleep(action.seconds)
+        return None
+    if not isinstance(action, proto.Http):
+        raise TypeError(f"a REST performer cannot perform {type(action).__name__} actions")
+    timeout = request_timeout if action.timeout is None else action.timeout
+    try:
+        response = http.request(action.method, action.url, json=action.body, timeout=timeout)
+    except requests.RequestException as exc:
+        raise TransportError(f"{action.method} {action.url} failed: {exc}") from exc
+    return proto.Response(response.status_code, response.text)

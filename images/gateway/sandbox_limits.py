@@ -131,17 +131,16 @@ class LimitSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], meminfo: str = MEMINFO) -> LimitSettings:
+        # Checked whether or not it sizes the default: a bad value is refused at start-up.
+        memory_text = env.get("SANDBOX_KERNEL_MEMORY", "").strip() or DEFAULT_KERNEL_MEMORY
+        try:
+            kernel_memory = parse_size(memory_text)
+        except SettingsError as exc:
+            raise SettingsError(f"SANDBOX_KERNEL_MEMORY: {exc}") from None
+        if kernel_memory < MIN_KERNEL_MEMORY:
+            raise SettingsError(f"SANDBOX_KERNEL_MEMORY must be at least 64m, got {memory_text!r}")
         max_kernels = _positive_int(env, "SANDBOX_MAX_KERNELS")
         if max_kernels is None:
-            memory_text = env.get("SANDBOX_KERNEL_MEMORY", "").strip() or DEFAULT_KERNEL_MEMORY
-            try:
-                kernel_memory = parse_size(memory_text)
-            except SettingsError as exc:
-                raise SettingsError(f"SANDBOX_KERNEL_MEMORY: {exc}") from None
-            if kernel_memory < MIN_KERNEL_MEMORY:
-                raise SettingsError(
-                    f"SANDBOX_KERNEL_MEMORY must be at least 64m, got {memory_text!r}"
-                )
             host = host_memory_bytes(meminfo)
             max_kernels = max(1, math.floor(host * HOST_MEMORY_FRACTION / kernel_memory))
         per_user = _positive_int(env, "SANDBOX_MAX_KERNELS_PER_USER") or max_kernels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -9,11 +10,30 @@ import time
 import pytest
 import requests
 
-from jupyter_kernel_client import GatewayKernelSession, KernelClientError, KernelDiedError
+from jupyter_kernel_client import (
+    AsyncGatewayKernelSession,
+    ConnectionLostError,
+    GatewayConfig,
+    GatewayKernelSession,
+    KernelClientError,
+    KernelDiedError,
+)
 
 from .conftest import Stack, docker
 
 pytestmark = pytest.mark.integration
+
+
+def _wait_for_gateway(stack: Stack, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{stack.gateway_http}/api/kernels", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the gateway did not come back within {timeout} s")
 
 
 def test_memory_bomb_kills_only_that_kernel(stack: Stack) -> None:
@@ -50,14 +70,7 @@ def test_killed_kernel_container_is_reported(stack: Stack) -> None:
 def test_gateway_restart_recovers_and_starts_new_kernels(stack: Stack) -> None:
     gateway = stack.container("gateway")
     docker("restart", gateway, timeout=120)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{stack.gateway_http}/api/kernelspecs", timeout=2).ok:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
+    _wait_for_gateway(stack)
     with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "python3") as session:
         assert str(session.execute("6 * 7")) == "42"
 
@@ -90,5 +103,69 @@ def test_gateway_crash_keeps_track_of_running_kernels(stack: Stack) -> None:
     finally:
         # The first session's websocket died with the gateway; remove the kernel directly.
         requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", timeout=30)
+        with contextlib.suppress(KernelClientError):
+            session.close()
+
+
+# --- reconnect: the same session object across a gateway restart ----------------------------------
+
+
+def _kill_and_restart_gateway(stack: Stack) -> None:
+    gateway = stack.container("gateway")
+    docker("kill", gateway)
+    docker("start", gateway)
+    _wait_for_gateway(stack)
+
+
+def _reconnecting(stack: Stack) -> GatewayConfig:
+    # Enough backoff to ride out the gateway's restart on a slow machine.
+    return GatewayConfig(stack.gateway_http, stack.gateway_ws, max_retries=8, retry_delay=1.0)
+
+
+def test_session_reconnects_to_its_kernel_after_a_gateway_restart(stack: Stack) -> None:
+    """The gateway re-adopts its kernels (session persistence); the session carries on."""
+    with GatewayKernelSession(_reconnecting(stack)) as session:
+        session.execute("remembered = 41").raise_for_error()
+        kernel_id = session.kernel_id
+        killer = threading.Timer(1.0, docker, args=("kill", stack.container("gateway")))
+        killer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(ConnectionLostError):
+                session.execute("import time; time.sleep(20)", timeout=60)
+        finally:
+            killer.join()
+        assert time.monotonic() - started < 15  # reported promptly, not after the sleep
+        docker("start", stack.container("gateway"))
+        _wait_for_gateway(stack)
+        assert str(session.execute("remembered + 1", timeout=60)) == "42"
+        assert session.kernel_id == kernel_id
+
+
+def test_async_session_reconnects_to_its_kernel_after_a_gateway_restart(stack: Stack) -> None:
+    async def main() -> str:
+        async with AsyncGatewayKernelSession(_reconnecting(stack)) as session:
+            await session.execute("remembered = 41")
+            await asyncio.to_thread(_kill_and_restart_gateway, stack)
+            return str(await session.execute("remembered + 1", timeout=60))
+
+    assert asyncio.run(main()) == "42"
+
+
+def test_kernel_gone_across_a_gateway_restart_is_kernel_died(stack: Stack) -> None:
+    session = GatewayKernelSession(_reconnecting(stack)).start()
+    try:
+        session.execute("x = 1").raise_for_error()
+        kernel = stack.kernel_container(session.kernel_id)["Id"]
+        gateway = stack.container("gateway")
+        docker("kill", gateway)
+        docker("kill", kernel)  # the kernel dies while nobody watches
+        docker("start", gateway)
+        _wait_for_gateway(stack)
+        started = time.monotonic()
+        with pytest.raises(KernelDiedError):
+            session.execute("x", timeout=60)
+        assert time.monotonic() - started < 60
+    finally:
         with contextlib.suppress(KernelClientError):
             session.close()

@@ -86,5 +86,4 @@ async def test_interrupt_while_executing_ends_the_execute(gateway: Gateway) -> N
         await session.interrupt()
         result = await running
         assert result.error is not None and result.error.ename == "KeyboardInterrupt"
-        assert session._channel is not None
-        assert session._channel.subprotocol == "v1.kernel.websocket.jupyter.org"
+        assert session.subprotocol == "v1.kernel.websocket.jupyter.org"

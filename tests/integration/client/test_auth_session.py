@@ -136,7 +136,14 @@ def test_file_server_errors_are_clear_and_leave_nothing_behind(
         session.upload_to_kernel(big, "too/big.bin")
     assert not (shared.root / "too" / "big.bin").exists()
 
-    session._files.headers["Authorization"] = "Bearer wrong"
+    wrong = AuthenticatedKernelSession(
+        session.gateway_http,
+        session.gateway_ws,
+        "python3",
+        file_server_url=shared.base_url,
+        auth_token="wrong",
+    )
     with pytest.raises(FileServerAuthError) as info:
-        session.upload_to_kernel(big.with_name("big.bin"), "x.bin")
+        wrong.upload_to_kernel(big, "x.bin")
     assert info.value.status_code == 401
+    assert not (shared.root / "x.bin").exists()

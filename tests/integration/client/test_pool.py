@@ -63,8 +63,9 @@ def test_kernel_dying_in_use_is_discarded_and_replaced(gateway: Gateway) -> None
 
 def test_close_shuts_down_every_kernel_idle_or_in_use(gateway: Gateway) -> None:
     pool = KernelSessionPool(gateway.http, gateway.ws, size=2, health_check_interval=None).start()
-    in_use = pool.acquire()
-    ids = {in_use.kernel_id, *(s.kernel_id for s in list(pool._idle))}
+    in_use, idle = pool.acquire(), pool.acquire()
+    pool.release(idle)
+    assert pool.stats == {"idle": 1, "in_use": 1, "total": 2}
     pool.close()
-    assert ids.isdisjoint(k["id"] for k in gateway.kernels())
-    assert in_use.closed
+    assert {in_use.kernel_id, idle.kernel_id}.isdisjoint(k["id"] for k in gateway.kernels())
+    assert in_use.closed and idle.closed

@@ -213,5 +213,4 @@ def test_interrupt_from_another_thread_ends_the_running_execute(
 
 def test_websocket_speaks_the_v1_kernel_protocol(session: GatewayKernelSession) -> None:
     # The gateway forwards kernel frames untouched in v1; the legacy JSON form re-encodes them.
-    assert session._channel is not None
-    assert session._channel.subprotocol == "v1.kernel.websocket.jupyter.org"
+    assert session.subprotocol == "v1.kernel.websocket.jupyter.org"

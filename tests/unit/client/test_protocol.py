@@ -10,18 +10,23 @@ from typing import Any
 import pytest
 
 from jupyter_kernel_client import (
+    ConnectionLostError,
     ExecutionError,
     ExecutionTimeoutError,
+    GatewayConfig,
     GatewayError,
     GatewayRefusedError,
     KernelDiedError,
     KernelLimitError,
+    OutputEvent,
     TransportError,
     UnknownKernelNameError,
 )
-from jupyter_kernel_client import _protocol as proto
+from jupyter_kernel_client import _protocol as tuning  # timing constants, shortened by tests
+from jupyter_kernel_client import protocol as proto
 
 REF = proto.KernelRef("http://gw", "ws://gw", "k-1", "sess")
+CONFIG = GatewayConfig("http://gw", startup_timeout=30, max_retries=3, retry_delay=1.0)
 
 
 def msg(parent: str, msg_type: str, content: dict[str, Any], channel: str = "iopub") -> str:
@@ -53,20 +58,14 @@ class Script:
         self.actions: list[Any] = []
 
     def run(self, flow: proto.Flow) -> Any:
-        outcome: Any = None
-        failure: Exception | None = None
-        while True:
-            try:
-                action = flow.throw(failure) if failure else flow.send(outcome)
-            except StopIteration as stop:
-                return stop.value
-            self.actions.append(action)
-            outcome, failure = None, None
-            result = self.perform(action)
-            if isinstance(result, Exception):
-                failure = result
-            else:
-                outcome = result
+        return proto.run_flow(flow, self.recorded)
+
+    def recorded(self, action: proto.Action) -> Any:
+        self.actions.append(action)
+        result = self.perform(action)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def perform(self, action: proto.Action) -> Any:
         """The outcome of one action, or an exception to throw into the flow."""
@@ -129,7 +128,7 @@ def test_foreign_parent_ids_are_ignored() -> None:
 def test_missing_idle_means_not_done_and_times_out_with_interrupt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(proto, "INTERRUPT_GRACE", 0.05)
+    monkeypatch.setattr(tuning, "INTERRUPT_GRACE", 0.05)
     # Reply but never idle: the flow must keep waiting, then interrupt at the deadline.
     result_frames = [reply("MID")]
     with pytest.raises(ExecutionTimeoutError):
@@ -148,18 +147,28 @@ def test_kernel_restart_notice_raises_kernel_died() -> None:
         execute([status("MID", "busy"), status("", "restarting")])
 
 
-def test_closed_socket_with_kernel_gone_is_kernel_died_else_transport() -> None:
+@pytest.mark.parametrize(
+    ("gateway", "error"),
+    [
+        (lambda a: proto.Response(404, "{}"), KernelDiedError),
+        (lambda a: proto.Response(200, '{"execution_state":"dead"}'), KernelDiedError),
+        (lambda a: proto.Response(200, '{"execution_state":"busy"}'), ConnectionLostError),
+        (lambda a: TransportError("gateway restarting"), ConnectionLostError),
+        (lambda a: proto.Response(502, "{}"), ConnectionLostError),
+    ],
+)
+def test_closed_socket_is_kernel_died_if_the_kernel_is_gone_else_connection_lost(
+    gateway: Callable[[proto.Http], Any], error: type[Exception]
+) -> None:
     request = proto.execute_request("x", session_id="s", username="u")
-    gone = Script([proto.CLOSED], http=lambda a: proto.Response(404, "{}"))
-    with pytest.raises(KernelDiedError):
-        gone.run(
-            proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5)
+    script = Script([proto.CLOSED], http=gateway)
+    with pytest.raises(error):
+        script.run(
+            proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 60)
         )
-    alive = Script([proto.CLOSED], http=lambda a: proto.Response(200, '{"execution_state":"idle"}'))
-    with pytest.raises(TransportError):
-        alive.run(
-            proto.execute_flow(REF, proto.JSON_CODEC, request, proto.ExecutionCollector("m"), 5)
-        )
+    # One quick question to the gateway, not a wait for the execution's timeout.
+    (check,) = [a for a in script.actions if isinstance(a, proto.Http)]
+    assert check.method == "GET" and check.timeout is not None and check.timeout <= 5
 
 
 def test_silence_checks_the_kernel_and_reports_death() -> None:
@@ -184,7 +193,7 @@ def test_every_kind_of_output_is_assembled_in_order() -> None:
         reply("MID", status="error", execution_count=3, ename="E", evalue="v"),
         status("MID", "idle"),
     ]
-    events: list[proto.OutputEvent] = []
+    events: list[OutputEvent] = []
     result, _, _ = execute(frames, on_output=events.append)
     assert [e.kind for e in events] == ["stdout", "stderr", "display", "result", "error"]
     assert result.stdout == "out\n" and result.stderr == "err\n"
@@ -277,9 +286,7 @@ def test_execute_request_dedents_indented_blocks() -> None:
 
 def start(http: Callable[[proto.Http], Any], max_retries: int = 3) -> tuple[Any, Script]:
     script = Script([], http=http)
-    flow = proto.start_flow(
-        "http://gw", "python3", None, startup_timeout=5, max_retries=max_retries, retry_delay=1.0
-    )
+    flow = proto.start_flow(CONFIG.replace(startup_timeout=5, max_retries=max_retries))
     return script.run(flow), script
 
 
@@ -298,11 +305,7 @@ def test_start_retries_connection_errors_and_5xx_then_succeeds() -> None:
 def test_start_gives_up_after_max_retries() -> None:
     script = Script([], http=lambda a: TransportError("refused"))
     with pytest.raises(TransportError):
-        script.run(
-            proto.start_flow(
-                "http://gw", "python3", None, startup_timeout=5, max_retries=2, retry_delay=0.5
-            )
-        )
+        script.run(proto.start_flow(CONFIG.replace(max_retries=2, retry_delay=0.5)))
     posts = [a for a in script.actions if isinstance(a, proto.Http)]
     assert len(posts) == 3
 
@@ -332,9 +335,7 @@ LIMIT_BODY = json.dumps(
 def test_kernel_limit_fails_at_once_as_its_own_error(status: int) -> None:
     # 429 is otherwise retried: a kernel limit is not, whatever status the gateway picked.
     script = Script([], http=lambda a: proto.Response(status, LIMIT_BODY))
-    flow = proto.start_flow(
-        "http://gw", "python3", None, startup_timeout=5, max_retries=3, retry_delay=1.0
-    )
+    flow = proto.start_flow(CONFIG)
     with pytest.raises(KernelLimitError, match="2 of 2 kernels in use for user 'alice'") as info:
         script.run(flow)
     error = info.value
@@ -381,11 +382,7 @@ def test_unknown_kernel_name_is_told_apart_from_a_5xx() -> None:
         ),
     )
     with pytest.raises(UnknownKernelNameError, match=r"'nope'.*python3") as info:
-        script.run(
-            proto.start_flow(
-                "http://gw", "nope", None, startup_timeout=5, max_retries=3, retry_delay=1
-            )
-        )
+        script.run(proto.start_flow(CONFIG.replace(kernel_name="nope")))
     assert not any(isinstance(a, proto.Sleep) for a in script.actions)
     assert "Traceback" not in str(info.value)
 
@@ -399,19 +396,20 @@ def test_gateway_reason_never_includes_a_traceback() -> None:
 
 def test_kernel_username_is_never_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KERNEL_USERNAME", raising=False)
-    monkeypatch.setattr(proto.getpass, "getuser", lambda: "root")
-    assert proto.start_kernel_body("python3", None)["env"]["KERNEL_USERNAME"] == "jovyan"
-    body = proto.start_kernel_body("python3", {"KERNEL_USERNAME": "alice", "KERNEL_X": "1"})
-    assert body["env"] == {"KERNEL_USERNAME": "alice", "KERNEL_X": "1"}
+    monkeypatch.setattr("getpass.getuser", lambda: "root")
+    assert proto.start_kernel_body(CONFIG)["env"]["KERNEL_USERNAME"] == "jovyan"
+    alice = CONFIG.replace(launch_env={"KERNEL_USERNAME": "alice", "KERNEL_X": "1"})
+    body = proto.start_kernel_body(alice)
+    assert body == {"name": "python3", "env": {"KERNEL_USERNAME": "alice", "KERNEL_X": "1"}}
     with pytest.raises(TypeError, match="KERNEL_X"):
-        proto.start_kernel_body("python3", {"KERNEL_X": 1})  # type: ignore[dict-item]
+        CONFIG.replace(launch_env={"KERNEL_X": 1})
 
 
 def test_unanswered_kernel_info_request_is_resent_and_any_reply_counts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The gateway swallowed the reply to the first request (jupyter_server's connect "nudge").
-    monkeypatch.setattr(proto, "KERNEL_INFO_RESEND", 0.01)
+    monkeypatch.setattr(tuning, "KERNEL_INFO_RESEND", 0.01)
     sent: list[str] = []
 
     class Handshake(Script):
@@ -427,9 +425,7 @@ def test_unanswered_kernel_info_request_is_resent_and_any_reply_counts(
                 return proto.Response(200, '{"execution_state": "starting"}')
             return None
 
-    codec, info = Handshake([]).run(
-        proto.connect_flow(REF, username="u", startup_timeout=30, max_retries=0, retry_delay=0)
-    )
+    codec, info = Handshake([]).run(proto.connect_flow(REF, CONFIG.replace(max_retries=0)))
     assert codec is proto.V1_CODEC and info == {"status": "ok"}
     assert len(sent) == 2 and sent[0] != sent[1]
 
@@ -444,10 +440,8 @@ def test_kernel_gone_during_connect_is_kernel_died_not_retried() -> None:
             return None
 
     script = Vanished([])
-    with pytest.raises(KernelDiedError, match="starting"):
-        script.run(
-            proto.connect_flow(REF, username="u", startup_timeout=30, max_retries=3, retry_delay=1)
-        )
+    with pytest.raises(KernelDiedError, match="gone"):
+        script.run(proto.connect_flow(REF, CONFIG))
     assert not any(isinstance(a, proto.Sleep) for a in script.actions)
 
 
@@ -460,7 +454,100 @@ def test_gateway_down_during_connect_is_still_retried() -> None:
 
     script = Down([])
     with pytest.raises(TransportError):
-        script.run(
-            proto.connect_flow(REF, username="u", startup_timeout=30, max_retries=2, retry_delay=1)
-        )
+        script.run(proto.connect_flow(REF, CONFIG.replace(max_retries=2)))
     assert [a.seconds for a in script.actions if isinstance(a, proto.Sleep)] == [1.0, 2.0]
+
+
+# --- bounded output ------------------------------------------------------------------------------
+
+
+def stream(text: str, name: str = "stdout") -> str:
+    return msg("MID", "stream", {"name": name, "text": text})
+
+
+def test_output_past_the_limit_is_dropped_and_the_result_says_so() -> None:
+    seen: list[OutputEvent] = []
+    frames = [
+        stream("a" * 6),
+        stream("b" * 6),  # 2 of these 6 fit
+        msg("MID", "display_data", {"data": {"text/plain": "dropped"}}),
+        stream("c"),  # nothing after the cut, even what would fit
+        reply("MID"),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames, max_output_bytes=8, on_output=seen.append)
+    assert result.truncated
+    assert result.stdout == "a" * 6 + "bb"
+    assert str(result).startswith("aaaaaabb\n[output truncated")
+    assert [e.kind for e in seen] == ["stdout", "stdout", "display", "stdout"]  # all streamed
+
+
+def test_output_within_the_limit_is_untouched() -> None:
+    frames = [stream("x" * 8), reply("MID"), status("MID", "idle")]
+    result, _, _ = execute(frames, max_output_bytes=8)
+    assert not result.truncated and str(result) == "x" * 8
+
+
+def test_an_error_past_the_limit_still_comes_from_the_reply() -> None:
+    frames = [
+        stream("x" * 10),
+        msg("MID", "error", {"ename": "ValueError", "evalue": "v", "traceback": ["tb"]}),
+        reply("MID", status="error", ename="ValueError", evalue="v", traceback=["tb"]),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames, max_output_bytes=4)
+    assert result.truncated and result.stdout == "xxxx"
+    assert result.error is not None and result.error.ename == "ValueError"
+
+
+def test_clear_output_frees_the_budget() -> None:
+    frames = [
+        stream("old-old"),
+        msg("MID", "clear_output", {"wait": False}),
+        stream("new-new"),
+        reply("MID"),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames, max_output_bytes=8)
+    assert result.stdout == "new-new" and not result.truncated
+
+
+# --- runners and performers ----------------------------------------------------------------------
+
+
+def test_the_async_runner_drives_a_flow_like_the_sync_one() -> None:
+    import asyncio
+
+    answers: list[Any] = [TransportError("refused"), proto.Response(201, '{"id": "k"}')]
+    performed: list[proto.Action] = []
+
+    async def perform(action: proto.Action) -> Any:
+        performed.append(action)
+        if isinstance(action, proto.Sleep):
+            return None
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    kernel_id = asyncio.run(proto.run_flow_async(proto.start_flow(CONFIG), perform))
+    assert kernel_id == "k"
+    assert [type(a).__name__ for a in performed] == ["Http", "Sleep", "Http"]
+
+
+def test_rest_performers_refuse_websocket_actions_and_default_the_timeout() -> None:
+    class Http:
+        def __init__(self) -> None:
+            self.timeouts: list[float] = []
+
+        def request(self, method: str, url: str, json: Any, timeout: float) -> Any:
+            self.timeouts.append(timeout)
+            return type("R", (), {"status_code": 200, "text": "{}"})()
+
+    http = Http()
+    perform = proto.rest_performer(http, request_timeout=7)  # type: ignore[arg-type]
+    assert perform(proto.Http("GET", "http://gw/api/kernels")) == proto.Response(200, "{}")
+    perform(proto.Http("GET", "http://gw/api/kernels", timeout=2))
+    assert http.timeouts == [7, 2]
+    with pytest.raises(TypeError, match="Connect"):
+        perform(proto.Connect("ws://gw", timeout=1))

@@ -23,13 +23,13 @@ from controller.reconcile import (
     is_controller_kernel_id,
 )
 from controller.settings import ControllerSettings
-from jupyter_kernel_client import _protocol as proto
-from jupyter_kernel_client._exceptions import (
+from jupyter_kernel_client import (
     GatewayError,
     KernelLimitError,
     TransportError,
     UnknownKernelNameError,
 )
+from jupyter_kernel_client import protocol as proto
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 SETTINGS = ControllerSettings(gateway_url="http://gw:8889", max_restarts=2, retry_delay_seconds=7)
@@ -126,7 +126,9 @@ async def test_ensure_starts_the_kernel_with_the_derived_id_and_launch_env() -> 
     gateway = FakeGateway()
     spec = {"env": {"KERNEL_X": "1"}, "resources": {"cpu": "500m", "memory": "1Gi"}}
 
-    outcome = await reconcile.ensure_kernel(meta(), spec, {}, gateway, SETTINGS, NOW)
+    outcome = await reconcile.ensure_kernel(
+        reconcile.Event(meta(), spec, {}, gateway, SETTINGS, NOW)
+    )
 
     kernel_id = derive_kernel_id(meta()["uid"])
     assert gateway.started == [
@@ -160,7 +162,7 @@ async def test_ensure_adopts_a_kernel_started_before_a_crash() -> None:
     gateway.add(derive_kernel_id(meta()["uid"]))
 
     outcome = await reconcile.ensure_kernel(
-        meta(), {}, {"phase": "Pending"}, gateway, SETTINGS, NOW
+        reconcile.Event(meta(), {}, {"phase": "Pending"}, gateway, SETTINGS, NOW)
     )
 
     assert gateway.started == []
@@ -173,7 +175,7 @@ async def test_ensure_leaves_finished_sessions_alone() -> None:
     gateway = FakeGateway()
     for phase in ("Failed", "Expired"):
         outcome = await reconcile.ensure_kernel(
-            meta(), {}, {"phase": phase}, gateway, SETTINGS, NOW
+            reconcile.Event(meta(), {}, {"phase": phase}, gateway, SETTINGS, NOW)
         )
         assert outcome.status == {} and outcome.action == "none"
     assert gateway.started == []
@@ -181,7 +183,7 @@ async def test_ensure_leaves_finished_sessions_alone() -> None:
 
 async def test_unknown_kernel_name_is_a_permanent_failure() -> None:
     outcome = await reconcile.ensure_kernel(
-        meta(), {"kernelName": "nope"}, {}, FakeGateway(), SETTINGS, NOW
+        reconcile.Event(meta(), {"kernelName": "nope"}, {}, FakeGateway(), SETTINGS, NOW)
     )
     assert outcome.permanent_error is not None and "nope" in outcome.permanent_error
     assert outcome.status["phase"] == "Failed"
@@ -213,7 +215,9 @@ async def test_a_reserved_env_name_fails_for_good_before_any_launch(name: str) -
     gateway = FakeGateway()
     spec = {"env": {"DATASET": "x", name: "4Gi"}, "resources": {"memory": "512Mi"}}
 
-    outcome = await reconcile.ensure_kernel(meta(), spec, {}, gateway, SETTINGS, NOW)
+    outcome = await reconcile.ensure_kernel(
+        reconcile.Event(meta(), spec, {}, gateway, SETTINGS, NOW)
+    )
 
     assert gateway.probes == [] and gateway.started == []
     assert outcome.permanent_error is not None
@@ -242,7 +246,8 @@ def test_every_variable_the_controller_sets_is_reserved() -> None:
     # What the controller itself puts into a launch (launch_env, then the gateway client's
     # KERNEL_ID and the protocol's KERNEL_USERNAME) is exactly what a spec must not override.
     session = reconcile.session_of(meta(), {"resources": {"cpu": "1", "memory": "1Gi"}}, SETTINGS)
-    body = proto.start_kernel_body("python3", reconcile.launch_env(session))
+    config = SETTINGS.gateway_config().replace(launch_env=reconcile.launch_env(session))
+    body = proto.start_kernel_body(config)
     written = set(body["env"]) | {"KERNEL_ID"}
     assert written == {
         "KERNEL_SANDBOX_SESSION",
@@ -262,7 +267,7 @@ async def test_unreachable_gateway_is_temporary_and_says_so(error: Exception) ->
     gateway = FakeGateway()
     gateway.fail_with = error
 
-    outcome = await reconcile.ensure_kernel(meta(), {}, {}, gateway, SETTINGS, NOW)
+    outcome = await reconcile.ensure_kernel(reconcile.Event(meta(), {}, {}, gateway, SETTINGS, NOW))
 
     assert outcome.retry_in == 7
     assert outcome.permanent_error is None
@@ -281,7 +286,7 @@ async def test_a_kernel_limit_keeps_the_session_pending_and_retries() -> None:
         in_use=3,
     )
 
-    outcome = await reconcile.ensure_kernel(meta(), {}, {}, gateway, SETTINGS, NOW)
+    outcome = await reconcile.ensure_kernel(reconcile.Event(meta(), {}, {}, gateway, SETTINGS, NOW))
 
     assert outcome.permanent_error is None
     assert outcome.retry_in == 7
@@ -296,7 +301,9 @@ async def test_a_kernel_limit_keeps_the_session_pending_and_retries() -> None:
 async def test_lost_kernel_is_restarted_within_the_budget() -> None:
     gateway = FakeGateway()
     outcome = await reconcile.check_kernel(
-        meta(annotations={RESTARTS_ANNOTATION: "1"}), {}, READY_STATUS, gateway, SETTINGS, NOW
+        reconcile.Event(
+            meta(annotations={RESTARTS_ANNOTATION: "1"}), {}, READY_STATUS, gateway, SETTINGS, NOW
+        )
     )
     assert outcome.action == "restarted"
     assert outcome.annotations == {RESTARTS_ANNOTATION: "2"}
@@ -310,7 +317,9 @@ async def test_dead_kernel_fails_the_session_when_the_budget_is_spent() -> None:
     gateway.add(kernel_id, state="dead")
 
     outcome = await reconcile.check_kernel(
-        meta(annotations={RESTARTS_ANNOTATION: "2"}), {}, READY_STATUS, gateway, SETTINGS, NOW
+        reconcile.Event(
+            meta(annotations={RESTARTS_ANNOTATION: "2"}), {}, READY_STATUS, gateway, SETTINGS, NOW
+        )
     )
 
     assert outcome.status["phase"] == "Failed"
@@ -325,7 +334,7 @@ async def test_idle_kernel_expires_and_is_shut_down() -> None:
     gateway.add(kernel_id, last_activity=NOW - timedelta(seconds=61))
 
     outcome = await reconcile.check_kernel(
-        meta(), {"idleTimeoutSeconds": 60}, READY_STATUS, gateway, SETTINGS, NOW
+        reconcile.Event(meta(), {"idleTimeoutSeconds": 60}, READY_STATUS, gateway, SETTINGS, NOW)
     )
 
     assert outcome.status["phase"] == "Expired"
@@ -339,7 +348,7 @@ async def test_active_kernel_only_refreshes_last_activity() -> None:
     gateway.add(derive_kernel_id(meta()["uid"]), last_activity=NOW - timedelta(seconds=5))
 
     outcome = await reconcile.check_kernel(
-        meta(), {"idleTimeoutSeconds": 60}, READY_STATUS, gateway, SETTINGS, NOW
+        reconcile.Event(meta(), {"idleTimeoutSeconds": 60}, READY_STATUS, gateway, SETTINGS, NOW)
     )
 
     assert outcome.status == {"lastActivity": "2026-01-01T11:59:55Z"}
@@ -351,7 +360,9 @@ async def test_lifetime_counts_from_creation() -> None:
     gateway.add(derive_kernel_id(meta()["uid"]))
     spec = {"maxLifetimeSeconds": 3600}  # created exactly one hour before NOW
 
-    outcome = await reconcile.check_kernel(meta(), spec, READY_STATUS, gateway, SETTINGS, NOW)
+    outcome = await reconcile.check_kernel(
+        reconcile.Event(meta(), spec, READY_STATUS, gateway, SETTINGS, NOW)
+    )
 
     assert outcome.status["phase"] == "Expired"
     assert outcome.status["conditions"][0]["reason"] == "LifetimeExceeded"
@@ -362,7 +373,9 @@ async def test_default_idle_timeout_applies_when_the_spec_sets_none() -> None:
     gateway.add(derive_kernel_id(meta()["uid"]), last_activity=NOW - timedelta(seconds=31))
     settings = SETTINGS.model_copy(update={"default_idle_timeout_seconds": 30})
 
-    outcome = await reconcile.check_kernel(meta(), {}, READY_STATUS, gateway, settings, NOW)
+    outcome = await reconcile.check_kernel(
+        reconcile.Event(meta(), {}, READY_STATUS, gateway, settings, NOW)
+    )
 
     assert outcome.status["phase"] == "Expired"
 
@@ -388,13 +401,14 @@ async def test_new_timeouts_do_not_relaunch_but_a_new_env_does() -> None:
     gateway.add(kernel_id)
 
     timeouts = await reconcile.apply_spec_change(
-        meta(), {}, {"idleTimeoutSeconds": 5}, READY_STATUS, gateway, SETTINGS, NOW
+        reconcile.Event(meta(), {"idleTimeoutSeconds": 5}, READY_STATUS, gateway, SETTINGS, NOW), {}
     )
     assert gateway.shut_down == [] and gateway.started == []
     assert timeouts.status == {"observedGeneration": 3, "conditions": None}
 
     relaunched = await reconcile.apply_spec_change(
-        meta(), {}, {"env": {"KERNEL_A": "b"}}, READY_STATUS, gateway, SETTINGS, NOW
+        reconcile.Event(meta(), {"env": {"KERNEL_A": "b"}}, READY_STATUS, gateway, SETTINGS, NOW),
+        {},
     )
     assert gateway.shut_down == [kernel_id]
     assert gateway.started[0][2]["KERNEL_A"] == "b"
@@ -409,7 +423,7 @@ async def test_an_edit_to_a_reserved_env_name_replaces_the_kernel_with_a_failure
     new = {"env": {"KERNEL_A": "b", "KERNEL_MEMORY_LIMIT": "64Gi"}}
 
     outcome = await reconcile.apply_spec_change(
-        meta(), old, new, READY_STATUS, gateway, SETTINGS, NOW
+        reconcile.Event(meta(), new, READY_STATUS, gateway, SETTINGS, NOW), old
     )
 
     # A Failed session owns no kernel: the old one goes, no new one starts.
@@ -423,11 +437,15 @@ async def test_release_shuts_down_or_retries_while_terminating() -> None:
     gateway = FakeGateway()
     kernel_id = derive_kernel_id(meta()["uid"])
     gateway.add(kernel_id)
-    assert (await reconcile.release_kernel(meta(), {}, gateway, SETTINGS, NOW)).action == "released"
+    assert (
+        await reconcile.release_kernel(reconcile.Event(meta(), {}, {}, gateway, SETTINGS, NOW))
+    ).action == "released"
     assert gateway.shut_down == [kernel_id]
 
     gateway.fail_with = TransportError("refused")
-    outcome = await reconcile.release_kernel(meta(), READY_STATUS, gateway, SETTINGS, NOW)
+    outcome = await reconcile.release_kernel(
+        reconcile.Event(meta(), {}, READY_STATUS, gateway, SETTINGS, NOW)
+    )
     assert outcome.retry_in == 7
     assert outcome.status["phase"] == "Terminating"
 
@@ -435,7 +453,9 @@ async def test_release_shuts_down_or_retries_while_terminating() -> None:
 async def test_a_failed_check_leaves_a_ready_session_ready_but_unknown() -> None:
     gateway = FakeGateway()
     gateway.fail_with = TransportError("refused")
-    outcome = await reconcile.check_kernel(meta(), {}, READY_STATUS, gateway, SETTINGS, NOW)
+    outcome = await reconcile.check_kernel(
+        reconcile.Event(meta(), {}, READY_STATUS, gateway, SETTINGS, NOW)
+    )
     assert outcome.retry_in == 7
     assert outcome.status["phase"] == "Ready"
     assert outcome.status["kernelId"] == derive_kernel_id(meta()["uid"])
@@ -481,6 +501,24 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.gateway_ws_url == "ws://gateway.svc:8888"
     assert settings.public_websocket_url == "wss://sandbox.example.org/gateway"
     assert settings.max_restarts == 0
+
+
+def test_the_controller_talks_to_the_gateway_with_the_client_config() -> None:
+    settings = ControllerSettings(
+        gateway_url="http://gateway.svc:8888",
+        gateway_auth_token="s3cret",
+        request_timeout_seconds=12,
+        default_kernel_name="sandbox-python",
+    )
+    config = settings.gateway_config()
+    assert (config.gateway_http, config.gateway_ws) == (
+        "http://gateway.svc:8888",
+        settings.gateway_ws_url,
+    )
+    assert config.headers == {"Authorization": "token s3cret"}
+    assert (config.request_timeout, config.startup_timeout) == (12, 12)
+    assert config.kernel_name == "sandbox-python"
+    assert config.max_retries == 0  # kopf retries the handler
 
 
 def test_settings_refuse_nonsense() -> None:
