@@ -154,12 +154,13 @@ def test_kubectl_get_prints_phase_kernel_and_age() -> None:
     }
 
 
-def test_spec_rejects_unknown_fields_and_defaults_the_kernel() -> None:
+def test_spec_rejects_unknown_fields_and_leaves_the_kernel_default_to_the_controller() -> None:
     (version,) = crd()["spec"]["versions"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert "x-kubernetes-preserve-unknown-fields" not in spec
     assert "x-kubernetes-preserve-unknown-fields" not in spec["properties"]["resources"]
-    assert spec["properties"]["kernelName"]["default"] == "python3"
+    # One source of truth: a CRD default would always win over SANDBOX_DEFAULT_KERNEL_NAME.
+    assert "default" not in spec["properties"]["kernelName"]
     assert set(spec["properties"]) == {
         "kernelName",
         "env",

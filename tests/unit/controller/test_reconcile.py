@@ -531,3 +531,13 @@ def test_settings_refuse_nonsense() -> None:
 def test_every_setting_is_documented() -> None:
     for name, info in ControllerSettings.model_fields.items():
         assert info.description and info.description.startswith(f"SANDBOX_{name.upper()}:"), name
+
+
+def test_the_controllers_default_kernel_name_applies_when_the_spec_names_none() -> None:
+    # The CRD has no default of its own, so SANDBOX_DEFAULT_KERNEL_NAME really takes effect.
+    settings = ControllerSettings(
+        gateway_url="http://gw:8889", default_kernel_name="sandbox-python"
+    )
+    assert reconcile.session_of(meta(), {}, settings).kernel_name == "sandbox-python"
+    named = reconcile.session_of(meta(), {"kernelName": "python3"}, settings)
+    assert named.kernel_name == "python3"
