@@ -215,7 +215,10 @@ class FakeEngine:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                self.wfile.write(raw)
+                try:
+                    self.wfile.write(raw)
+                except BrokenPipeError:  # the launcher may have closed the connection already
+                    pass
 
             do_GET = do_POST = do_DELETE = _answer
 
