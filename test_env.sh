@@ -73,7 +73,7 @@ fi
 
 "$python" -m pip install -e ".[dev]"
 if [[ "${1:-}" == --local ]]; then
-    exec "$python" -m tests.support.local_stack
+    exec "$python" -m testkit.local_stack
 fi
 echo
 echo "Test environment ready.  Run:  python -m pytest tests/"

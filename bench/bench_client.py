@@ -1,6 +1,6 @@
 """Client latency, pool, start-up and large-output benchmark: one run, one markdown table.
 
-Starts two Enterprise Gateways from the test venv (``tests/support/gateway.py``): *patched* (the
+Starts two Enterprise Gateways from the test venv (``testkit/gateway.py``): *patched* (the
 sandbox config, which turns Nagle off on kernel websockets) and *stock* (no config at all), plus
 local ipykernels driven over ZMQ by ``jupyter_client`` (the floor).  Every kernel is the same
 ipykernel, from the gateway's venv.  Then:
@@ -59,7 +59,7 @@ MIB = 1024 * 1024
 MARK = "@@bench "  # prefixes a worker's answers on its stdout
 LOCAL = "none (local kernel)"
 
-sys.path.insert(0, str(REPO))  # for tests.support.gateway (imported only where needed)
+sys.path.insert(0, str(REPO))  # for testkit.gateway (imported only where needed)
 
 
 # --- measuring (stdlib only: workers use these too) -------------------------------------------
@@ -133,7 +133,7 @@ def render(rows: list[Row]) -> str:
 
 
 def eg_python() -> Path:
-    from tests.support.gateway import gateway_venv
+    from testkit.gateway import gateway_venv
 
     return gateway_venv() / "bin" / "python"
 
@@ -141,7 +141,7 @@ def eg_python() -> Path:
 @contextlib.contextmanager
 def gateways() -> Iterator[dict[str, Any]]:
     """The patched (sandbox config) and the stock gateway, both stopped on exit."""
-    from tests.support.gateway import Gateway
+    from testkit.gateway import Gateway
 
     started: dict[str, Any] = {}
     try:

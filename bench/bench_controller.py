@@ -1,7 +1,7 @@
 """Controller overhead: N SandboxSessions created at once vs N kernels started directly.
 
 One run, one table.  Everything real except the Kubernetes API server, for which kmock's
-``KubernetesEmulator`` stands in over HTTP (``tests/support/kube.py``): a real Enterprise Gateway
+``KubernetesEmulator`` stands in over HTTP (``testkit/kube.py``): a real Enterprise Gateway
 (own venv, local kernels), the controller as its own process (``python -m controller``).
 
 1. **direct**: N kernel starts at once through the client's protocol core (the REST start the
@@ -34,12 +34,12 @@ import aiohttp
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # for tests.support and controller
+sys.path.insert(0, str(REPO))  # for testkit and controller
 
 from jupyter_kernel_client import GatewayConfig  # noqa: E402
 from jupyter_kernel_client import protocol as proto  # noqa: E402
-from tests.support.gateway import Gateway, free_port  # noqa: E402
-from tests.support.kube import Cluster, Controller  # noqa: E402
+from testkit.gateway import Gateway, free_port  # noqa: E402
+from testkit.kube import Cluster, Controller  # noqa: E402
 
 TARGET_MS = 100.0
 NAMESPACE = "bench"

@@ -25,7 +25,7 @@ from jupyter_kernel_client import (
     KernelMetrics,
     PrometheusGatewayKernelSession,
 )
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 
 def percentile(samples: list[float], q: float) -> float:

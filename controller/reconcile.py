@@ -45,8 +45,8 @@ SESSION_ENV: Final = "KERNEL_SANDBOX_SESSION"
 """Launch env naming the owning session (``namespace/name``), for people reading kernel pods."""
 
 PENDING, READY = "Pending", "Ready"
-# No "Starting": the gateway answers a start only once the kernel runs, so a session goes from
-# Pending (or no phase) to Ready in one reconcile; the CRD's enum still admits the name.
+# No "Starting" phase: the gateway answers a start only once the kernel runs, so a session goes
+# from Pending (or no phase) to Ready in one reconcile, and the CRD's enum has no such name.
 FAILED, TERMINATING, EXPIRED = "Failed", "Terminating", "Expired"
 TERMINAL_PHASES: Final = frozenset({FAILED, EXPIRED})
 """Phases in which a session owns no kernel and the controller does nothing more."""

@@ -17,21 +17,14 @@ from fileserver.access_log import AccessLogMiddleware, configure_logging
 from fileserver.errors import FileServerError
 from fileserver.hosts import HostAllowListMiddleware
 from fileserver.routers import files, health
-from fileserver.settings import Settings, describe_invalid, get_settings
+from fileserver.settings import Settings, describe_invalid, settings_of
 
 logger = logging.getLogger("fileserver")
 
 
-def _current_settings(app: FastAPI) -> Settings:
-    # Honours app.dependency_overrides so that startup and middleware see the same settings as
-    # the routes do.
-    settings: Settings = app.dependency_overrides.get(get_settings, get_settings)()
-    return settings
-
-
 def _effective_settings(app: FastAPI) -> Settings:
     try:
-        settings = _current_settings(app)
+        settings = settings_of(app)
     except ValidationError as exc:
         raise RuntimeError(f"invalid file server settings: {describe_invalid(exc)}") from None
     settings.check_root()
@@ -76,8 +69,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
-def create_app() -> FastAPI:
-    """Build the application; settings are read at startup and per request via ``get_settings``."""
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application with ``settings``, or with the environment's (read once) if None.
+
+    The same settings serve the startup checks, the Host allow-list and every route.
+    """
     configure_logging()
     app = FastAPI(
         title="mini-jupyter-sandbox file server",
@@ -85,13 +81,14 @@ def create_app() -> FastAPI:
         summary="Token-authenticated access to the sandbox's shared directory.",
         lifespan=_lifespan,
     )
+    app.state.settings = settings
     app.include_router(health.router)
     app.include_router(files.router)
     app.add_exception_handler(FileServerError, _file_server_error)
     app.add_exception_handler(Exception, _unexpected_error)
     # The last middleware added is the outermost: the access log also records Host refusals.
     app.add_middleware(
-        HostAllowListMiddleware, allowed_hosts=lambda: _current_settings(app).host_allow_list
+        HostAllowListMiddleware, allowed_hosts=lambda: settings_of(app).host_allow_list
     )
     app.add_middleware(AccessLogMiddleware)
     return app

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from fileserver.settings import Settings, get_settings
+from fileserver.settings import Settings, app_settings
 
 # auto_error=False: FastAPI's own error would be 403 without WWW-Authenticate; SPEC §4 wants 401.
 _bearer = HTTPBearer(auto_error=False, description="FILE_SERVER_TOKEN as a bearer token")
@@ -16,7 +16,7 @@ _bearer = HTTPBearer(auto_error=False, description="FILE_SERVER_TOKEN as a beare
 
 def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
 ) -> None:
     """Reject the request with 401 unless it carries ``Authorization: Bearer <token>``."""
     if settings.auth_disabled:

@@ -1,7 +1,7 @@
 """Settings read from the environment (pydantic-settings).
 
-Routes receive them through ``Depends(get_settings)``, so tests replace them with
-``app.dependency_overrides[get_settings] = lambda: Settings(...)``.
+Routes receive them through ``Depends(app_settings)``: the settings given to
+:func:`fileserver.app.create_app`, else these read from the environment.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
+from fastapi import FastAPI, Request
 from pydantic import (
     AliasChoices,
     Field,
@@ -154,6 +155,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings from the environment, read once per process."""
     return Settings()
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings of the application serving ``request`` (a FastAPI dependency)."""
+    return settings_of(request.app)
+
+
+def settings_of(app: FastAPI) -> Settings:
+    """The settings given to ``create_app``, or the environment's when none were given."""
+    given: Settings | None = getattr(app.state, "settings", None)
+    return given if given is not None else get_settings()
 
 
 def describe_invalid(error: ValidationError) -> str:

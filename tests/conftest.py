@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

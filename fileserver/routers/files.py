@@ -20,7 +20,7 @@ from fileserver.auth import require_token
 from fileserver.listing import DEFAULT_LIMIT, MAX_LIMIT, DirectoryPage, decode_cursor
 from fileserver.models import ErrorBody, FileEntry, entry_json
 from fileserver.paths import confine, confine_entry
-from fileserver.settings import Settings, get_settings
+from fileserver.settings import Settings, app_settings
 from fileserver.transfer import (
     FileStreamResponse,
     JsonArrayStreamResponse,
@@ -28,7 +28,7 @@ from fileserver.transfer import (
     receive_to_file,
 )
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
 _ERROR_DESCRIPTIONS = {

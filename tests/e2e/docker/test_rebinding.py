@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
-from tests.support.http import upgrade_status
+from testkit.http import upgrade_status
 
 from .conftest import Stack
 

@@ -18,7 +18,7 @@ from jupyter_kernel_client import (
     PoolTimeoutError,
     SessionStateError,
 )
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 
 async def test_acquire_release_reuse_and_limits(gateway: Gateway) -> None:

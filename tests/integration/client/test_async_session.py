@@ -14,7 +14,7 @@ from jupyter_kernel_client import (
     KernelDiedError,
     UnknownKernelNameError,
 )
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 
 async def test_twenty_concurrent_sessions_each_get_only_their_own_output(

@@ -16,7 +16,7 @@ from jupyter_kernel_client import (
     RemoteFileNotFoundError,
 )
 from tests.integration.fileserver.fileserver_harness import FileServer, start_uvicorn
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 ALL_BYTES = bytes(range(256)) * 64
 

@@ -21,7 +21,7 @@ from jupyter_kernel_client import (
     RemoteFileNotFoundError,
 )
 from tests.integration.fileserver.fileserver_harness import FileServer, start_uvicorn
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: more than one transfer chunk
 

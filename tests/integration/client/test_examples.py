@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.integration.fileserver.fileserver_harness import start_uvicorn
-from tests.support.gateway import Gateway, free_port
+from testkit.gateway import Gateway, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

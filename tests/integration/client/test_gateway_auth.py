@@ -11,7 +11,7 @@ from jupyter_kernel_client import (
     GatewayKernelSession,
     GatewayRefusedError,
 )
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 TOKEN = "gw-test-token-5f1d"
 

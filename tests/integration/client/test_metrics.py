@@ -14,7 +14,7 @@ from jupyter_kernel_client import (
     KernelSessionPool,
     PrometheusGatewayKernelSession,
 )
-from tests.support.gateway import Gateway, free_port
+from testkit.gateway import Gateway, free_port
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

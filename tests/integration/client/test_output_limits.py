@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from jupyter_kernel_client import GatewayConfig, GatewayKernelSession, TransportError
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 MIB = 1024 * 1024
 CHUNKED = "chunk = 'x' * (1 << 20)\nfor _ in range(300):\n    print(chunk, end='', flush=True)"

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from jupyter_kernel_client import KernelDiedError, KernelSessionPool, PoolTimeoutError
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 
 def test_acquire_release_reuse_and_limits(gateway: Gateway) -> None:

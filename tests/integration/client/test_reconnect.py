@@ -19,7 +19,7 @@ from jupyter_kernel_client import (
     TransportError,
 )
 from tests.integration.client.tcp_proxy import TcpProxy
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 SLOW = "import time; time.sleep(4); finished = True"
 

@@ -21,7 +21,7 @@ from jupyter_kernel_client import (
     TransportError,
     UnknownKernelNameError,
 )
-from tests.support.gateway import Gateway, free_port
+from testkit.gateway import Gateway, free_port
 
 # A 1x1 PNG, built in the kernel so no plotting library is needed there.
 PNG_CODE = """

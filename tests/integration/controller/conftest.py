@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from controller.reconcile import is_controller_kernel_id
-from tests.support.gateway import Gateway
-from tests.support.kube import Cluster, Controller
+from testkit.gateway import Gateway
+from testkit.kube import Cluster, Controller
 
 NAMESPACE = "sandbox"
 

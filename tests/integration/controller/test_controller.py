@@ -14,8 +14,8 @@ import requests
 
 from controller.reconcile import RESTARTS_ANNOTATION, derive_kernel_id
 from jupyter_kernel_client import GatewayKernelSession, KernelClientError, KernelDiedError
-from tests.support.gateway import Gateway, free_port
-from tests.support.kube import Cluster, Controller
+from testkit.gateway import Gateway, free_port
+from testkit.kube import Cluster, Controller
 
 from .conftest import NAMESPACE
 

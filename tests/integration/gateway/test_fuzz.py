@@ -15,7 +15,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.gateway import Gateway
+from testkit.gateway import Gateway
 
 FUZZ = settings(
     max_examples=60,

@@ -8,8 +8,8 @@ import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
-from tests.support.gateway import Gateway
-from tests.support.http import upgrade_status
+from testkit.gateway import Gateway
+from testkit.http import upgrade_status
 
 FOREIGN = "rebind.attacker.example"
 

@@ -27,7 +27,7 @@ from jupyter_kernel_client import (
     GatewayRefusedError,
     KernelLimitError,
 )
-from tests.support.gateway import GATEWAY_CONFIG, Gateway
+from testkit.gateway import GATEWAY_CONFIG, Gateway
 
 MAX_KERNELS = 3
 MAX_PER_USER = 2

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
-from tests.support.gateway import Gateway, free_port, gateway_venv, kernel_launchers
+from testkit.gateway import Gateway, free_port, gateway_venv, kernel_launchers
 
 LAUNCH_TIMEOUT = 20  # EG's launch timeout in this gateway, seconds
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.gateway import (
+from testkit.gateway import (
     GATEWAY_CONFIG,
     Gateway,
     free_port,

@@ -175,7 +175,6 @@ def test_status_carries_what_clients_and_kubectl_need() -> None:
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["phase"]["enum"] == [
         "Pending",
-        "Starting",
         "Ready",
         "Failed",
         "Terminating",

@@ -10,7 +10,7 @@ from starlette.types import Message
 
 from fileserver.app import create_app
 from fileserver.hosts import DEFAULT_ALLOWED_HOSTS, local_address_name, refusal, split_host
-from fileserver.settings import Settings, get_settings
+from fileserver.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -115,9 +115,8 @@ def test_the_address_the_request_arrived_on_is_allowed() -> None:
 @pytest.fixture
 def app_client(tmp_path: Path) -> httpx.AsyncClient:
     (tmp_path / "f.txt").write_bytes(b"content")
-    app = create_app()
-    app.dependency_overrides[get_settings] = lambda: Settings(
-        shared_data_dir=tmp_path, token="tok", sandbox_allowed_hosts="files.example.org"
+    app = create_app(
+        Settings(shared_data_dir=tmp_path, token="tok", sandbox_allowed_hosts="files.example.org")
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
@@ -166,8 +165,7 @@ async def test_configured_and_default_hosts_are_served(app_client: httpx.AsyncCl
 
 
 async def test_missing_host_is_400_and_a_foreign_websocket_is_closed(tmp_path: Path) -> None:
-    app = create_app()
-    app.dependency_overrides[get_settings] = lambda: Settings(shared_data_dir=tmp_path, token="t")
+    app = create_app(Settings(shared_data_dir=tmp_path, token="t"))
     sent: list[Message] = []
 
     async def receive() -> Message:

@@ -107,12 +107,11 @@ def test_get_settings_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
         get_settings.cache_clear()
 
 
-async def test_routes_and_startup_use_dependency_overrides(tmp_path: Path) -> None:
+async def test_routes_and_startup_use_the_given_settings(tmp_path: Path) -> None:
     (tmp_path / "hello.txt").write_bytes(b"hi")
-    app = create_app()
-    # The Host allow-list reads the overridden settings too: "test" is allowed only there.
-    app.dependency_overrides[get_settings] = lambda: Settings(
-        shared_data_dir=tmp_path, token="override-token", allowed_hosts="test"
+    # The Host allow-list reads the given settings too: "test" is allowed only there.
+    app = create_app(
+        Settings(shared_data_dir=tmp_path, token="override-token", allowed_hosts="test")
     )
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -126,11 +125,8 @@ async def test_routes_and_startup_use_dependency_overrides(tmp_path: Path) -> No
         assert (ok.status_code, ok.content) == (200, b"hi")
 
 
-async def test_startup_fails_on_invalid_overridden_settings(tmp_path: Path) -> None:
-    app = create_app()
-    app.dependency_overrides[get_settings] = lambda: Settings(
-        shared_data_dir=tmp_path / "missing", token="t"
-    )
+async def test_startup_fails_on_invalid_given_settings(tmp_path: Path) -> None:
+    app = create_app(Settings(shared_data_dir=tmp_path / "missing", token="t"))
     with pytest.raises(RuntimeError, match="not an existing directory"):
         async with app.router.lifespan_context(app):
             pass

@@ -22,7 +22,7 @@ from typing import IO
 
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 GATEWAY_CONFIG = REPO / "images" / "gateway" / "jupyter_enterprise_gateway_config.py"
 GATEWAY_REQUIREMENTS = ["jupyter_enterprise_gateway==3.3.0", "ipykernel>=6.29,<7"]
 DEFAULT_VENV = Path.home() / ".cache" / "mini-jupyter-sandbox" / "eg-3.3.0"

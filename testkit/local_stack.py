@@ -1,6 +1,6 @@
 """Local mode: the gateway (:8889) and the file server (:8080) without Docker — NOT ISOLATED.
 
-    python -m tests.support.local_stack        (or ./test_env.sh --local)
+    python -m testkit.local_stack        (or ./test_env.sh --local)
 
 For trying the client's API on a machine without a Docker engine.  Kernels run as ordinary
 processes of the current user, with full access to this machine: never run untrusted code in
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.gateway import REPO, Gateway
+from testkit.gateway import REPO, Gateway
 
 BANNER = """
 ==========================================================================================

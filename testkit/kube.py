@@ -37,7 +37,7 @@ import kmock
 import requests
 import yaml  # type: ignore[import-untyped]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CRD_PATH = (
     REPO / "charts" / "mini-jupyter-sandbox" / "crds" / "sandboxsessions.minisandbox.dev.yaml"
 )

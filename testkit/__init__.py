@@ -1,0 +1,2 @@
+"""What the tests, the benches and .ci/run share: real gateways, the Kubernetes emulator wiring,
+a local stack and HTTP probes. Not shipped in the distribution; imported from the repository root."""
