@@ -13,12 +13,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sandbox_gateway_patches
 import sandbox_hosts
 import sandbox_limits
+import sandbox_pool
 import sandbox_response
 
 sandbox_gateway_patches.apply()
 sandbox_hosts.apply()  # DNS rebinding: foreign Host headers get 400
-sandbox_limits.apply()  # kernel-count limits, start-request checks (403/400/404)
+limits = sandbox_limits.apply()  # kernel-count limits, start-request checks (403/400/404)
 sandbox_response.apply()
+sandbox_pool.apply(max_kernels=limits.max_kernels)  # warm kernels per kernelspec, /metrics
 
 if os.environ.get("SANDBOX_KERNEL_SUBNETS"):  # Docker kernels, each on a network of its own
     import sandbox_docker

@@ -274,20 +274,34 @@ class KernelLedger:
     starting: list[Reservation] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)
 
-    def reserve(self, user: str, live: set[str]) -> Reservation:
+    def reserve(self, user: str, live: set[str], *, per_user: bool = True) -> Reservation:
         """Take a slot for a start by ``user``, or raise :class:`KernelLimitReached`.
 
-        Synchronous, so two concurrent requests never both see the last free slot.
+        Synchronous, so two concurrent requests never both see the last free slot.  The warm
+        pool reserves with ``per_user=False``: its kernels count against the total only, until
+        :meth:`hand_over` gives one to a user.
         """
         kernels = self._kernels(live)
         if len(kernels) >= self.settings.max_kernels:
             raise KernelLimitReached("total", self.settings.max_kernels, len(kernels))
-        mine = sum(1 for owner in kernels.values() if owner == user)
-        if mine >= self.settings.max_kernels_per_user:
-            raise KernelLimitReached("user", self.settings.max_kernels_per_user, mine, user)
+        if per_user:
+            self._check_user(user, kernels)
         reservation = Reservation(user)
         self.starting.append(reservation)
         return reservation
+
+    def hand_over(self, reservation: Reservation, user: str, live: set[str]) -> None:
+        """A pooled kernel's slot passes to ``user``: the total is unchanged, the user's count
+        grows by one (or :class:`KernelLimitReached`, and nothing changes)."""
+        self._check_user(user, self._kernels(live))
+        reservation.user = user
+        if reservation.kernel_id is not None:
+            self.users[reservation.kernel_id] = user
+
+    def _check_user(self, user: str, kernels: dict[object, str | None]) -> None:
+        mine = sum(1 for owner in kernels.values() if owner == user)
+        if mine >= self.settings.max_kernels_per_user:
+            raise KernelLimitReached("user", self.settings.max_kernels_per_user, mine, user)
 
     def named(self, reservation: Reservation, kernel_id: str) -> None:
         """The launch chose ``kernel_id``; a kernel that already exists keeps its owner."""
@@ -315,6 +329,9 @@ class KernelLedger:
 
 
 # --- Enterprise Gateway patches ------------------------------------------------------------------
+
+LEDGER: KernelLedger | None = None
+"""The gateway's ledger once :func:`apply` ran (the warm pool holds its slots there too)."""
 
 _current_reservation: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar(
     "sandbox_kernel_reservation", default=None
@@ -442,7 +459,9 @@ def apply(env: Mapping[str, str] | None = None) -> LimitSettings:
         settings = LimitSettings.from_env(os.environ if env is None else env)
     except SettingsError as exc:
         raise SystemExit(f"sandbox gateway: invalid setting: {exc}") from None
-    _limit_kernels(KernelLedger(settings))
+    global LEDGER
+    LEDGER = KernelLedger(settings)
+    _limit_kernels(LEDGER)
     _answer_plainly()
     _validate_start_requests(settings)
     _unknown_kernels_are_404()

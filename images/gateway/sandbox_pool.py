@@ -1,0 +1,675 @@
+"""A warm pool of kernels in the gateway: ``POST /api/kernels`` answered by a kernel already up.
+
+Loaded by the gateway's config file (``apply()``), after ``sandbox_limits``.  Every client gains
+from it — the Python client, the notebook, the controller and plain REST — because the pool sits
+behind Enterprise Gateway's own start path.
+
+How a pooled kernel lives
+    For each kernelspec named in ``SANDBOX_POOL`` the pool keeps that many kernels started ahead
+    of time, through the kernelspec's own process proxy and launcher: the same container or pod,
+    limits and network rules as any kernel (on Docker, a private network of its own).  Each one
+    holds a slot of ``SANDBOX_MAX_KERNELS`` from the moment its start begins.  A pooled kernel is
+    outside the gateway's kernel map until it is handed out: ``GET /api/kernels`` does not list
+    it, no id of it is reachable over the API or a websocket, and the culler never sees it.  It
+    is "ready" once it answered a ``kernel_info_request``.  A pooled kernel that died (checked
+    every ``SANDBOX_POOL_CHECK_INTERVAL`` seconds) or waited longer than ``SANDBOX_POOL_MAX_AGE``
+    is shut down and replaced.
+
+Claims
+    A start request for a pooled kernelspec takes the oldest ready kernel, never one that was
+    handed out before.  Before the request returns, the request's kernel variables (``KERNEL_*``
+    as a cold start passes them into the kernel, ``KERNEL_ID`` and ``KERNEL_USERNAME`` included)
+    are set in the kernel's ``os.environ`` and ``KERNEL_WORKING_DIR``, if it is an existing
+    directory there, becomes its working directory — one silent execute, so the session sees them
+    in ``os.environ`` and in subprocesses.  The kernel then enters the gateway's map under the
+    requested ``KERNEL_ID`` (or the id it was started with), with its launch arguments replaced by
+    the request's, so a restart relaunches it as a cold start of that request would have.  Its
+    container keeps the label it was started with; the process proxy keeps that key and persists
+    it, so a gateway that re-adopts its sessions still finds the container.
+
+    A request that would change the container goes cold, says why in the log and in the metrics,
+    and works as before: a kernel image other than the kernelspec's, resources (``KERNEL_CPUS*``,
+    ``KERNEL_MEMORY*``, ``KERNEL_GPUS*``), identity, placement or mounts.  So does a request when
+    the pool is empty, or for a ``KERNEL_ID`` already in use (which then fails as it always did).
+
+Faults
+    A refill that fails backs off exponentially (1 s doubling to 60 s); the first failure of a
+    streak is logged as one error with the reason, the recovery as one line, and the metrics
+    carry the count and a "failing" gauge.  Kernels started for the pool and not yet handed out
+    are shut down with the gateway; after a crash their containers are removed at the next start
+    (``sandbox_docker``), since the gateway persists sessions only for kernels it handed out.
+
+Metrics (``GET /metrics``, Prometheus text, the API's token when one is set)
+    ``sandbox_pool_kernels{kernelspec,state}`` (ready, starting), ``sandbox_pool_target``,
+    ``sandbox_kernel_starts_total{kernelspec,source,reason}`` (source warm or cold),
+    ``sandbox_kernel_start_seconds{kernelspec,source}``, ``sandbox_pool_refill_failures_total``,
+    ``sandbox_pool_refill_failing`` — beside jupyter_server's own metrics.
+
+Settings (bad values stop the gateway with a message)
+    ``SANDBOX_POOL``                 ``kernelspec=size`` pairs, comma-separated; empty: no pool
+    ``SANDBOX_POOL_MAX_AGE``         seconds a pooled kernel may wait (default 3600)
+    ``SANDBOX_POOL_CHECK_INTERVAL``  seconds between health checks (default 10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import os
+import random
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+POOL_USER: Final = "sandbox-pool"
+"""KERNEL_USERNAME of kernels waiting in the pool (container and pod names carry it)."""
+
+PARALLEL_STARTS: Final = 4
+"""Pool kernels launched at once per kernelspec (refilling a pool of 20 takes five rounds)."""
+READY_TIMEOUT: Final = 60.0
+CLAIM_TIMEOUT: Final = 5.0
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
+
+_SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# What a cold start would not pass into the kernel's process (the launchers consume these).
+_NOT_IN_KERNEL: Final = frozenset(
+    {
+        "KERNEL_IMAGE",
+        "KERNEL_EXECUTOR_IMAGE",
+        "KERNEL_UID",
+        "KERNEL_GID",
+        "KERNEL_LAUNCH_TIMEOUT",
+        "KERNEL_GATEWAY",
+        "KERNEL_NAMESPACE",
+        "KERNEL_SERVICE_ACCOUNT_NAME",
+    }
+)
+# What shapes the container or pod, and the reason a request setting it goes cold.
+_CONTAINER_VARS: Final = {
+    "KERNEL_EXECUTOR_IMAGE": "image",
+    "KERNEL_UID": "identity",
+    "KERNEL_GID": "identity",
+    "KERNEL_NAMESPACE": "placement",
+    "KERNEL_SERVICE_ACCOUNT_NAME": "placement",
+    "KERNEL_POD_NAME": "placement",
+    "KERNEL_VOLUMES": "mounts",
+    "KERNEL_VOLUME_MOUNTS": "mounts",
+}
+_RESOURCE_PREFIXES: Final = ("KERNEL_CPUS", "KERNEL_MEMORY", "KERNEL_GPUS")
+
+log = logging.getLogger("sandbox_pool")
+
+
+class SettingsError(ValueError):
+    """A pool setting is invalid; the gateway stops with this message."""
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    sizes: Mapping[str, int]
+    max_age: float = 3600.0
+    check_interval: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PoolSettings:
+        sizes: dict[str, int] = {}
+        for item in env.get("SANDBOX_POOL", "").split(","):
+            if not item.strip():
+                continue
+            name, sep, size = (part.strip() for part in item.partition("="))
+            if not sep or not _SPEC_NAME.match(name) or not size.isdigit():
+                raise SettingsError(
+                    f"SANDBOX_POOL: expected kernelspec=size pairs (e.g. python3=2), got {item!r}"
+                )
+            if name in sizes:
+                raise SettingsError(f"SANDBOX_POOL names {name!r} twice")
+            sizes[name] = int(size)
+        return cls(
+            sizes={name: size for name, size in sizes.items() if size > 0},
+            max_age=_seconds(env, "SANDBOX_POOL_MAX_AGE", 3600.0),
+            check_interval=_seconds(env, "SANDBOX_POOL_CHECK_INTERVAL", 10.0),
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name} must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def cold_reason(env: Mapping[str, str], pooled_image: str | None) -> str | None:
+    """Why a start request with ``env`` cannot take a pooled kernel (None: it can)."""
+    image = env.get("KERNEL_IMAGE")
+    if image and image != pooled_image:
+        return "image"
+    for name in env:
+        if name.startswith(_RESOURCE_PREFIXES):
+            return "resources"
+        if name in _CONTAINER_VARS:
+            return _CONTAINER_VARS[name]
+    return None
+
+
+def kernel_variables(env: Mapping[str, str], kernel_id: str, user: str) -> dict[str, str]:
+    """The variables a cold start would put in the kernel's environment from this request."""
+    variables = {
+        name: value
+        for name, value in env.items()
+        if name.startswith("KERNEL_") and name not in _NOT_IN_KERNEL
+    }
+    variables.update(KERNEL_ID=kernel_id, KERNEL_USERNAME=user)
+    return variables
+
+
+def claim_code(variables: Mapping[str, str]) -> str:
+    """Python run (silently) in a claimed kernel: its environment, then its working directory."""
+    # repr() of a dict of str is a literal: no value can become code.
+    lines = ["import os as _sandbox_os", f"_sandbox_os.environ.update({dict(variables)!r})"]
+    workdir = variables.get("KERNEL_WORKING_DIR")
+    if workdir:
+        lines.append(f"if _sandbox_os.path.isdir({workdir!r}): _sandbox_os.chdir({workdir!r})")
+    lines.append("del _sandbox_os")
+    return "\n".join(lines)
+
+
+# --- the pool ----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Pooled:
+    """A kernel started for the pool: its launch key (the container's label) and its manager."""
+
+    key: str
+    manager: Any
+    reservation: Any
+    ready_at: float = field(default_factory=time.monotonic)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.kernels = Gauge(
+            "sandbox_pool_kernels", "Kernels in the warm pool", ["kernelspec", "state"]
+        )
+        self.target = Gauge("sandbox_pool_target", "Configured pool size", ["kernelspec"])
+        self.starts = Counter(
+            "sandbox_kernel_starts",
+            "Kernel start requests, served warm (from the pool) or cold, with the reason",
+            ["kernelspec", "source", "reason"],
+        )
+        self.start_seconds = Histogram(
+            "sandbox_kernel_start_seconds",
+            "Time to answer a start request in the gateway",
+            ["kernelspec", "source"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.refill_failures = Counter(
+            "sandbox_pool_refill_failures", "Pool kernels that failed to start", ["kernelspec"]
+        )
+        self.refill_failing = Gauge(
+            "sandbox_pool_refill_failing",
+            "1 while the pool of a kernelspec backs off after failed starts",
+            ["kernelspec"],
+        )
+
+
+class KernelPool:
+    """The pooled kernels of one gateway; every method runs on the gateway's event loop."""
+
+    def __init__(self, manager: Any, settings: PoolSettings, ledger: Any, metrics: Metrics) -> None:
+        self.manager = manager  # Enterprise Gateway's RemoteMappingKernelManager
+        self.settings = settings
+        self.ledger = ledger  # sandbox_limits' KernelLedger (None without limits)
+        self.metrics = metrics
+        self.ready: dict[str, collections.deque[Pooled]] = {
+            name: collections.deque() for name in settings.sizes
+        }
+        self.starting = dict.fromkeys(settings.sizes, 0)
+        self._failures = dict.fromkeys(settings.sizes, 0)
+        self._refilling: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        for name, size in settings.sizes.items():
+            metrics.target.labels(name).set(size)
+            self._publish(name)
+
+    # --- public -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name in self.settings.sizes:
+            self._wake(name)
+        self._spawn(self._check_forever())
+
+    async def claim(self, kernel_name: str, kwargs: dict[str, Any]) -> str | None:
+        """The id of a pooled kernel now serving this request, or None to start one cold."""
+        queue = self.ready.get(kernel_name)
+        if queue is None:
+            return None
+        env: dict[str, str] = dict(kwargs.get("env") or {})
+        reason = cold_reason(env, self._image(kernel_name))
+        kernel_id = env.get("KERNEL_ID")
+        if reason is None and kernel_id and kernel_id in self.manager:
+            reason = "kernel_id_in_use"
+        if reason is None and not queue:
+            reason = "empty"
+        if reason is not None:
+            self._cold(kernel_name, reason, env)
+            return None
+        from enterprise_gateway.services.sessions.kernelsessionmanager import KernelSessionManager
+
+        user = KernelSessionManager.get_kernel_username(env=dict(env))
+        while queue:
+            pooled = queue.popleft()
+            self._wake(kernel_name)
+            if self.ledger is not None:
+                try:
+                    self.ledger.hand_over(
+                        pooled.reservation, user, set(self.manager.list_kernel_ids())
+                    )
+                except Exception:
+                    queue.appendleft(pooled)  # untouched: it stays in the pool
+                    self._publish(kernel_name)
+                    raise
+            new_id = kernel_id or pooled.key
+            try:
+                await self._run(pooled.manager, claim_code(kernel_variables(env, new_id, user)))
+            except Exception as exc:
+                log.warning("pooled kernel %s failed its claim (%s): replacing it", pooled.key, exc)
+                self._discard(pooled)
+                continue
+            self._enter(new_id, pooled, kwargs, env, user)
+            self.metrics.starts.labels(kernel_name, "warm", "").inc()
+            return new_id
+        self._cold(kernel_name, "empty", env)
+        return None
+
+    async def close(self) -> None:
+        """Shut every pooled kernel down (the gateway is stopping)."""
+        self._closed = True
+        for task in [*self._tasks, *self._refilling.values()]:
+            task.cancel()
+        pooled = [kernel for queue in self.ready.values() for kernel in queue]
+        for queue in self.ready.values():
+            queue.clear()
+        await asyncio.gather(*(self._shutdown(kernel) for kernel in pooled))
+
+    # --- filling ------------------------------------------------------------------------------
+
+    def _wake(self, name: str) -> None:
+        task = self._refilling.get(name)
+        if not self._closed and (task is None or task.done()):
+            self._refilling[name] = asyncio.ensure_future(self._refill(name))
+
+    def _missing(self, name: str) -> int:
+        return self.settings.sizes[name] - len(self.ready[name]) - self.starting[name]
+
+    async def _refill(self, name: str) -> None:
+        while not self._closed and self._missing(name) > 0:
+            batch = min(self._missing(name), PARALLEL_STARTS)
+            results = await asyncio.gather(
+                *(self._launch(name) for _ in range(batch)), return_exceptions=True
+            )
+            errors = [result for result in results if isinstance(result, BaseException)]
+            for result in results:
+                if isinstance(result, Pooled):
+                    self.ready[name].append(result)
+            self._publish(name)
+            if not errors:
+                if self._failures[name]:
+                    log.info("pool %s: kernels start again", name)
+                self._failures[name] = 0
+                self.metrics.refill_failing.labels(name).set(0)
+                continue
+            if any(isinstance(error, asyncio.CancelledError) for error in errors):
+                return
+            self.metrics.refill_failures.labels(name).inc(len(errors))
+            self.metrics.refill_failing.labels(name).set(1)
+            self._failures[name] += 1
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures[name] - 1))
+            delay *= random.uniform(0.8, 1.2)
+            if self._failures[name] == 1:
+                log.error(
+                    "pool %s: cannot start a kernel: %s (retrying with backoff up to %.0f s)",
+                    name,
+                    _describe(errors[0]),
+                    BACKOFF_MAX,
+                )
+            else:
+                log.debug("pool %s: still failing (%s); retry in %.1f s", name, errors[0], delay)
+            await asyncio.sleep(delay)
+
+    async def _launch(self, name: str) -> Pooled:
+        key = str(uuid.uuid4())
+        reservation = None
+        if self.ledger is not None:
+            reservation = self.ledger.reserve(
+                POOL_USER, set(self.manager.list_kernel_ids()), per_user=False
+            )
+            self.ledger.named(reservation, key)
+        self.starting[name] += 1
+        self._publish(name)
+        manager = None
+        try:
+            manager = self.manager.kernel_manager_factory(
+                connection_file=os.path.join(self.manager.connection_dir, f"kernel-{key}.json"),
+                parent=self.manager,
+                log=self.manager.log,
+                kernel_name=name,
+                kernel_spec_manager=self.manager.kernel_spec_manager,
+            )
+            manager.kernel_id = key
+            await manager.start_kernel(env=self._launch_env(key, {"KERNEL_USERNAME": POOL_USER}))
+            manager.stop_restarter()  # the pool watches its kernels until one is handed out
+            await self._run(manager, None, timeout=READY_TIMEOUT)
+        except BaseException:
+            if reservation is not None:
+                self.ledger.release(reservation)
+            if manager is not None and getattr(manager, "has_kernel", False):
+                self._spawn(self._shutdown(Pooled(key, manager, None)))
+            raise
+        finally:
+            self.starting[name] -= 1
+        log.info("pool %s: kernel %s ready", name, key)
+        return Pooled(key, manager, reservation)
+
+    def _launch_env(self, kernel_id: str, env: Mapping[str, str]) -> dict[str, str]:
+        """What Enterprise Gateway's start handler would pass: inherited variables, then env."""
+        inherited = getattr(self.manager.parent, "inherited_envs", []) or []
+        launch = {name: os.environ[name] for name in inherited if name in os.environ}
+        launch.update(env)
+        launch["KERNEL_ID"] = kernel_id
+        return launch
+
+    def _image(self, name: str) -> str | None:
+        try:
+            spec = self.manager.kernel_spec_manager.get_kernel_spec(name)
+        except Exception:
+            return None
+        proxy = (spec.metadata or {}).get("process_proxy") or {}
+        image = (proxy.get("config") or {}).get("image_name")
+        return image if isinstance(image, str) else None
+
+    # --- handing out --------------------------------------------------------------------------
+
+    def _enter(
+        self, kernel_id: str, pooled: Pooled, kwargs: dict[str, Any], env: dict[str, str], user: str
+    ) -> None:
+        """Put a claimed kernel in the gateway's map as Enterprise Gateway's own start would."""
+        from jupyter_server._tz import utcnow
+        from jupyter_server.prometheus.metrics import KERNEL_CURRENTLY_RUNNING_TOTAL
+
+        manager, km = self.manager, pooled.manager
+        km.kernel_id = kernel_id
+        # A restart relaunches with the request's arguments, as a cold start of it would.
+        launch_env = self._launch_env(kernel_id, {**env, "KERNEL_USERNAME": user})
+        km._launch_args = {**(km._launch_args or {}), "env": launch_env}
+        km.user_overrides.update(
+            {name: value for name, value in launch_env.items() if name.startswith("KERNEL_")}
+        )
+        manager._kernels[kernel_id] = km
+        manager._kernel_connections[kernel_id] = 0
+        manager._kernel_ports[kernel_id] = km.ports
+        manager.start_watching_activity(kernel_id)
+        manager.add_restart_callback(
+            kernel_id, lambda: manager._handle_kernel_died(kernel_id), "dead"
+        )
+        km.start_restarter()
+        km.execution_state, km.reason, km.last_activity = "idle", "", utcnow()
+        if not manager._initialized_culler:
+            manager.initialize_culler()
+        KERNEL_CURRENTLY_RUNNING_TOTAL.labels(type=km.kernel_name).inc()
+        if self.ledger is not None:
+            self.ledger.named(pooled.reservation, kernel_id)
+            self.ledger.release(pooled.reservation)
+        session_args = {**kwargs, "env": launch_env}
+        manager.parent.kernel_session_manager.create_session(kernel_id, **session_args)
+        self._publish(km.kernel_name)
+        log.info(
+            "kernel %s (%s) served from the pool to %s (container key %s)",
+            kernel_id,
+            km.kernel_name,
+            user,
+            pooled.key,
+        )
+
+    def _cold(self, name: str, reason: str, env: Mapping[str, str]) -> None:
+        self.metrics.starts.labels(name, "cold", reason).inc()
+        detail = {
+            "image": f"KERNEL_IMAGE {env.get('KERNEL_IMAGE')!r} is not the pooled image",
+            "empty": "the pool is empty",
+            "kernel_id_in_use": "the requested KERNEL_ID is in use",
+        }.get(reason, f"the request sets {reason} ({_names(env, reason)})")
+        log.info("pool miss for %s: %s; starting a kernel cold", name, detail)
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def _check_forever(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.settings.check_interval)
+            for name, queue in self.ready.items():
+                for pooled in list(queue):
+                    age = time.monotonic() - pooled.ready_at
+                    reason = "reached SANDBOX_POOL_MAX_AGE" if age > self.settings.max_age else ""
+                    if not reason:
+                        try:
+                            alive = await pooled.manager.is_alive()
+                        except Exception as exc:
+                            alive, reason = False, f"cannot be polled ({exc})"
+                        if not alive:
+                            reason = reason or "died"
+                    if reason and pooled in queue:
+                        queue.remove(pooled)
+                        log.warning("pool %s: kernel %s %s: replacing it", name, pooled.key, reason)
+                        self._discard(pooled)
+                        self._wake(name)
+
+    def _discard(self, pooled: Pooled) -> None:
+        if self.ledger is not None and pooled.reservation is not None:
+            self.ledger.release(pooled.reservation)
+        self._publish(pooled.manager.kernel_name)
+        self._spawn(self._shutdown(pooled))
+
+    async def _shutdown(self, pooled: Pooled) -> None:
+        try:
+            await pooled.manager.shutdown_kernel(now=True)
+        except Exception as exc:
+            log.warning("pooled kernel %s: shutdown failed: %s", pooled.key, exc)
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _publish(self, name: str) -> None:
+        if name in self.ready:
+            self.metrics.kernels.labels(name, "ready").set(len(self.ready[name]))
+            self.metrics.kernels.labels(name, "starting").set(self.starting[name])
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, km: Any, code: str | None, timeout: float = CLAIM_TIMEOUT) -> None:
+        """Send one shell request (execute ``code`` silently, or kernel_info) and await its
+        reply; an error reply raises."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        if code is None:
+            request = km.session.msg("kernel_info_request", {})
+        else:
+            content = {
+                "code": code,
+                "silent": True,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            }
+            request = km.session.msg("execute_request", content)
+
+        def on_reply(frames: list[Any]) -> None:
+            _, parts = km.session.feed_identities(frames)
+            reply = km.session.deserialize(parts)
+            if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
+                if not answer.done():
+                    answer.set_result(reply)
+
+        stream = km.connect_shell()
+        try:
+            stream.on_recv(on_reply)
+            km.session.send(stream, request)  # queued by ZMQ until the connection is up
+            reply = await asyncio.wait_for(answer, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no reply from the kernel within {timeout:.0f} s") from None
+        finally:
+            stream.close()
+        if reply["content"].get("status", "ok") != "ok":
+            raise RuntimeError(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
+
+
+def _names(env: Mapping[str, str], reason: str) -> str:
+    if reason == "resources":
+        return ", ".join(sorted(n for n in env if n.startswith(_RESOURCE_PREFIXES)))
+    return ", ".join(sorted(n for n, r in _CONTAINER_VARS.items() if r == reason and n in env))
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text if len(text) < 500 else text[:500] + "…"
+
+
+# --- Enterprise Gateway patches ------------------------------------------------------------------
+
+_pool: KernelPool | None = None
+
+
+def _serve_starts(metrics: Metrics) -> None:
+    """Start requests try the pool first; every start is counted and timed."""
+    from enterprise_gateway.services.kernels.remotemanager import RemoteMappingKernelManager
+
+    original_start = RemoteMappingKernelManager.start_kernel
+
+    async def start_kernel(self: Any, *args: Any, **kwargs: Any) -> str:
+        name = str(kwargs.get("kernel_name") or self.default_kernel_name)
+        began = time.perf_counter()
+        kernel_id = await _pool.claim(name, kwargs) if _pool is not None else None
+        source = "warm"
+        if kernel_id is None:
+            source = "cold"
+            if _pool is None or name not in _pool.ready:
+                metrics.starts.labels(name, "cold", "not_pooled").inc()
+            kernel_id = await original_start(self, *args, **kwargs)
+        metrics.start_seconds.labels(name, source).observe(time.perf_counter() - began)
+        return kernel_id
+
+    RemoteMappingKernelManager.start_kernel = start_kernel
+
+
+def _persist_container_key() -> None:
+    """A handed-out kernel's proxy keeps the key its container or pod is labelled with, also in
+    the persisted session (a gateway that re-adopts it must find that container)."""
+    from enterprise_gateway.services.processproxies.processproxy import BaseProcessProxyABC
+
+    original_get = BaseProcessProxyABC.get_process_info
+    original_load = BaseProcessProxyABC.load_process_info
+
+    def get_process_info(self: Any) -> dict[str, Any]:
+        info: dict[str, Any] = original_get(self)
+        info["sandbox_kernel_key"] = self.kernel_id
+        return info
+
+    def load_process_info(self: Any, process_info: dict[str, Any]) -> None:
+        original_load(self, process_info)
+        self.kernel_id = process_info.get("sandbox_kernel_key") or self.kernel_id
+
+    BaseProcessProxyABC.get_process_info = get_process_info
+    BaseProcessProxyABC.load_process_info = load_process_info
+
+
+def _serve_metrics() -> None:
+    from enterprise_gateway.enterprisegatewayapp import EnterpriseGatewayApp
+    from enterprise_gateway.mixins import TokenAuthorizationMixin
+    from jupyter_server.utils import url_path_join
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    from tornado import web
+
+    class MetricsHandler(TokenAuthorizationMixin, web.RequestHandler):
+        """Prometheus text format: the pool's metrics and jupyter_server's."""
+
+        def get(self) -> None:
+            self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.finish(generate_latest(REGISTRY))
+
+    original = EnterpriseGatewayApp._create_request_handlers
+
+    def create_request_handlers(self: Any) -> list[tuple[Any, ...]]:
+        handlers: list[tuple[Any, ...]] = original(self)
+        # First: Enterprise Gateway's list ends with a catch-all 404 handler.
+        return [(url_path_join("/", self.base_url, "/metrics"), MetricsHandler), *handlers]
+
+    EnterpriseGatewayApp._create_request_handlers = create_request_handlers
+
+
+def _run_with_the_gateway(settings: PoolSettings, metrics: Metrics, ledger: Any) -> None:
+    from enterprise_gateway.enterprisegatewayapp import EnterpriseGatewayApp
+    from jupyter_client.kernelspec import NoSuchKernel
+    from tornado.ioloop import IOLoop
+
+    original_start = EnterpriseGatewayApp.start
+    original_shutdown = EnterpriseGatewayApp.shutdown
+
+    def start(self: Any) -> None:
+        global _pool
+        for name in settings.sizes:
+            try:
+                self.kernel_manager.kernel_spec_manager.get_kernel_spec(name)
+            except NoSuchKernel:
+                raise SystemExit(f"SANDBOX_POOL names kernelspec {name!r}, which does not exist")
+        _pool = KernelPool(self.kernel_manager, settings, ledger, metrics)
+        IOLoop.current().add_callback(_pool.start)
+        original_start(self)
+
+    def shutdown(self: Any) -> None:
+        if _pool is not None:
+            asyncio.get_event_loop().run_until_complete(_pool.close())
+        original_shutdown(self)
+
+    EnterpriseGatewayApp.start = start
+    EnterpriseGatewayApp.shutdown = shutdown
+
+
+def apply(env: Mapping[str, str] | None = None, *, max_kernels: int | None = None) -> PoolSettings:
+    """Read the settings (exit with a message if one is invalid) and patch the gateway."""
+    import sandbox_limits
+
+    try:
+        settings = PoolSettings.from_env(os.environ if env is None else env)
+    except SettingsError as exc:
+        raise SystemExit(f"sandbox gateway: invalid setting: {exc}") from None
+    if max_kernels is not None and settings.total > max_kernels:
+        raise SystemExit(
+            f"sandbox gateway: SANDBOX_POOL holds {settings.total} kernels, more than "
+            f"SANDBOX_MAX_KERNELS ({max_kernels})"
+        )
+    metrics = Metrics()
+    _serve_starts(metrics)
+    _persist_container_key()
+    _serve_metrics()
+    _run_with_the_gateway(settings, metrics, sandbox_limits.LEDGER)
+    return settings
