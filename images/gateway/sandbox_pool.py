@@ -526,9 +526,9 @@ class KernelPool:
         def on_reply(frames: list[Any]) -> None:
             _, parts = km.session.feed_identities(frames)
             reply = km.session.deserialize(parts)
-            if reply["parent_header"].get("msg_id") == request["header"]["msg_id"]:
-                if not answer.done():
-                    answer.set_result(reply)
+            mine = reply["parent_header"].get("msg_id") == request["header"]["msg_id"]
+            if mine and not answer.done():
+                answer.set_result(reply)
 
         stream = km.connect_shell()
         try:
@@ -640,7 +640,9 @@ def _run_with_the_gateway(settings: PoolSettings, metrics: Metrics, ledger: Any)
             try:
                 self.kernel_manager.kernel_spec_manager.get_kernel_spec(name)
             except NoSuchKernel:
-                raise SystemExit(f"SANDBOX_POOL names kernelspec {name!r}, which does not exist")
+                raise SystemExit(
+                    f"SANDBOX_POOL names kernelspec {name!r}, which does not exist"
+                ) from None
         _pool = KernelPool(self.kernel_manager, settings, ledger, metrics)
         IOLoop.current().add_callback(_pool.start)
         original_start(self)
