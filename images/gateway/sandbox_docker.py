@@ -8,7 +8,10 @@ its own and attaches the gateway to it.  This module is the gateway's half of th
 * ``apply()`` tells the launcher who the gateway is (its container id and the deployment label
   that scopes clean-up), then reconciles the kernel networks once at start-up and periodically:
   a network whose kernel is alive gets the gateway attached (a recreated gateway container
-  re-adopts the kernels it persisted), a network whose kernel is gone is removed.
+  re-adopts the kernels it persisted), a network whose kernel is gone is removed;
+* at start-up, once persisted sessions are loaded, kernel containers that no kernel of the
+  gateway owns (a crashed gateway's warm pool, a session that could not be re-adopted) are
+  removed with their networks.
 
 It is active when ``SANDBOX_KERNEL_SUBNETS`` is set (the gateway image sets it); the test gateway,
 which runs local kernels, leaves it off.
@@ -145,6 +148,53 @@ def sweep(deployment: str, gateway: str, alias: str) -> None:
             remove_network(network.name)
 
 
+def remove_orphans(deployment: str, known: set[str]) -> int:
+    """Remove this deployment's kernel containers (and networks) that no kernel of the gateway
+    owns: kernels a crashed gateway had not handed out (its warm pool) or could not re-adopt.
+    Called once at start-up, before the gateway launches anything; returns how many."""
+    client = _docker()
+    labels = [f"{DEPLOYMENT_LABEL}={deployment}", "component=kernel"]
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": labels}):
+        key = container.labels.get("kernel_id")
+        if key in known:
+            continue
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            log.warning("cannot remove orphaned kernel container %s: %s", container.name, exc)
+            continue
+        removed += 1
+        if key:
+            remove_network(network_name(key))
+    if removed:
+        log.info("removed %d kernel container(s) that no kernel of this gateway owns", removed)
+    return removed
+
+
+def _remove_orphans_at_start(deployment: str) -> None:
+    from enterprise_gateway.enterprisegatewayapp import EnterpriseGatewayApp
+
+    original_start = EnterpriseGatewayApp.start
+
+    def start(self: Any) -> None:
+        # Persisted sessions are loaded by now (init_configurables); nothing is launching yet.
+        known = {
+            str(getattr(manager.process_proxy, "kernel_id", ""))
+            for manager in self.kernel_manager._kernels.values()
+            if getattr(manager, "process_proxy", None) is not None
+        }
+        try:
+            remove_orphans(deployment, known)
+        except Exception as exc:  # the engine may be restarting: the gateway still starts
+            log.warning("orphaned kernel containers not checked: %s", exc)
+        original_start(self)
+
+    EnterpriseGatewayApp.start = start
+
+
 def _age_seconds(created: str) -> float:
     # Docker writes nanoseconds ("2026-11-30T09:00:00.123456789Z"); datetime takes microseconds.
     match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", created)
@@ -173,6 +223,7 @@ def apply() -> None:
     deployment = os.environ["SANDBOX_DEPLOYMENT"]
     alias = os.environ.get("EG_RESPONSE_IP", "sandbox-gateway")
     sweep(deployment, gateway, alias)
+    _remove_orphans_at_start(deployment)
     interval = float(os.environ.get("SANDBOX_NETWORK_SWEEP_INTERVAL", "60"))
     threading.Thread(
         target=_sweep_forever,

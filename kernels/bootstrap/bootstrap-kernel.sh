@@ -22,6 +22,11 @@ if [ -n "${TRANSPORT_ENCRYPTION:-}" ]; then
     set -- "$@" --transport-encryption "$TRANSPORT_ENCRYPTION"
 fi
 
+# The client's working directory, when it exists here (as the gateway's warm pool does it).
+if [ -n "${KERNEL_WORKING_DIR:-}" ] && [ -d "$KERNEL_WORKING_DIR" ]; then
+    cd "$KERNEL_WORKING_DIR"
+fi
+
 # ipykernel exits when the process named by JPY_PARENT_PID is no longer its parent.  After exec
 # the kernel's parent is docker-init, and the container's lifetime already bounds the kernel's.
 unset JPY_PARENT_PID

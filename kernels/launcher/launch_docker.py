@@ -74,7 +74,9 @@ KERNEL_NETWORK_PREFIX = 28  # 16 addresses: Docker's reserved gateway, the kerne
 NETWORK_ATTEMPTS = 8
 
 # KERNEL_* variables that steer the gateway or this launcher; they are consumed here and never
-# reach the kernel (a client could otherwise, e.g., pick the container's uid).
+# reach the kernel (a client could otherwise, e.g., pick the container's uid).  KERNEL_WORKING_DIR
+# does reach it: the image's bootstrap starts the kernel there if it is an existing directory, as
+# a kernel from the gateway's warm pool does.
 _LAUNCH_CONTROL_VARS = frozenset(
     {
         "KERNEL_IMAGE",
@@ -82,7 +84,6 @@ _LAUNCH_CONTROL_VARS = frozenset(
         "KERNEL_UID",
         "KERNEL_GID",
         "KERNEL_LAUNCH_TIMEOUT",
-        "KERNEL_WORKING_DIR",
         "KERNEL_GATEWAY",
         "KERNEL_NAMESPACE",
         "KERNEL_SERVICE_ACCOUNT_NAME",

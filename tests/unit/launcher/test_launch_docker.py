@@ -67,6 +67,7 @@ def test_kernel_gets_only_what_it_needs() -> None:
         "KERNEL_ID": "k-1",
         "KERNEL_USERNAME": "alice",
         "KERNEL_EXTRA_SETTING": "client value",
+        "KERNEL_WORKING_DIR": "/",  # the bootstrap starts the kernel there if it exists
         "PORT_RANGE": "0..0",
         "RESPONSE_ADDRESS": "sandbox-gateway:8877",
         "PUBLIC_KEY": "PUBKEY",
