@@ -16,16 +16,17 @@ How a pooled kernel lives
     is shut down and replaced.
 
 Claims
-    A start request for a pooled kernelspec takes the oldest ready kernel, never one that was
-    handed out before.  Before the request returns, the request's kernel variables (``KERNEL_*``
-    as a cold start passes them into the kernel, ``KERNEL_ID`` and ``KERNEL_USERNAME`` included)
-    are set in the kernel's ``os.environ`` and ``KERNEL_WORKING_DIR``, if it is an existing
-    directory there, becomes its working directory — one silent execute, so the session sees them
-    in ``os.environ`` and in subprocesses.  The kernel then enters the gateway's map under the
+    A start request for a pooled kernelspec takes the oldest ready kernel, never one that was handed
+    out before.  Before the request returns, the request's kernel variables (``KERNEL_*`` as a cold
+    start passes them into the kernel, ``KERNEL_ID`` and ``KERNEL_USERNAME`` included) are set in
+    the kernel's ``os.environ`` and ``KERNEL_WORKING_DIR``, if it is an existing directory there,
+    becomes its working directory (for container kernels only where Enterprise Gateway passes it on
+    a cold start too: ``EG_MIRROR_WORKING_DIRS=true``) — one silent execute, so the session sees
+    them in ``os.environ`` and in subprocesses.  The kernel then enters the gateway's map under the
     requested ``KERNEL_ID`` (or the id it was started with), with its launch arguments replaced by
     the request's, so a restart relaunches it as a cold start of that request would have.  Its
-    container keeps the label it was started with; the process proxy keeps that key and persists
-    it, so a gateway that re-adopts its sessions still finds the container.
+    container keeps the label it was started with; the process proxy keeps that key and persists it,
+    so a gateway that re-adopts its sessions still finds the container.
 
     A request that would change the container goes cold, says why in the log and in the metrics,
     and works as before: a kernel image other than the kernelspec's, resources (``KERNEL_CPUS*``,
@@ -167,12 +168,16 @@ def cold_reason(env: Mapping[str, str], pooled_image: str | None) -> str | None:
     return None
 
 
-def kernel_variables(env: Mapping[str, str], kernel_id: str, user: str) -> dict[str, str]:
-    """The variables a cold start would put in the kernel's environment from this request."""
+def kernel_variables(
+    env: Mapping[str, str], kernel_id: str, user: str, *, working_dir: bool = True
+) -> dict[str, str]:
+    """The variables a cold start would put in the kernel's environment from this request
+    (``working_dir=False``: Enterprise Gateway drops ``KERNEL_WORKING_DIR`` for this kernel)."""
+    dropped = _NOT_IN_KERNEL if working_dir else _NOT_IN_KERNEL | {"KERNEL_WORKING_DIR"}
     variables = {
         name: value
         for name, value in env.items()
-        if name.startswith("KERNEL_") and name not in _NOT_IN_KERNEL
+        if name.startswith("KERNEL_") and name not in dropped
     }
     variables.update(KERNEL_ID=kernel_id, KERNEL_USERNAME=user)
     return variables
@@ -290,7 +295,10 @@ class KernelPool:
                     raise
             new_id = kernel_id or pooled.key
             try:
-                await self._run(pooled.manager, claim_code(kernel_variables(env, new_id, user)))
+                variables = kernel_variables(
+                    env, new_id, user, working_dir=self._keeps_working_dir(pooled.manager)
+                )
+                await self._run(pooled.manager, claim_code(variables))
             except Exception as exc:
                 log.warning("pooled kernel %s failed its claim (%s): replacing it", pooled.key, exc)
                 self._discard(pooled)
@@ -397,6 +405,16 @@ class KernelPool:
         launch.update(env)
         launch["KERNEL_ID"] = kernel_id
         return launch
+
+    @staticmethod
+    def _keeps_working_dir(km: Any) -> bool:
+        """Whether a cold start would pass KERNEL_WORKING_DIR to this kernel: container proxies
+        drop it unless EG_MIRROR_WORKING_DIRS is true."""
+        from enterprise_gateway.services.processproxies.container import ContainerProcessProxy
+
+        if not isinstance(km.process_proxy, ContainerProcessProxy):
+            return True
+        return os.environ.get("EG_MIRROR_WORKING_DIRS", "false").lower() == "true"
 
     def _image(self, name: str) -> str | None:
         try:

@@ -8,6 +8,7 @@ so it never collides with a stack a developer has up on 8888/8889/8080.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -153,6 +154,34 @@ class Stack:
         ids = docker("ps", "-q", "--filter", f"label=kernel_id={kernel_id}").split()
         assert len(ids) == 1, f"expected one container for kernel {kernel_id}, found {ids}"
         return dict(json.loads(docker("inspect", ids[0]))[0])
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the gateway's Prometheus metrics (0 when it has none yet)."""
+        wanted = {f'{key}="{value}"' for key, value in labels.items()}
+        text = requests.get(f"{self.gateway_http}/metrics", timeout=10).text
+        for line in text.splitlines():
+            head, _, value = line.rpartition(" ")
+            sample, _, label_text = head.partition("{")
+            if sample == name and wanted <= set(label_text.rstrip("}").split(",")) - {""}:
+                return float(value)
+        return 0.0
+
+    def wait_pool_ready(
+        self, kernelspec: str = "python3", size: int = 2, timeout: float = 120
+    ) -> None:
+        """Until the gateway's warm pool for ``kernelspec`` holds ``size`` ready kernels."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if (
+                    self.metric("sandbox_pool_kernels", kernelspec=kernelspec, state="ready")
+                    >= size
+                ):
+                    return
+            time.sleep(0.25)
+        raise RuntimeError(
+            f"the {kernelspec} pool did not reach {size} ready kernels in {timeout} s"
+        )
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

@@ -35,15 +35,34 @@ def probe(session: GatewayKernelSession, code: str, timeout: float = 60) -> Any:
     return json.loads(result.stdout)
 
 
-def start(stack: Stack, **kwargs: Any) -> GatewayKernelSession:
-    session = GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "python3", **kwargs)
+def start(stack: Stack, kernelspec: str = "python3", **kwargs: Any) -> GatewayKernelSession:
+    session = GatewayKernelSession(stack.gateway_http, stack.gateway_ws, kernelspec, **kwargs)
     session.start()
     return session
 
 
+# Every probe runs against kernels from the gateway's warm pool ("python3" in the compose stack)
+# and against cold-started ones ("sandbox-python" has no pool): both must hold the same box.
+@pytest.fixture(scope="module", params=["python3", "sandbox-python"], ids=["pooled", "cold"])
+def kernelspec(request: pytest.FixtureRequest, stack: Stack) -> str:
+    return str(request.param)
+
+
+def start_probed(stack: Stack, kernelspec: str) -> GatewayKernelSession:
+    """A victim or attacker kernel; a pooled one is checked to be served warm."""
+    if kernelspec != "python3":
+        return start(stack, kernelspec)
+    stack.wait_pool_ready(size=1)
+    labels = {"kernelspec": kernelspec, "source": "warm", "reason": ""}
+    before = stack.metric("sandbox_kernel_starts_total", **labels)
+    session = start(stack, kernelspec)
+    assert stack.metric("sandbox_kernel_starts_total", **labels) == before + 1, "not pooled"
+    return session
+
+
 @pytest.fixture(scope="module")
-def victim(stack: Stack) -> Iterator[GatewayKernelSession]:
-    session = start(stack)
+def victim(stack: Stack, kernelspec: str) -> Iterator[GatewayKernelSession]:
+    session = start_probed(stack, kernelspec)
     session.execute(f"secret = {SECRET!r}").raise_for_error()
     try:
         yield session
@@ -52,8 +71,8 @@ def victim(stack: Stack) -> Iterator[GatewayKernelSession]:
 
 
 @pytest.fixture(scope="module")
-def attacker(stack: Stack) -> Iterator[GatewayKernelSession]:
-    session = start(stack)
+def attacker(stack: Stack, kernelspec: str) -> Iterator[GatewayKernelSession]:
+    session = start_probed(stack, kernelspec)
     try:
         yield session
     finally:
