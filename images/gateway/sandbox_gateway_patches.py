@@ -21,6 +21,8 @@ left A's partial in place for good (B had found it and put it back): every later
 an env ran with A's env (A's user, A's ``KERNEL_*`` variables), a leak from one tenant to the
 others.  The start handler now calls ``start_kernel`` with the request's own arguments and
 mutates nothing shared; its checks, answers and their order are EG's (and jupyter_server's).
+Arguments rather than a context variable read further down: the ``start_kernel`` wrappers of
+``sandbox_limits`` and ``sandbox_pool`` take the user and the kernel variables from them.
 
 The launch-response socket is replaced as a whole by ``sandbox_response``.
 """
@@ -141,5 +143,5 @@ def _env_per_start_request() -> None:
 def apply() -> None:
     """Apply every fix; safe to call once per process."""
     _enable_nodelay()
-    pass  # _env_per_start_request()  # first: the checks of start requests wrap this handler
+    _env_per_start_request()  # first: the checks of start requests wrap this handler
     _client_errors_without_tracebacks()
