@@ -74,6 +74,10 @@ PARALLEL_STARTS: Final = 4
 """Pool kernels launched at once per kernelspec (refilling a pool of 20 takes five rounds)."""
 READY_TIMEOUT: Final = 60.0
 CLAIM_TIMEOUT: Final = 5.0
+REFILL_DELAY: Final = 0.25
+"""Seconds between a claim and the refill it triggers: a launch does blocking work on the event
+loop (spawning the launcher, polling the engine), which would otherwise slow the claims of a
+burst and the first requests of the sessions just handed out."""
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 
 _SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -204,7 +208,13 @@ class Pooled:
     key: str
     manager: Any
     reservation: Any
+    shell: Any = None  # its shell channel, kept open so that a claim needs no new connection
     ready_at: float = field(default_factory=time.monotonic)
+
+    def close_shell(self) -> None:
+        if self.shell is not None:
+            self.shell.close()
+            self.shell = None
 
 
 class Metrics:
@@ -250,6 +260,7 @@ class KernelPool:
         self.starting = dict.fromkeys(settings.sizes, 0)
         self._failures = dict.fromkeys(settings.sizes, 0)
         self._refilling: dict[str, asyncio.Task[None]] = {}
+        self._scheduled: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         for name, size in settings.sizes.items():
@@ -283,7 +294,7 @@ class KernelPool:
         user = KernelSessionManager.get_kernel_username(env=dict(env))
         while queue:
             pooled = queue.popleft()
-            self._wake(kernel_name)
+            self._wake(kernel_name, delay=REFILL_DELAY)
             if self.ledger is not None:
                 try:
                     self.ledger.hand_over(
@@ -298,11 +309,12 @@ class KernelPool:
                 variables = kernel_variables(
                     env, new_id, user, working_dir=self._keeps_working_dir(pooled.manager)
                 )
-                await self._run(pooled.manager, claim_code(variables))
+                await self._run(pooled.manager, claim_code(variables), stream=pooled.shell)
             except Exception as exc:
                 log.warning("pooled kernel %s failed its claim (%s): replacing it", pooled.key, exc)
                 self._discard(pooled)
                 continue
+            pooled.close_shell()
             self._enter(new_id, pooled, kwargs, env, user)
             self.metrics.starts.labels(kernel_name, "warm", "").inc()
             return new_id
@@ -312,6 +324,8 @@ class KernelPool:
     async def close(self) -> None:
         """Shut every pooled kernel down (the gateway is stopping)."""
         self._closed = True
+        for handle in self._scheduled.values():
+            handle.cancel()
         for task in [*self._tasks, *self._refilling.values()]:
             task.cancel()
         pooled = [kernel for queue in self.ready.values() for kernel in queue]
@@ -321,10 +335,20 @@ class KernelPool:
 
     # --- filling ------------------------------------------------------------------------------
 
-    def _wake(self, name: str) -> None:
+    def _wake(self, name: str, delay: float = 0.0) -> None:
+        """Refill ``name`` now, or ``delay`` seconds from the first wake of a burst."""
         task = self._refilling.get(name)
-        if not self._closed and (task is None or task.done()):
-            self._refilling[name] = asyncio.ensure_future(self._refill(name))
+        if self._closed or (task is not None and not task.done()):
+            return
+        if delay > 0:
+            if name not in self._scheduled:
+                loop = asyncio.get_running_loop()
+                self._scheduled[name] = loop.call_later(delay, self._wake, name)
+            return
+        handle = self._scheduled.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+        self._refilling[name] = asyncio.ensure_future(self._refill(name))
 
     def _missing(self, name: str) -> int:
         return self.settings.sizes[name] - len(self.ready[name]) - self.starting[name]
@@ -374,7 +398,7 @@ class KernelPool:
             self.ledger.named(reservation, key)
         self.starting[name] += 1
         self._publish(name)
-        manager = None
+        manager = shell = None
         try:
             manager = self.manager.kernel_manager_factory(
                 connection_file=os.path.join(self.manager.connection_dir, f"kernel-{key}.json"),
@@ -386,8 +410,11 @@ class KernelPool:
             manager.kernel_id = key
             await manager.start_kernel(env=self._launch_env(key, {"KERNEL_USERNAME": POOL_USER}))
             manager.stop_restarter()  # the pool watches its kernels until one is handed out
-            await self._run(manager, None, timeout=READY_TIMEOUT)
+            shell = manager.connect_shell()
+            await self._run(manager, None, timeout=READY_TIMEOUT, stream=shell)
         except BaseException:
+            if shell is not None:
+                shell.close()
             if reservation is not None:
                 self.ledger.release(reservation)
             if manager is not None and getattr(manager, "has_kernel", False):
@@ -396,7 +423,7 @@ class KernelPool:
         finally:
             self.starting[name] -= 1
         log.info("pool %s: kernel %s ready", name, key)
-        return Pooled(key, manager, reservation)
+        return Pooled(key, manager, reservation, shell)
 
     def _launch_env(self, kernel_id: str, env: Mapping[str, str]) -> dict[str, str]:
         """What Enterprise Gateway's start handler would pass: inherited variables, then env."""
@@ -506,6 +533,7 @@ class KernelPool:
         self._spawn(self._shutdown(pooled))
 
     async def _shutdown(self, pooled: Pooled) -> None:
+        pooled.close_shell()
         try:
             await pooled.manager.shutdown_kernel(now=True)
         except Exception as exc:
@@ -523,9 +551,11 @@ class KernelPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, km: Any, code: str | None, timeout: float = CLAIM_TIMEOUT) -> None:
-        """Send one shell request (execute ``code`` silently, or kernel_info) and await its
-        reply; an error reply raises."""
+    async def _run(
+        self, km: Any, code: str | None, timeout: float = CLAIM_TIMEOUT, stream: Any = None
+    ) -> None:
+        """Send one shell request (execute ``code`` silently, or kernel_info) on ``stream`` (or
+        a connection of its own) and await its reply; an error reply raises."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[dict[str, Any]] = loop.create_future()
         if code is None:
@@ -548,15 +578,17 @@ class KernelPool:
             if mine and not answer.done():
                 answer.set_result(reply)
 
-        stream = km.connect_shell()
+        own = stream is None
+        channel = km.connect_shell() if own else stream
         try:
-            stream.on_recv(on_reply)
-            km.session.send(stream, request)  # queued by ZMQ until the connection is up
+            channel.on_recv(on_reply)
+            km.session.send(channel, request)  # queued by ZMQ until the connection is up
             reply = await asyncio.wait_for(answer, timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f"no reply from the kernel within {timeout:.0f} s") from None
         finally:
-            stream.close()
+            if own:
+                channel.close()
         if reply["content"].get("status", "ok") != "ok":
             raise RuntimeError(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
 
