@@ -159,12 +159,18 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def cold_reason(env: Mapping[str, str], pooled_image: str | None) -> str | None:
-    """Why a start request with ``env`` cannot take a pooled kernel (None: it can)."""
+def cold_reason(
+    env: Mapping[str, str], pooled_env: Mapping[str, str], pooled_image: str | None
+) -> str | None:
+    """Why a start request with ``env`` cannot take a kernel launched with ``pooled_env`` and
+    ``pooled_image`` (None: it can).  A value the pooled kernels were launched with anyway (one
+    the gateway passes every kernel, such as its KERNEL_NAMESPACE) changes nothing."""
     image = env.get("KERNEL_IMAGE")
-    if image and image != pooled_image:
+    if image and image != (pooled_env.get("KERNEL_IMAGE") or pooled_image):
         return "image"
-    for name in env:
+    for name, value in env.items():
+        if value == pooled_env.get(name):
+            continue
         if name.startswith(_RESOURCE_PREFIXES):
             return "resources"
         if name in _CONTAINER_VARS:
@@ -280,7 +286,7 @@ class KernelPool:
         if queue is None:
             return None
         env: dict[str, str] = dict(kwargs.get("env") or {})
-        reason = cold_reason(env, self._image(kernel_name))
+        reason = cold_reason(env, self._launch_env("", {}), self._image(kernel_name))
         kernel_id = env.get("KERNEL_ID")
         if reason is None and kernel_id and kernel_id in self.manager:
             reason = "kernel_id_in_use"
