@@ -298,6 +298,10 @@ class KernelPool:
         from enterprise_gateway.services.sessions.kernelsessionmanager import KernelSessionManager
 
         user = KernelSessionManager.get_kernel_username(env=dict(env))
+        # Enterprise Gateway authorises KERNEL_USERNAME when it launches (its process proxy
+        # answers 403 for an unauthorised user); a pooled kernel was launched for the pool, so
+        # the same check runs here, with the same answer, before any kernel is taken.
+        queue[0].manager.process_proxy._enforce_authorization(env=dict(env))
         while queue:
             pooled = queue.popleft()
             self._wake(kernel_name, delay=REFILL_DELAY)
