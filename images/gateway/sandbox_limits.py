@@ -352,7 +352,7 @@ def _limit_kernels(ledger: KernelLedger) -> None:
         try:
             reservation = ledger.reserve(user, set(self.list_kernel_ids()))
         except KernelLimitReached as exc:
-            raise _http_error(403, exc.body()) from None
+            raise limit_refusal(exc) from None
         token = _current_reservation.set(reservation)
         try:
             kernel_id: str = await original_start(self, *args, **kwargs)
@@ -382,6 +382,11 @@ def _limit_kernels(ledger: KernelLedger) -> None:
     RemoteMappingKernelManager.start_kernel = start_kernel
     RemoteMappingKernelManager.new_kernel_id = new_kernel_id
     RemoteMappingKernelManager.start_kernel_from_session = start_kernel_from_session
+
+
+def limit_refusal(exc: KernelLimitReached) -> Exception:
+    """The 403 answer to a start past a kernel limit (what the warm pool raises too)."""
+    return _http_error(403, exc.body())
 
 
 def _http_error(status: int, body: dict[str, Any]) -> Exception:

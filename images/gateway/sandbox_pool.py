@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -267,7 +268,9 @@ class KernelPool:
         self._failures = dict.fromkeys(settings.sizes, 0)
         self._refilling: dict[str, asyncio.Task[None]] = {}
         self._scheduled: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # shutdowns of pooled kernels
+        self._checker: asyncio.Task[None] | None = None
+        self._slot_freed = asyncio.Event()
         self._closed = False
         for name, size in settings.sizes.items():
             metrics.target.labels(name).set(size)
@@ -278,7 +281,11 @@ class KernelPool:
     def start(self) -> None:
         for name in self.settings.sizes:
             self._wake(name)
-        self._spawn(self._check_forever())
+        self._checker = asyncio.ensure_future(self._check_forever())
+
+    def slot_freed(self) -> None:
+        """A kernel left the gateway: a pool waiting for a free slot may try again."""
+        self._slot_freed.set()
 
     async def claim(self, kernel_name: str, kwargs: dict[str, Any]) -> str | None:
         """The id of a pooled kernel now serving this request, or None to start one cold."""
@@ -306,14 +313,16 @@ class KernelPool:
             pooled = queue.popleft()
             self._wake(kernel_name, delay=REFILL_DELAY)
             if self.ledger is not None:
+                import sandbox_limits
+
                 try:
                     self.ledger.hand_over(
                         pooled.reservation, user, set(self.manager.list_kernel_ids())
                     )
-                except Exception:
+                except sandbox_limits.KernelLimitReached as exc:
                     queue.appendleft(pooled)  # untouched: it stays in the pool
                     self._publish(kernel_name)
-                    raise
+                    raise sandbox_limits.limit_refusal(exc) from None
             new_id = kernel_id or pooled.key
             try:
                 variables = kernel_variables(
@@ -331,17 +340,27 @@ class KernelPool:
         self._cold(kernel_name, "empty", env)
         return None
 
-    async def close(self) -> None:
-        """Shut every pooled kernel down (the gateway is stopping)."""
+    async def close(self, launch_grace: float = 30.0) -> None:
+        """Shut every pooled kernel down (the gateway is stopping): launches in progress are
+        let finish (up to ``launch_grace`` seconds) so that their kernels are shut down too."""
         self._closed = True
         for handle in self._scheduled.values():
             handle.cancel()
-        for task in [*self._tasks, *self._refilling.values()]:
-            task.cancel()
+        if self._checker is not None:
+            self._checker.cancel()
+        refills = [task for task in self._refilling.values() if not task.done()]
+        if refills:
+            _, late = await asyncio.wait(refills, timeout=launch_grace)
+            for task in late:
+                task.cancel()  # a launch cancelled mid-way shuts its kernel down if it has one
+            await asyncio.gather(*late, return_exceptions=True)
         pooled = [kernel for queue in self.ready.values() for kernel in queue]
         for queue in self.ready.values():
             queue.clear()
-        await asyncio.gather(*(self._shutdown(kernel) for kernel in pooled))
+        for kernel in pooled:
+            self._spawn(self._shutdown(kernel))
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # --- filling ------------------------------------------------------------------------------
 
@@ -372,8 +391,18 @@ class KernelPool:
             errors = [result for result in results if isinstance(result, BaseException)]
             for result in results:
                 if isinstance(result, Pooled):
-                    self.ready[name].append(result)
+                    if self._closed:
+                        self._spawn(self._shutdown(result))
+                    else:
+                        self.ready[name].append(result)
             self._publish(name)
+            if errors and all(_is_limit(error) for error in errors):
+                # The gateway is full: not a fault.  Try again when a kernel leaves (or later).
+                log.debug("pool %s: waiting for a free kernel slot (%s)", name, errors[0])
+                self._slot_freed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), self.settings.check_interval)
+                continue
             if not errors:
                 if self._failures[name]:
                     log.info("pool %s: kernels start again", name)
@@ -421,7 +450,7 @@ class KernelPool:
             await manager.start_kernel(env=self._launch_env(key, {"KERNEL_USERNAME": POOL_USER}))
             manager.stop_restarter()  # the pool watches its kernels until one is handed out
             shell = manager.connect_shell()
-            await self._run(manager, None, timeout=READY_TIMEOUT, stream=shell)
+            await self._until_ready(manager, shell)
         except BaseException:
             if shell is not None:
                 shell.close()
@@ -429,11 +458,28 @@ class KernelPool:
                 self.ledger.release(reservation)
             if manager is not None and getattr(manager, "has_kernel", False):
                 self._spawn(self._shutdown(Pooled(key, manager, None)))
+            elif getattr(manager, "process_proxy", None) is not None:
+                # Cancelled or failed while its process proxy waited for the kernel to report:
+                # kill whatever it started (EG's kill() blocks while it polls: off the loop).
+                self._spawn(asyncio.to_thread(_quietly, manager.process_proxy.kill))
             raise
         finally:
             self.starting[name] -= 1
         log.info("pool %s: kernel %s ready", name, key)
         return Pooled(key, manager, reservation, shell)
+
+    async def _until_ready(self, manager: Any, shell: Any) -> None:
+        """Wait for the new kernel's kernel_info reply; a kernel that exits first fails now."""
+        reply = asyncio.ensure_future(self._run(manager, None, READY_TIMEOUT, stream=shell))
+        try:
+            while True:
+                done, _ = await asyncio.wait({reply}, timeout=0.5)
+                if done:
+                    return reply.result()
+                if not await manager.is_alive():
+                    raise RuntimeError("the kernel exited before it answered kernel_info")
+        finally:
+            reply.cancel()
 
     def _launch_env(self, kernel_id: str, env: Mapping[str, str]) -> dict[str, str]:
         """What Enterprise Gateway's start handler would pass: inherited variables, then env."""
@@ -609,6 +655,19 @@ def _names(env: Mapping[str, str], reason: str) -> str:
     return ", ".join(sorted(n for n, r in _CONTAINER_VARS.items() if r == reason and n in env))
 
 
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception as exc:
+        log.debug("ignored while cleaning up a failed pool launch: %s", exc)
+
+
+def _is_limit(error: BaseException) -> bool:
+    import sandbox_limits
+
+    return isinstance(error, sandbox_limits.KernelLimitReached)
+
+
 def _describe(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text if len(text) < 500 else text[:500] + "…"
@@ -639,6 +698,15 @@ def _serve_starts(metrics: Metrics) -> None:
         return kernel_id
 
     RemoteMappingKernelManager.start_kernel = start_kernel
+
+    original_remove = RemoteMappingKernelManager.remove_kernel
+
+    def remove_kernel(self: Any, kernel_id: str) -> None:
+        original_remove(self, kernel_id)
+        if _pool is not None:
+            _pool.slot_freed()
+
+    RemoteMappingKernelManager.remove_kernel = remove_kernel
 
 
 def _persist_container_key() -> None:
