@@ -58,15 +58,24 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import sandbox_limits
+import sandbox_metrics
+from sandbox_pool_rules import (
+    PoolSettings,
+    SettingsError,
+    claim_code,
+    cold_reason,
+    container_names,
+    kernel_variables,
+)
 
 POOL_USER: Final = "sandbox-pool"
 """KERNEL_USERNAME of kernels waiting in the pool (container and pod names carry it)."""
@@ -81,128 +90,7 @@ loop (spawning the launcher, polling the engine), which would otherwise slow the
 burst and the first requests of the sessions just handed out."""
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 
-_SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-# What a cold start would not pass into the kernel's process (the launchers consume these).
-_NOT_IN_KERNEL: Final = frozenset(
-    {
-        "KERNEL_IMAGE",
-        "KERNEL_EXECUTOR_IMAGE",
-        "KERNEL_UID",
-        "KERNEL_GID",
-        "KERNEL_LAUNCH_TIMEOUT",
-        "KERNEL_GATEWAY",
-        "KERNEL_NAMESPACE",
-        "KERNEL_SERVICE_ACCOUNT_NAME",
-    }
-)
-# What shapes the container or pod, and the reason a request setting it goes cold.
-_CONTAINER_VARS: Final = {
-    "KERNEL_EXECUTOR_IMAGE": "image",
-    "KERNEL_UID": "identity",
-    "KERNEL_GID": "identity",
-    "KERNEL_NAMESPACE": "placement",
-    "KERNEL_SERVICE_ACCOUNT_NAME": "placement",
-    "KERNEL_POD_NAME": "placement",
-    "KERNEL_VOLUMES": "mounts",
-    "KERNEL_VOLUME_MOUNTS": "mounts",
-}
-_RESOURCE_PREFIXES: Final = ("KERNEL_CPUS", "KERNEL_MEMORY", "KERNEL_GPUS")
-
 log = logging.getLogger("sandbox_pool")
-
-
-class SettingsError(ValueError):
-    """A pool setting is invalid; the gateway stops with this message."""
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    sizes: Mapping[str, int]
-    max_age: float = 3600.0
-    check_interval: float = 10.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> PoolSettings:
-        sizes: dict[str, int] = {}
-        for item in env.get("SANDBOX_POOL", "").split(","):
-            if not item.strip():
-                continue
-            name, sep, size = (part.strip() for part in item.partition("="))
-            if not sep or not _SPEC_NAME.match(name) or not size.isdigit():
-                raise SettingsError(
-                    f"SANDBOX_POOL: expected kernelspec=size pairs (e.g. python3=2), got {item!r}"
-                )
-            if name in sizes:
-                raise SettingsError(f"SANDBOX_POOL names {name!r} twice")
-            sizes[name] = int(size)
-        return cls(
-            sizes={name: size for name, size in sizes.items() if size > 0},
-            max_age=_seconds(env, "SANDBOX_POOL_MAX_AGE", 3600.0),
-            check_interval=_seconds(env, "SANDBOX_POOL_CHECK_INTERVAL", 10.0),
-        )
-
-    @property
-    def total(self) -> int:
-        return sum(self.sizes.values())
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise SettingsError(f"{name} must be a number of seconds > 0, got {text!r}")
-    return value
-
-
-def cold_reason(
-    env: Mapping[str, str], pooled_env: Mapping[str, str], pooled_image: str | None
-) -> str | None:
-    """Why a start request with ``env`` cannot take a kernel launched with ``pooled_env`` and
-    ``pooled_image`` (None: it can).  A value the pooled kernels were launched with anyway (one
-    the gateway passes every kernel, such as its KERNEL_NAMESPACE) changes nothing."""
-    image = env.get("KERNEL_IMAGE")
-    if image and image != (pooled_env.get("KERNEL_IMAGE") or pooled_image):
-        return "image"
-    for name, value in env.items():
-        if value == pooled_env.get(name):
-            continue
-        if name.startswith(_RESOURCE_PREFIXES):
-            return "resources"
-        if name in _CONTAINER_VARS:
-            return _CONTAINER_VARS[name]
-    return None
-
-
-def kernel_variables(
-    env: Mapping[str, str], kernel_id: str, user: str, *, working_dir: bool = True
-) -> dict[str, str]:
-    """The variables a cold start would put in the kernel's environment from this request
-    (``working_dir=False``: Enterprise Gateway drops ``KERNEL_WORKING_DIR`` for this kernel)."""
-    dropped = _NOT_IN_KERNEL if working_dir else _NOT_IN_KERNEL | {"KERNEL_WORKING_DIR"}
-    variables = {
-        name: value
-        for name, value in env.items()
-        if name.startswith("KERNEL_") and name not in dropped
-    }
-    variables.update(KERNEL_ID=kernel_id, KERNEL_USERNAME=user)
-    return variables
-
-
-def claim_code(variables: Mapping[str, str]) -> str:
-    """Python run (silently) in a claimed kernel: its environment, then its working directory."""
-    # repr() of a dict of str is a literal: no value can become code.
-    lines = ["import os as _sandbox_os", f"_sandbox_os.environ.update({dict(variables)!r})"]
-    workdir = variables.get("KERNEL_WORKING_DIR")
-    if workdir:
-        lines.append(f"if _sandbox_os.path.isdir({workdir!r}): _sandbox_os.chdir({workdir!r})")
-    lines.append("del _sandbox_os")
-    return "\n".join(lines)
 
 
 # --- the pool ----------------------------------------------------------------------------------
@@ -224,39 +112,12 @@ class Pooled:
             self.shell = None
 
 
-class Metrics:
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
-
-        self.kernels = Gauge(
-            "sandbox_pool_kernels", "Kernels in the warm pool", ["kernelspec", "state"]
-        )
-        self.target = Gauge("sandbox_pool_target", "Configured pool size", ["kernelspec"])
-        self.starts = Counter(
-            "sandbox_kernel_starts",
-            "Kernel start requests, served warm (from the pool) or cold, with the reason",
-            ["kernelspec", "source", "reason"],
-        )
-        self.start_seconds = Histogram(
-            "sandbox_kernel_start_seconds",
-            "Time to answer a start request in the gateway",
-            ["kernelspec", "source"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
-        self.refill_failures = Counter(
-            "sandbox_pool_refill_failures", "Pool kernels that failed to start", ["kernelspec"]
-        )
-        self.refill_failing = Gauge(
-            "sandbox_pool_refill_failing",
-            "1 while the pool of a kernelspec backs off after failed starts",
-            ["kernelspec"],
-        )
-
-
 class KernelPool:
     """The pooled kernels of one gateway; every method runs on the gateway's event loop."""
 
-    def __init__(self, manager: Any, settings: PoolSettings, ledger: Any, metrics: Metrics) -> None:
+    def __init__(
+        self, manager: Any, settings: PoolSettings, ledger: Any, metrics: sandbox_metrics.Metrics
+    ) -> None:
         self.manager = manager  # Enterprise Gateway's RemoteMappingKernelManager
         self.settings = settings
         self.ledger = ledger  # sandbox_limits' KernelLedger (None without limits)
@@ -313,8 +174,6 @@ class KernelPool:
             pooled = queue.popleft()
             self._wake(kernel_name, delay=REFILL_DELAY)
             if self.ledger is not None:
-                import sandbox_limits
-
                 try:
                     self.ledger.hand_over(
                         pooled.reservation, user, set(self.manager.list_kernel_ids())
@@ -557,7 +416,7 @@ class KernelPool:
             "image": f"KERNEL_IMAGE {env.get('KERNEL_IMAGE')!r} is not the pooled image",
             "empty": "the pool is empty",
             "kernel_id_in_use": "the requested KERNEL_ID is in use",
-        }.get(reason, f"the request sets {reason} ({_names(env, reason)})")
+        }.get(reason, f"the request sets {reason} ({container_names(env, reason)})")
         log.info("pool miss for %s: %s; starting a kernel cold", name, detail)
 
     # --- health -------------------------------------------------------------------------------
@@ -649,12 +508,6 @@ class KernelPool:
             raise RuntimeError(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
 
 
-def _names(env: Mapping[str, str], reason: str) -> str:
-    if reason == "resources":
-        return ", ".join(sorted(n for n in env if n.startswith(_RESOURCE_PREFIXES)))
-    return ", ".join(sorted(n for n, r in _CONTAINER_VARS.items() if r == reason and n in env))
-
-
 def _quietly(action: Any) -> None:
     try:
         action()
@@ -663,8 +516,6 @@ def _quietly(action: Any) -> None:
 
 
 def _is_limit(error: BaseException) -> bool:
-    import sandbox_limits
-
     return isinstance(error, sandbox_limits.KernelLimitReached)
 
 
@@ -678,7 +529,7 @@ def _describe(error: BaseException) -> str:
 _pool: KernelPool | None = None
 
 
-def _serve_starts(metrics: Metrics) -> None:
+def _serve_starts(metrics: sandbox_metrics.Metrics) -> None:
     """Start requests try the pool first; every start is counted and timed."""
     from enterprise_gateway.services.kernels.remotemanager import RemoteMappingKernelManager
 
@@ -730,31 +581,9 @@ def _persist_container_key() -> None:
     BaseProcessProxyABC.load_process_info = load_process_info
 
 
-def _serve_metrics() -> None:
-    from enterprise_gateway.enterprisegatewayapp import EnterpriseGatewayApp
-    from enterprise_gateway.mixins import TokenAuthorizationMixin
-    from jupyter_server.utils import url_path_join
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-    from tornado import web
-
-    class MetricsHandler(TokenAuthorizationMixin, web.RequestHandler):
-        """Prometheus text format: the pool's metrics and jupyter_server's."""
-
-        def get(self) -> None:
-            self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.finish(generate_latest(REGISTRY))
-
-    original = EnterpriseGatewayApp._create_request_handlers
-
-    def create_request_handlers(self: Any) -> list[tuple[Any, ...]]:
-        handlers: list[tuple[Any, ...]] = original(self)
-        # First: Enterprise Gateway's list ends with a catch-all 404 handler.
-        return [(url_path_join("/", self.base_url, "/metrics"), MetricsHandler), *handlers]
-
-    EnterpriseGatewayApp._create_request_handlers = create_request_handlers
-
-
-def _run_with_the_gateway(settings: PoolSettings, metrics: Metrics, ledger: Any) -> None:
+def _run_with_the_gateway(
+    settings: PoolSettings, metrics: sandbox_metrics.Metrics, ledger: Any
+) -> None:
     from enterprise_gateway.enterprisegatewayapp import EnterpriseGatewayApp
     from jupyter_client.kernelspec import NoSuchKernel
     from tornado.ioloop import IOLoop
@@ -786,8 +615,6 @@ def _run_with_the_gateway(settings: PoolSettings, metrics: Metrics, ledger: Any)
 
 def apply(env: Mapping[str, str] | None = None, *, max_kernels: int | None = None) -> PoolSettings:
     """Read the settings (exit with a message if one is invalid) and patch the gateway."""
-    import sandbox_limits
-
     try:
         settings = PoolSettings.from_env(os.environ if env is None else env)
     except SettingsError as exc:
@@ -797,9 +624,9 @@ def apply(env: Mapping[str, str] | None = None, *, max_kernels: int | None = Non
             f"sandbox gateway: SANDBOX_POOL holds {settings.total} kernels, more than "
             f"SANDBOX_MAX_KERNELS ({max_kernels})"
         )
-    metrics = Metrics()
+    metrics = sandbox_metrics.Metrics()
     _serve_starts(metrics)
     _persist_container_key()
-    _serve_metrics()
+    sandbox_metrics.serve()
     _run_with_the_gateway(settings, metrics, sandbox_limits.LEDGER)
     return settings

@@ -1,5 +1,5 @@
-"""The warm pool's pure rules (``images/gateway/sandbox_pool.py``): settings, which requests go
-cold and why, and the code a claim runs inside the kernel.  The pool itself runs against a real
+"""The warm pool's rules (``images/gateway/sandbox_pool_rules.py``): settings, which requests
+go cold and why, and the code a claim runs inside the kernel.  The pool itself runs against a real
 gateway in ``tests/integration/gateway/test_pool.py`` and on Docker in the e2e suite."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 def _load() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "sandbox_pool", REPO / "images" / "gateway" / "sandbox_pool.py"
+        "sandbox_pool_rules", REPO / "images" / "gateway" / "sandbox_pool_rules.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sandbox_pool", module)  # dataclasses look their module up
+    sys.modules.setdefault("sandbox_pool_rules", module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
