@@ -24,6 +24,11 @@ mutates nothing shared; its checks, answers and their order are EG's (and jupyte
 Arguments rather than a context variable read further down: the ``start_kernel`` wrappers of
 ``sandbox_limits`` and ``sandbox_pool`` take the user and the kernel variables from them.
 
+Kernel activity read cheaply: jupyter_server tracks each kernel's last activity and execution
+state by fully deserialising (HMAC, JSON, date parsing) every iopub message twice; the gateway
+now reads the one field it needs from the raw frames (same result, about a quarter of the
+gateway's CPU per execute under load).
+
 The launch-response socket is replaced as a whole by ``sandbox_response``.
 """
 
@@ -140,8 +145,39 @@ def _env_per_start_request() -> None:
     MainKernelHandler.post = post
 
 
+def _light_activity_tracking() -> None:
+    from jupyter_server._tz import utcnow
+    from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+
+    original = MappingKernelManager.start_watching_activity
+
+    def start_watching_activity(self: Any, kernel_id: str) -> None:
+        original(self, kernel_id)
+        kernel = self._kernels[kernel_id]
+
+        # What jupyter_server's own callback records, read from the raw frames: it verified and
+        # deserialised every iopub message twice (HMAC, JSON, dates parsed with dateutil) only to
+        # read one field, ~28 % of the gateway's CPU per execute under load (py-spy).  The state
+        # is the kernel's own to report; nothing here is trusted beyond that kernel.
+        def record_activity(frames: list[bytes]) -> None:
+            self.last_kernel_activity = kernel.last_activity = utcnow()
+            try:
+                parts = frames[frames.index(b"<IDS|MSG>") + 2 :]
+                if json.loads(parts[0]).get("msg_type") == "status":
+                    state = json.loads(parts[3]).get("execution_state")
+                    if isinstance(state, str):
+                        kernel.execution_state = state
+            except (ValueError, IndexError, AttributeError):
+                pass  # not a Jupyter message: activity only
+
+        kernel._activity_stream.on_recv(record_activity)
+
+    MappingKernelManager.start_watching_activity = start_watching_activity
+
+
 def apply() -> None:
     """Apply every fix; safe to call once per process."""
     _enable_nodelay()
+    _light_activity_tracking()
     _env_per_start_request()  # first: the checks of start requests wrap this handler
     _client_errors_without_tracebacks()
