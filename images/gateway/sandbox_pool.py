@@ -328,17 +328,24 @@ class KernelPool:
         return Pooled(key, manager, reservation, shell)
 
     async def _until_ready(self, manager: Any, shell: Any) -> None:
-        """Wait for the new kernel's kernel_info reply; a kernel that exits first fails now."""
+        """Wait for the new kernel's kernel_info reply (a kernel that exits first fails now),
+        then warm it up."""
         reply = asyncio.ensure_future(self._run(manager, None, READY_TIMEOUT, stream=shell))
         try:
             while True:
                 done, _ = await asyncio.wait({reply}, timeout=0.5)
                 if done:
-                    return reply.result()
+                    reply.result()
+                    break
                 if not await manager.is_alive():
                     raise RuntimeError("the kernel exited before it answered kernel_info")
         finally:
             reply.cancel()
+        # A kernel's first execution costs it ~12 ms more than later ones (IPython's first run of
+        # its display hook): pay that now, then clear the output cache it filled (``_``, ``Out``),
+        # so the session's first cell finds a kernel exactly as fresh as a cold one.
+        await self._run(manager, "0", stream=shell, silent=False)
+        await self._run(manager, "get_ipython().displayhook.flush()", stream=shell)
 
     def _launch_env(self, kernel_id: str, env: Mapping[str, str]) -> dict[str, str]:
         """What Enterprise Gateway's start handler would pass: inherited variables, then env."""
@@ -467,7 +474,12 @@ class KernelPool:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(
-        self, km: Any, code: str | None, timeout: float = CLAIM_TIMEOUT, stream: Any = None
+        self,
+        km: Any,
+        code: str | None,
+        timeout: float = CLAIM_TIMEOUT,
+        stream: Any = None,
+        silent: bool = True,
     ) -> None:
         """Send one shell request (execute ``code`` silently, or kernel_info) on ``stream`` (or
         a connection of its own) and await its reply; an error reply raises."""
@@ -478,7 +490,7 @@ class KernelPool:
         else:
             content = {
                 "code": code,
-                "silent": True,
+                "silent": silent,
                 "store_history": False,
                 "user_expressions": {},
                 "allow_stdin": False,

@@ -52,6 +52,7 @@ print(json.dumps({
     ).stdout.strip(),
     "pid": os.getpid(),
     "claim_left_names": sorted(n for n in globals() if n.startswith("_sandbox")),
+    "output_cache": [repr(_), repr(__), len(Out)],
 }))
 """
 
@@ -240,6 +241,7 @@ def test_a_start_is_served_warm_with_the_requests_variables(pool: Gateway, tmp_p
         assert seen["user"] == "alice"
         assert seen["cwd"] == str(tmp_path)
         assert seen["claim_left_names"] == []
+        assert seen["output_cache"] == ["''", "''", 0]  # the pool's warm-up left nothing
     wait_full(pool)
 
 
