@@ -1,8 +1,19 @@
-"""Controller overhead: N SandboxSessions created at once vs N kernels started directly.
+"""Controller overhead: N SandboxSessions created at once vs N kernels started directly,
+on a gateway without a pool and on one with a warm pool.
 
 One run, one table.  Everything real except the Kubernetes API server, for which kmock's
 ``KubernetesEmulator`` stands in over HTTP (``testkit/kube.py``): a real Enterprise Gateway
 (own venv, local kernels), the controller as its own process (``python -m controller``).
+
+Two gateways, one after the other, each with its own API server and controller:
+
+- **no pool**: the gateway as before, every start cold.
+- **warm pool** (``SANDBOX_POOL=python3=<--pool-size>``, default one pooled kernel per session):
+  each phase starts with the pool full, so every start of the phase is served warm
+  (``images/gateway/sandbox_pool.py``).  The controller is the same code, unchanged: it sends
+  the same start request with ``env.KERNEL_ID`` and the gateway answers it from the pool.
+
+On each gateway, two phases:
 
 1. **direct**: N kernel starts at once through the client's protocol core (the REST start the
    controller performs too: ``start_flow`` run by ``run_flow_async``); latency per kernel = until
@@ -10,28 +21,36 @@ One run, one table.  Everything real except the Kubernetes API server, for which
 2. **controller**: N SandboxSessions created at once on the API server; latency per session =
    from the API server storing the object to it storing ``status.phase = Ready``.
 
-Per-session overhead = p50(controller) - p50(direct).  Target (issue 4): <= 100 ms.
+Per-session overhead = p50(controller) - p50(direct), per gateway.  Target (issue 4): <= 100 ms.
+Each phase's warm and cold starts are read from the gateway's ``/metrics``
+(``sandbox_kernel_starts_total``), with the reason of any cold start.
 
-    python bench/bench_controller.py                  # 50 sessions
+    python bench/bench_controller.py                  # 50 sessions, pool of 50
     python bench/bench_controller.py --sessions 10    # lighter
+    python bench/bench_controller.py --no-pool-phase  # the gateway without a pool only
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import os
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for testkit and controller
@@ -44,6 +63,39 @@ from testkit.kube import Cluster, Controller  # noqa: E402
 TARGET_MS = 100.0
 NAMESPACE = "bench"
 KERNEL_NAME = "python3"
+TESTKIT_MAX_KERNELS = 64  # the cap testkit gives its gateways (SANDBOX_MAX_KERNELS)
+
+Starts = collections.Counter[tuple[str, str]]
+"""Kernel starts of one phase by (source, reason): ("warm", ""), ("cold", "not_pooled"), …"""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One gateway configuration the phases run against."""
+
+    label: str
+    pool_size: int
+    """Pooled python3 kernels (0: no pool)."""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Phase:
+    latencies: list[float]
+    """Per kernel or session, ms."""
+    wall: float
+    """First request to last answer (or Ready), ms."""
+    starts: Starts
+    gateway_start_ms: dict[str, float]
+    """Mean time the gateway spent in a start, by source (warm, cold), from its histogram."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    setup: Setup
+    direct: Phase
+    controller: Phase
+    share: list[float]
 
 
 async def direct_starts(gateway: Gateway, count: int) -> tuple[list[float], float, list[str]]:
@@ -179,10 +231,149 @@ def wait_for_controller(controller: Controller, timeout: float = 60) -> None:
 
 def wait_no_kernels(gateway: Gateway, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while gateway.kernels():
+    while gateway.kernels():  # pooled kernels are not listed
         if time.monotonic() > deadline:
             raise RuntimeError("kernels left on the gateway")
         time.sleep(0.2)
+
+
+def gateway_samples(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of the gateway's ``GET /metrics``, keyed by name and labels."""
+    response = requests.get(f"{gateway.http}/metrics", timeout=10)
+    response.raise_for_status()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def wait_pool_full(gateway: Gateway, size: int, timeout: float = 900) -> None:
+    """Until the gateway's python3 pool holds ``size`` ready kernels and starts none."""
+    ready = ("sandbox_pool_kernels", frozenset({("kernelspec", KERNEL_NAME), ("state", "ready")}))
+    starting = (ready[0], frozenset({("kernelspec", KERNEL_NAME), ("state", "starting")}))
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = gateway_samples(gateway)
+        if samples.get(ready) == size and samples.get(starting) == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"pool not full after {timeout:.0f} s: {samples.get(ready)} ready, "
+                f"{samples.get(starting)} starting, of {size}"
+            )
+        time.sleep(0.5)
+
+
+class StartCounter:
+    """The gateway's python3 starts (warm/cold, with reason) and start times between two reads."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.before = gateway_samples(gateway)
+
+    def phase(self, latencies: list[float], wall: float) -> Phase:
+        after = gateway_samples(self.gateway)
+
+        def delta(name: str, **labels: str) -> float:
+            key = (name, frozenset({"kernelspec": KERNEL_NAME, **labels}.items()))
+            return after.get(key, 0.0) - self.before.get(key, 0.0)
+
+        starts: Starts = collections.Counter()
+        for name, labels in after:
+            found = dict(labels)
+            if name == "sandbox_kernel_starts_total" and found.get("kernelspec") == KERNEL_NAME:
+                source, reason = found["source"], found["reason"]
+                started = round(delta(name, source=source, reason=reason))
+                if started:
+                    starts[(source, reason)] = started
+        mean_ms = {}
+        for source in ("warm", "cold"):
+            timed = delta("sandbox_kernel_start_seconds_count", source=source)
+            if timed:
+                total = delta("sandbox_kernel_start_seconds_sum", source=source)
+                mean_ms[source] = total / timed * 1000
+        self.before = after
+        return Phase(latencies, wall, starts, mean_ms)
+
+
+def run_setup(setup: Setup, count: int, settle: float, idle_kernels: bool) -> Outcome:
+    """Both phases on a fresh gateway, API server and controller of this configuration."""
+    print(f"\n--- {setup.label} ---", flush=True)
+    with contextlib.ExitStack() as stack:
+        gateway = Gateway(env=setup.env).start(wait=False)
+        stack.callback(_kill_leftovers, gateway)
+        stack.callback(gateway.stop)
+        if idle_kernels:
+            # Kernels inherit the gateway's scheduling policy.  On a cluster a kernel boots in
+            # its own pod on some node; here 50 kernel boots (~1 CPU-second each) share 2 cores
+            # with the API server emulator and the controller, and would be measured as their
+            # latency.  SCHED_IDLE runs the gateway and its kernels only when nothing else wants
+            # the CPU.  Every path runs under the same policy: set before the gateway is up,
+            # since a pool starts filling as the gateway starts (and refills during a phase).
+            assert gateway._proc is not None
+            os.sched_setscheduler(gateway._proc.pid, os.SCHED_IDLE, os.sched_param(0))
+        gateway.wait_ready()
+        cluster = Cluster().start()
+        stack.callback(cluster.stop)
+        metrics_port = free_port()
+        controller = Controller(
+            cluster,
+            gateway.http,
+            env={
+                "SANDBOX_CHECK_INTERVAL_SECONDS": "600",
+                "SANDBOX_GC_INTERVAL_SECONDS": "3600",
+                "SANDBOX_METRICS_PORT": str(metrics_port),
+            },
+            verbose=False,
+        )
+        stack.callback(controller.stop)
+        controller.start()
+        wait_for_controller(controller)
+        _ready_to_measure(gateway, setup, settle)
+
+        counter = StartCounter(gateway)
+        direct, direct_wall, ids = asyncio.run(direct_starts(gateway, count))
+        direct_phase = counter.phase(direct, direct_wall)
+        asyncio.run(_shutdown_all(gateway, ids))
+        wait_no_kernels(gateway, timeout=300)
+        _ready_to_measure(gateway, setup, settle)  # the kernels' exits, the pool's refill
+
+        assert controller.proc is not None
+        cpu_before = _process_cpu(controller.proc.pid), cluster.call(lambda _: time.thread_time())
+        counter = StartCounter(gateway)
+        names = asyncio.run(create_sessions(cluster, count))
+        via, via_wall = session_latencies(cluster, names, timeout=300)
+        controller_phase = counter.phase(via, via_wall)
+        cpu_after = _process_cpu(controller.proc.pid), cluster.call(lambda _: time.thread_time())
+        print(
+            f"CPU used while creating: controller {cpu_after[0] - cpu_before[0]:.2f} s, "
+            f"API server emulator {cpu_after[1] - cpu_before[1]:.2f} s"
+        )
+        print(_handler_durations(metrics_port))
+        share = own_share(cluster, controller, names)
+        for label, phase in (("direct", direct_phase), ("controller", controller_phase)):
+            times = ", ".join(f"{s} {ms:.1f} ms" for s, ms in phase.gateway_start_ms.items())
+            print(f"{label}: mean time in the gateway's start handler: {times}")
+        if setup.pool_size and any(
+            s == "cold" for s, _ in direct_phase.starts + controller_phase.starts
+        ):
+            print("cold starts with a pool; the gateway's log says:")
+            for line, seen in _pool_log(gateway).most_common():
+                print(f"  {seen}x {line}")
+        for name in names:
+            cluster.delete(NAMESPACE, name)
+        wait_no_kernels(gateway, timeout=300)
+    return Outcome(setup, direct_phase, controller_phase, share)
+
+
+def _ready_to_measure(gateway: Gateway, setup: Setup, settle: float) -> None:
+    """A full pool (when there is one), then ``settle`` idle seconds for the CPU."""
+    if setup.pool_size:
+        began = time.monotonic()
+        wait_pool_full(gateway, setup.pool_size)
+        print(f"pool full ({setup.pool_size} ready) after {time.monotonic() - began:.1f} s")
+    time.sleep(settle)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -195,6 +386,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=50, help="sessions/kernels (default 50)")
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds between phases")
     parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=None,
+        help="pooled python3 kernels of the warm-pool gateway (default: --sessions, so that "
+        "every start of a phase is served warm)",
+    )
+    parser.add_argument(
+        "--no-pool-phase",
+        dest="pool_phase",
+        action="store_false",
+        help="measure only the gateway without a pool",
+    )
+    parser.add_argument(
         "--no-idle-kernels",
         dest="idle_kernels",
         action="store_false",
@@ -202,78 +406,119 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     count: int = args.sessions
+    pool_size: int = count if args.pool_size is None else args.pool_size
+    if pool_size < 1:
+        parser.error("--pool-size must be at least 1 (--no-pool-phase skips the pool)")
 
-    gateway = Gateway().start()
-    if args.idle_kernels:
-        # Kernels inherit the gateway's scheduling policy.  On a cluster a kernel boots in its
-        # own pod on some node; here 50 kernel boots (~1 CPU-second each) share 2 cores with
-        # the API server emulator and the controller, and would be measured as their latency.
-        # SCHED_IDLE runs the gateway and its kernels only when nothing else wants the CPU.
-        # Both paths run under the same policy.
-        assert gateway._proc is not None
-        os.sched_setscheduler(gateway._proc.pid, os.SCHED_IDLE, os.sched_param(0))
-    cluster = Cluster().start()
-    metrics_port = free_port()
-    controller = Controller(
-        cluster,
-        gateway.http,
-        env={
-            "SANDBOX_CHECK_INTERVAL_SECONDS": "600",
-            "SANDBOX_GC_INTERVAL_SECONDS": "3600",
-            "SANDBOX_METRICS_PORT": str(metrics_port),
-        },
-        verbose=False,
-    )
-    rows: dict[str, Any] = {}
-    try:
-        controller.start()
-        wait_for_controller(controller)
+    setups = [Setup("no pool", 0)]
+    if args.pool_phase:
+        # Claimed kernels keep their slot and the pool refills behind them: up to
+        # sessions + pool kernels at once, which must fit under the gateway's cap or the
+        # refill fails (and backs off) while a phase runs.
+        cap = max(TESTKIT_MAX_KERNELS, count + pool_size)
+        env = {"SANDBOX_POOL": f"{KERNEL_NAME}={pool_size}", "SANDBOX_MAX_KERNELS": str(cap)}
+        setups.append(Setup(f"pool of {pool_size}", pool_size, env))
 
-        direct, direct_wall, ids = asyncio.run(direct_starts(gateway, count))
-        asyncio.run(_shutdown_all(gateway, ids))
-        wait_no_kernels(gateway, timeout=300)
-        time.sleep(args.settle)  # let the kernels' exits and the CPU settle
+    load_before = os.getloadavg()
+    outcomes = [run_setup(s, count, args.settle, args.idle_kernels) for s in setups]
+    load_after = os.getloadavg()
 
-        assert controller.proc is not None
-        cpu_before = _process_cpu(controller.proc.pid), cluster.call(lambda _: time.thread_time())
-        names = asyncio.run(create_sessions(cluster, count))
-        via, via_wall = session_latencies(cluster, names, timeout=300)
-        cpu_after = _process_cpu(controller.proc.pid), cluster.call(lambda _: time.thread_time())
-        print(
-            f"CPU used while creating: controller {cpu_after[0] - cpu_before[0]:.2f} s, "
-            f"API server emulator {cpu_after[1] - cpu_before[1]:.2f} s"
-        )
-        print(_handler_durations(metrics_port))
-        share = own_share(cluster, controller, names)
-        rows = {"direct": (direct, direct_wall), "controller": (via, via_wall)}
-        for name in names:
-            cluster.delete(NAMESPACE, name)
-        wait_no_kernels(gateway, timeout=300)
-    finally:
-        controller.stop()
-        cluster.stop()
-        gateway.stop()
-
-    print(f"\n{count} kernels at once, local kernels, {_cpus()} CPUs\n")
-    print("| path | p50 ms | p90 ms | max ms | all ready ms |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for label, (latencies, wall) in rows.items():
-        print(
-            f"| {label} | {statistics.median(latencies):.1f} | {pct(latencies, 0.9):.1f} "
-            f"| {max(latencies):.1f} | {wall:.1f} |"
-        )
-    overhead = statistics.median(rows["controller"][0]) - statistics.median(rows["direct"][0])
-    verdict = "meets" if overhead <= TARGET_MS else "misses"
     print(
-        f"| overhead per session (p50 controller - p50 direct) | {overhead:.1f} | | | "
-        f"{verdict} the {TARGET_MS:.0f} ms target |"
+        f"\n{count} kernels at once, local kernels, {_cpus()} CPUs, load average "
+        f"{load_before[0]:.1f} at start, {load_after[0]:.1f} at end; controller/ {_revision()}\n"
     )
-    if share:
-        print(
-            f"| controller + API server share (create → finalizer + handler done → Ready) "
-            f"| {statistics.median(share):.1f} | {pct(share, 0.9):.1f} | {max(share):.1f} | |"
-        )
+    print_table(outcomes)
     return 0
+
+
+def print_table(outcomes: list[Outcome]) -> None:
+    print("| gateway | path | starts | p50 ms | p90 ms | max ms | all ready ms |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for outcome in outcomes:
+        label = outcome.setup.label
+        for path, phase in (("direct", outcome.direct), ("controller", outcome.controller)):
+            values = phase.latencies
+            print(
+                f"| {label} | {path} | {_describe_starts(phase.starts)} "
+                f"| {statistics.median(values):.1f} | {pct(values, 0.9):.1f} "
+                f"| {max(values):.1f} | {phase.wall:.1f} |"
+            )
+    for outcome in outcomes:
+        label = outcome.setup.label
+        overhead = statistics.median(outcome.controller.latencies) - statistics.median(
+            outcome.direct.latencies
+        )
+        verdict = "meets" if overhead <= TARGET_MS else "misses"
+        print(
+            f"| {label} | overhead per session (p50 controller - p50 direct) | | {overhead:.1f} "
+            f"| | | {verdict} the {TARGET_MS:.0f} ms target |"
+        )
+        share = outcome.share
+        if share:
+            print(
+                f"| {label} | controller + API server share (create → finalizer + handler done "
+                f"→ Ready) | | {statistics.median(share):.1f} | {pct(share, 0.9):.1f} "
+                f"| {max(share):.1f} | |"
+            )
+    if len(outcomes) == 2:
+        cold, warm = (o.controller for o in outcomes)
+        gain = statistics.median(cold.latencies) - statistics.median(warm.latencies)
+        print(
+            f"| {outcomes[1].setup.label} vs {outcomes[0].setup.label} | create → Ready, "
+            f"p50 saved per session | | {gain:.1f} | | | "
+            f"{statistics.median(cold.latencies) / statistics.median(warm.latencies):.1f}x "
+            f"faster at p50, all ready {cold.wall / warm.wall:.1f}x sooner |"
+        )
+
+
+def _describe_starts(starts: Starts) -> str:
+    warm = sum(n for (source, _), n in starts.items() if source == "warm")
+    cold = {reason: n for (source, reason), n in starts.items() if source == "cold"}
+    reasons = ", ".join(f"{reason or '?'} {n}" for reason, n in sorted(cold.items()))
+    return f"{warm} warm / {sum(cold.values())} cold" + (f" ({reasons})" if reasons else "")
+
+
+def _pool_log(gateway: Gateway) -> collections.Counter[str]:
+    """The gateway's log lines about pool misses and failed claims or refills, counted."""
+    wanted = ("pool miss", "failed its claim", "cannot start a kernel", "replacing it")
+    uuid_text = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}")
+    lines: collections.Counter[str] = collections.Counter()
+    for line in gateway.log_path.read_text(errors="replace").splitlines():
+        if any(w in line for w in wanted):
+            # Without the time stamp and ids, so that alike lines count together.
+            lines[uuid_text.sub("<id>", line.split("]", 1)[-1].strip())] += 1
+    return lines
+
+
+def _kill_leftovers(gateway: Gateway) -> None:
+    """SIGKILL kernel processes of this gateway that outlived it (local kernels run in sessions
+    of their own; a pooled kernel whose start was cut by the gateway's stop can remain)."""
+    home = str(gateway.log_path.parent)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:  # a process may end meanwhile
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "ipykernel" in command and home in command:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                print(f"killed a kernel left behind: {entry.name}", file=sys.stderr)
+
+
+def _revision() -> str:
+    """The controller code the run used: the commit that last changed it, and whether the
+    working tree differs from it (the pool needs no controller change)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("log", "-1", "--format=%h", "--", "controller")
+    changed = git("status", "--porcelain", "--", "controller")
+    return f"as of {commit or 'unknown'}" + (", with local changes" if changed else ", unchanged")
 
 
 def _handler_durations(port: int) -> str:

@@ -60,6 +60,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import time
 import uuid
 from collections.abc import Mapping
@@ -618,6 +619,8 @@ def _run_with_the_gateway(
 
     def shutdown(self: Any) -> None:
         if _pool is not None:
+            # A local kernel being shut down may signal its process group; the stop goes on.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             asyncio.get_event_loop().run_until_complete(_pool.close())
         original_shutdown(self)
 
