@@ -16,18 +16,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "sandbox_pool_rules", REPO / "images" / "gateway" / "sandbox_pool_rules.py"
-    )
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sandbox_pool_rules", module)  # dataclasses look their module up
+    sys.modules.setdefault(name, module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
-pool = _load()
+pool = _load("sandbox_pool_rules", REPO / "images" / "gateway" / "sandbox_pool_rules.py")
+launcher = _load("launch_docker", REPO / "kernels" / "launcher" / "launch_docker.py")
 IMAGE = "mini-jupyter-sandbox/kernel-python:0.1.0"
 
 
@@ -82,6 +81,11 @@ def test_bad_settings_are_refused_with_the_reason(env: dict[str, str], message: 
 def test_which_requests_go_cold(env: dict[str, str], reason: str | None) -> None:
     pooled_env = {"KERNEL_NAMESPACE": "kernels", "SANDBOX_KERNEL_MEMORY": "512m"}
     assert pool.cold_reason(env, pooled_env, IMAGE) == reason
+
+
+def test_the_pool_and_the_docker_launcher_agree_on_what_reaches_a_kernel() -> None:
+    """A claim sets what a cold start would: the variables the launcher keeps from a kernel."""
+    assert pool._NOT_IN_KERNEL == launcher._LAUNCH_CONTROL_VARS
 
 
 def test_kernel_variables_are_what_a_cold_start_passes_into_the_kernel() -> None:
