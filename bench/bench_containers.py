@@ -40,6 +40,7 @@ from pathlib import Path
 import bench_client  # bench/ is on sys.path when run as a script
 
 from jupyter_kernel_client import GatewayKernelSession
+from testkit.gateway import LAUNCHER_ARGUMENTS
 
 VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
 KERNEL_IMAGE = f"mini-jupyter-sandbox/kernel-python:{VERSION}"
@@ -140,14 +141,7 @@ def stock_kernelspec() -> dict[str, object]:
         "argv": [
             "/opt/eg/bin/python",
             "/opt/launcher/launch_docker.py",
-            "--kernel-id",
-            "{kernel_id}",
-            "--port-range",
-            "{port_range}",
-            "--response-address",
-            "{response_address}",
-            "--public-key",
-            "{public_key}",
+            *LAUNCHER_ARGUMENTS,
         ],
     }
 

@@ -40,9 +40,7 @@ import contextlib
 import os
 import platform
 import secrets
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,17 +53,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 import bench_client  # bench/ is on sys.path when run as a script (it puts the repo root there)
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
+from testkit.compose import ComposeProject, compose_command, docker
+from testkit.gateway import free_port
 
-REPO = Path(__file__).resolve().parents[1]
 VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
 KERNEL_IMAGE = f"mini-jupyter-sandbox/kernel-python:{VERSION}"
-DEPLOYMENT_LABEL = "mini-jupyter-sandbox.deployment"
 POOL_USER_LABEL = "mini-jupyter-sandbox.kernel-username=sandbox-pool"
 POOLED = "python3"
 UNPOOLED = "sandbox-python"  # no pool unless SANDBOX_POOL names it
@@ -117,41 +115,27 @@ def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --- the compose project ----------------------------------------------------------------------
 
 
 @dataclass
-class Stack:
+class Stack(ComposeProject):
     """The bench's compose project: the gateway (and the kernel-image check), nothing else."""
 
-    project: str
-    compose: list[str]
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
+    compose_timeout: ClassVar[float] = 600
 
     @classmethod
     def create(cls, project: str, max_kernels: int) -> Stack:
-        compose = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
-        stack = cls(project, compose, dict(os.environ))
+        compose = compose_command()
+        if compose is None:
+            raise SystemExit("no docker-compose / docker compose found")
+        stack = cls(project, compose, dict(os.environ), free_port())
         # Explicit values for everything that shapes the measurement: the process environment
         # wins over a developer's .env.
         stack.env.update(
             {
                 "SANDBOX_VERSION": VERSION,
-                "GATEWAY_PORT": str(stack.port),
+                "GATEWAY_PORT": str(stack.gateway_port),
                 "NOTEBOOK_PORT": str(free_port()),
                 "FILE_SERVER_PORT": str(free_port()),
                 "FILE_SERVER_TOKEN": secrets.token_hex(16),  # compose refuses to start without
@@ -170,26 +154,6 @@ class Stack:
         )
         return stack
 
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def run_compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        command = [*self.compose, "-p", self.project, "-f", str(REPO / "docker-compose.yaml")]
-        return subprocess.run(
-            [*command, *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
     def up(self, pool_size: int) -> None:
         """(Re)create the gateway with a python3 pool of ``pool_size``; wait until it is full."""
         self.env["SANDBOX_POOL"] = f"{POOLED}={pool_size}"
@@ -199,7 +163,8 @@ class Stack:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.http}/api/kernelspecs", timeout=2).status_code == 200:
+                response = requests.get(f"{self.gateway_http}/api/kernelspecs", timeout=2)
+                if response.status_code == 200:
                     break
             time.sleep(0.5)
         else:
@@ -209,55 +174,17 @@ class Stack:
     def logs(self) -> str:
         return self.run_compose("logs", "--tail=60", "gateway").stdout
 
-    def down(self) -> None:
-        self.run_compose("down", "-v", "--remove-orphans")
-        # Kernel containers and networks the gateway could not remove (it was killed mid-way).
-        label = f"label={DEPLOYMENT_LABEL}={self.project}"
-        ids = docker("ps", "-aq", "--filter", label, check=False).split()
-        if ids:
-            docker("rm", "-f", *ids, check=False)
-        networks = docker("network", "ls", "-q", "--filter", label, check=False).split()
-        if networks:
-            docker("network", "rm", *networks, check=False)
-        docker("volume", "rm", self.env["SANDBOX_SHARED_VOLUME"], check=False)
+    @property
+    def shared_volume(self) -> str:
+        return self.env["SANDBOX_SHARED_VOLUME"]
 
     def gateway_container(self) -> str:
-        container = self.run_compose("ps", "-q", "gateway").stdout.strip()
-        if not container:
-            raise RuntimeError("the gateway has no container")
-        return docker("inspect", "-f", "{{.Id}}", container).strip()
+        """The gateway's full container id."""
+        return docker("inspect", "-f", "{{.Id}}", self.container("gateway")).strip()
 
     def kernel_containers(self, pooled_only: bool = False) -> list[str]:
         """Full ids of this project's running kernel containers (pooled ones: never claimed)."""
-        filters = ["--filter", "label=component=kernel"]
-        filters += ["--filter", f"label={DEPLOYMENT_LABEL}={self.project}"]
-        if pooled_only:
-            filters += ["--filter", f"label={POOL_USER_LABEL}"]
-        return docker("ps", "-q", "--no-trunc", *filters).split()
-
-    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
-        text = requests.get(f"{self.http}/metrics", timeout=10).text
-        samples = []
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            head, _, value = line.rpartition(" ")
-            name, _, label_text = head.partition("{")
-            labels = {}
-            for pair in label_text.rstrip("}").split(","):
-                if "=" in pair:
-                    key, _, quoted = pair.partition("=")
-                    labels[key] = quoted.strip('"')
-            samples.append((name, labels, float(value)))
-        return samples
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples of ``name`` whose labels include ``labels``."""
-        return sum(
-            value
-            for sample, have, value in self.metrics()
-            if sample == name and labels.items() <= have.items()
-        )
+        return self.kernel_container_ids(*([POOL_USER_LABEL] if pooled_only else []))
 
     def settle(self, pool_size: int, held: int = 0, timeout: float = SETTLE_TIMEOUT) -> None:
         """Until the pool is full, nothing is starting, and exactly ``pool_size + held`` kernel
@@ -426,7 +353,9 @@ def start_and_execute(session: GatewayKernelSession, gateway: str | None = None)
 
 def start_to_result(stack: Stack, kernel_name: str, gateway: str | None = None) -> Timed:
     """A new session's ``start()`` + ``execute("1+1")``; its shutdown is not timed."""
-    session = GatewayKernelSession(stack.http, stack.ws, kernel_name, startup_timeout=120)
+    session = GatewayKernelSession(
+        stack.gateway_http, stack.gateway_ws, kernel_name, startup_timeout=120
+    )
     try:
         return start_and_execute(session, gateway)
     finally:
@@ -590,7 +519,7 @@ def parallel_round(stack: Stack, parallel: int, cpu: RoundCpu) -> list[Timed]:
     """``parallel`` starts + executes released together by a barrier."""
     barrier = threading.Barrier(parallel + 1)
     sessions = [
-        GatewayKernelSession(stack.http, stack.ws, POOLED, startup_timeout=120)
+        GatewayKernelSession(stack.gateway_http, stack.gateway_ws, POOLED, startup_timeout=120)
         for _ in range(parallel)
     ]
     times: list[Timed] = []
@@ -797,7 +726,7 @@ def load_rows(
     with contextlib.ExitStack() as stack_of:
         progress(f"load: starting {sessions_n} gateway sessions (untimed)")
         sessions = [
-            GatewayKernelSession(stack.http, stack.ws, POOLED, startup_timeout=300)
+            GatewayKernelSession(stack.gateway_http, stack.gateway_ws, POOLED, startup_timeout=300)
             for _ in range(sessions_n)
         ]
         for session in sessions:
@@ -829,7 +758,7 @@ def load_rows(
         gateway_meters = {
             "gateway": container_meter(lambda: [gateway]),
             "kernels": container_meter(stack.kernel_containers),
-            "proxy": pids_meter(proxy_pids(stack.port)),
+            "proxy": pids_meter(proxy_pids(stack.gateway_port)),
             "client": time.process_time,
             "machine": machine_busy_seconds,
         }
@@ -929,7 +858,8 @@ def terminate(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def running(stack: Stack) -> Iterator[Stack]:
-    stack.down()  # leftovers of an interrupted earlier run hold the project's names
+    # Leftovers of an interrupted earlier run hold the project's names.
+    stack.down(stack.shared_volume)
     try:
         yield stack
     except BaseException:
@@ -937,7 +867,7 @@ def running(stack: Stack) -> Iterator[Stack]:
         raise
     finally:
         progress(f"tearing down compose project {stack.project}")
-        stack.down()
+        stack.down(stack.shared_volume)
 
 
 def main() -> None:
@@ -991,7 +921,10 @@ def main() -> None:
     rows: list[Row] = []
     notes: list[str] = []
     with running(stack):
-        progress(f"compose project {args.project}: gateway on {stack.http}, pool of {DEFAULT_POOL}")
+        progress(
+            f"compose project {args.project}: gateway on {stack.gateway_http}, "
+            f"pool of {DEFAULT_POOL}"
+        )
         stack.up(DEFAULT_POOL)
         rows += one_at_a_time_rows(stack, args)
         progress(f"recreating the gateway with a pool of {args.parallel}")

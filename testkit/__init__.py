@@ -1,2 +1,3 @@
 """What the tests, the benches and .ci/run share: real gateways, the Kubernetes emulator wiring,
-a local stack and HTTP probes. Not shipped in the distribution; imported from the repository root."""
+the compose stack, a local stack and HTTP probes. Not shipped in the distribution; imported from
+the repository root."""

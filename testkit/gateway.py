@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -83,6 +84,63 @@ def kernel_launchers() -> Path:
                 shutil.copy(package / "shared" / "scripts" / "server_listener.py", launchers)
             marker.touch()
     return launchers
+
+
+LAUNCHER_ARGUMENTS = (
+    "--kernel-id",
+    "{kernel_id}",
+    "--port-range",
+    "{port_range}",
+    "--response-address",
+    "{response_address}",
+    "--public-key",
+    "{public_key}",
+)
+"""What a remote kernel's launcher is given in its kernelspec's ``argv``; the gateway fills in the
+placeholders."""
+
+LOCAL_LAUNCHER_PROXY = "local_launcher_proxy.LocalLauncherProcessProxy"
+"""The test-only process proxy (tests/integration/gateway/local_launcher_proxy.py): it runs a
+kernel's launcher as a local process, which answers over the response address as a container
+kernel does."""
+
+
+def local_launcher_argv() -> list[str]:
+    """gateway_provisioners' Python launcher (``kernel_launchers()``) in the gateway's venv."""
+    return [
+        str(gateway_venv() / "bin" / "python"),
+        str(kernel_launchers() / "launch_ipykernel.py"),
+        *LAUNCHER_ARGUMENTS,
+        "--spark-context-initialization-mode",
+        "none",
+    ]
+
+
+def add_local_launcher_kernelspec(root: Path, name: str, argv: list[str]) -> None:
+    """Kernelspec ``name`` in ``root`` (a ``JUPYTER_PATH`` entry), started by ``argv`` through
+    ``LOCAL_LAUNCHER_PROXY``."""
+    spec = {
+        "display_name": f"{name} (test: local kernel launcher)",
+        "language": "python",
+        "argv": argv,
+        "metadata": {"process_proxy": {"class_name": LOCAL_LAUNCHER_PROXY}},
+    }
+    (root / "kernels" / name).mkdir(parents=True)
+    (root / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
+
+
+def local_launcher_env(kernelspecs: Path, proxy_path: str, launch_timeout: float) -> dict[str, str]:
+    """A gateway's environment for ``LOCAL_LAUNCHER_PROXY`` kernels: their kernelspecs in
+    ``kernelspecs``, the proxy's module in ``proxy_path``, their answers over a response address
+    on 127.0.0.1 within ``launch_timeout`` seconds."""
+    return {
+        "JUPYTER_PATH": str(kernelspecs),
+        "PYTHONPATH": proxy_path,
+        "EG_RESPONSE_IP": "127.0.0.1",
+        "EG_RESPONSE_PORT": str(free_port()),
+        "EG_KERNEL_LAUNCH_TIMEOUT": str(launch_timeout),
+        "EG_POLL_INTERVAL": "0.05",  # as in the gateway image
+    }
 
 
 def free_port() -> int:

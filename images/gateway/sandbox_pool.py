@@ -105,6 +105,7 @@ class Pooled:
     manager: Any
     reservation: Any
     shell: Any = None  # its shell channel, kept open so that a claim needs no new connection
+    info: dict[str, Any] = field(default_factory=dict)  # its kernel_info reply's content
     ready_at: float = field(default_factory=time.monotonic)
 
     def close_shell(self) -> None:
@@ -310,7 +311,7 @@ class KernelPool:
             await manager.start_kernel(env=self._launch_env(key, {"KERNEL_USERNAME": POOL_USER}))
             manager.stop_restarter()  # the pool watches its kernels until one is handed out
             shell = manager.connect_shell()
-            await self._until_ready(manager, shell)
+            info = await self._until_ready(manager, shell)
         except BaseException:
             if shell is not None:
                 shell.close()
@@ -326,9 +327,9 @@ class KernelPool:
         finally:
             self.starting[name] -= 1
         log.info("pool %s: kernel %s ready", name, key)
-        return Pooled(key, manager, reservation, shell)
+        return Pooled(key, manager, reservation, shell, info)
 
-    async def _until_ready(self, manager: Any, shell: Any) -> None:
+    async def _until_ready(self, manager: Any, shell: Any) -> dict[str, Any]:
         """Wait for the new kernel's kernel_info reply (a kernel that exits first fails now),
         then warm it up."""
         reply = asyncio.ensure_future(self._run(manager, None, READY_TIMEOUT, stream=shell))
@@ -336,7 +337,7 @@ class KernelPool:
             while True:
                 done, _ = await asyncio.wait({reply}, timeout=0.5)
                 if done:
-                    reply.result()
+                    info = reply.result()
                     break
                 if not await manager.is_alive():
                     raise RuntimeError("the kernel exited before it answered kernel_info")
@@ -347,6 +348,7 @@ class KernelPool:
         # so the session's first cell finds a kernel exactly as fresh as a cold one.
         await self._run(manager, "0", stream=shell, silent=False)
         await self._run(manager, "get_ipython().displayhook.flush()", stream=shell)
+        return info
 
     def _launch_env(self, kernel_id: str, env: Mapping[str, str]) -> dict[str, str]:
         """What Enterprise Gateway's start handler would pass: inherited variables, then env."""
@@ -401,6 +403,13 @@ class KernelPool:
         )
         km.start_restarter()
         km.execution_state, km.reason, km.last_activity = "idle", "", utcnow()
+        if pooled.info.get("protocol_version"):
+            # jupyter_server asks a kernel for kernel_info once, when its first websocket opens,
+            # and keeps the answer on the kernel: the pool has it already, so the session's
+            # websocket opens without that round trip.
+            known: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            known.set_result(pooled.info)
+            km._kernel_info_future = known
         if not manager._initialized_culler:
             manager.initialize_culler()
         KERNEL_CURRENTLY_RUNNING_TOTAL.labels(type=km.kernel_name).inc()
@@ -481,7 +490,7 @@ class KernelPool:
         timeout: float = CLAIM_TIMEOUT,
         stream: Any = None,
         silent: bool = True,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Send one shell request (execute ``code`` silently, or kernel_info) on ``stream`` (or
         a connection of its own) and await its reply; an error reply raises."""
         loop = asyncio.get_running_loop()
@@ -517,8 +526,10 @@ class KernelPool:
         finally:
             if own:
                 channel.close()
-        if reply["content"].get("status", "ok") != "ok":
-            raise RuntimeError(f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}")
+        content: dict[str, Any] = reply["content"]
+        if content.get("status", "ok") != "ok":
+            raise RuntimeError(f"{content.get('ename')}: {content.get('evalue')}")
+        return content
 
 
 def _quietly(action: Any) -> None:

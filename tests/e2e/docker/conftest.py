@@ -12,24 +12,24 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[3]
+from jupyter_kernel_client import GatewayKernelSession
+from testkit.compose import ComposeProject, compose_command, docker
+from testkit.gateway import REPO, free_port
+
 ARTIFACTS = REPO / "test-artifacts"
 VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
 IMAGES = ("gateway", "notebook", "fileserver", "kernel-python")
 PROJECT = os.environ.get("SANDBOX_E2E_PROJECT", "mjse2e")
 FILE_SERVER_TOKEN = "e2e-file-server-token"
-DEPLOYMENT_LABEL = "mini-jupyter-sandbox.deployment"
 
 
 def kernel_network_name(kernel_id: str) -> str:
@@ -43,53 +43,15 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def compose_command() -> list[str] | None:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
-    """Run a docker CLI command and return its stdout."""
-    done = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
 @dataclass
-class Stack:
+class Stack(ComposeProject):
     """Addresses and names of the running e2e stack."""
 
-    project: str
-    compose: list[str]
-    env: dict[str, str]
-    gateway_port: int
     notebook_port: int
     file_server_port: int
     shared_volume: str
     token: str = FILE_SERVER_TOKEN
     _containers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def gateway_http(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
-
-    @property
-    def gateway_ws(self) -> str:
-        return f"ws://127.0.0.1:{self.gateway_port}"
 
     @property
     def notebook_url(self) -> str:
@@ -99,40 +61,9 @@ class Stack:
     def file_server_url(self) -> str:
         return f"http://127.0.0.1:{self.file_server_port}"
 
-    def run_compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.compose, "-p", self.project, "-f", str(REPO / "docker-compose.yaml"), *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def container(self, service: str) -> str:
-        """The container id of a compose service."""
-        done = self.run_compose("ps", "-q", service)
-        container_id = done.stdout.strip()
-        if not container_id:
-            raise RuntimeError(f"service {service} has no container: {done.stderr}")
-        return container_id
-
-    @property
-    def deployment_label(self) -> str:
-        """The label the gateway puts on this stack's kernel containers and networks."""
-        return f"{DEPLOYMENT_LABEL}={self.project}"
-
     def kernel_containers(self) -> list[dict[str, Any]]:
         """`docker inspect` of every running kernel container of this stack."""
-        ids = docker(
-            "ps",
-            "-q",
-            "--filter",
-            "label=component=kernel",
-            "--filter",
-            f"label={self.deployment_label}",
-        ).split()
+        ids = self.kernel_container_ids()
         return json.loads(docker("inspect", *ids)) if ids else []
 
     def kernel_networks(self) -> set[str]:
@@ -155,16 +86,32 @@ class Stack:
         assert len(ids) == 1, f"expected one container for kernel {kernel_id}, found {ids}"
         return dict(json.loads(docker("inspect", ids[0]))[0])
 
-    def metric(self, name: str, **labels: str) -> float:
-        """One sample of the gateway's Prometheus metrics (0 when it has none yet)."""
-        wanted = {f'{key}="{value}"' for key, value in labels.items()}
-        text = requests.get(f"{self.gateway_http}/metrics", timeout=10).text
-        for line in text.splitlines():
-            head, _, value = line.rpartition(" ")
-            sample, _, label_text = head.partition("{")
-            if sample == name and wanted <= set(label_text.rstrip("}").split(",")) - {""}:
-                return float(value)
-        return 0.0
+    def wait_for_kernels(self, timeout: float = 90) -> list[str]:
+        """The ids of the kernels the gateway lists, once it answers (after a restart)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                response = requests.get(f"{self.gateway_http}/api/kernels", timeout=2)
+                if response.ok:
+                    return [kernel["id"] for kernel in response.json()]
+            time.sleep(0.5)
+        raise RuntimeError(f"the gateway did not come back within {timeout} s")
+
+    def crash_gateway(self) -> list[str]:
+        """SIGKILL the gateway container, start it again and return the ids of the kernels it
+        lists once it answers."""
+        gateway = self.container("gateway")
+        docker("kill", gateway)
+        docker("start", gateway)
+        return self.wait_for_kernels()
+
+    def assert_readopted(self, kernel_id: str) -> None:
+        """A new session on ``kernel_id`` finds the ``remembered = 41`` set before the gateway
+        went down: the gateway re-adopted the kernel under its id."""
+        with GatewayKernelSession(
+            self.gateway_http, self.gateway_ws, "python3", kernel_id=kernel_id
+        ) as again:
+            assert str(again.execute("remembered + 1")) == "42"
 
     def wait_pool_ready(
         self, kernelspec: str = "python3", size: int = 2, timeout: float = 120
@@ -205,17 +152,6 @@ class Stack:
             raise RuntimeError(f"services not healthy after {timeout}s: {sorted(pending)}\n{logs}")
 
 
-def _remove_kernel_leftovers(project: str) -> None:
-    """Kernel containers and networks of this stack that outlived it (an interrupted run)."""
-    label = f"label={DEPLOYMENT_LABEL}={project}"
-    ids = docker("ps", "-aq", "--filter", label, check=False).split()
-    if ids:
-        docker("rm", "-f", *ids, check=False)
-    networks = docker("network", "ls", "-q", "--filter", label, check=False).split()
-    if networks:
-        docker("network", "rm", *networks, check=False)
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The compose stack under test (notebook, gateway, file server, kernel image)."""
@@ -242,9 +178,9 @@ def stack() -> Iterator[Stack]:
         project=PROJECT,
         compose=compose,
         env=env,
-        gateway_port=_free_port(),
-        notebook_port=_free_port(),
-        file_server_port=_free_port(),
+        gateway_port=free_port(),
+        notebook_port=free_port(),
+        file_server_port=free_port(),
         shared_volume=f"{PROJECT}-shared",
     )
     env.update(
@@ -263,8 +199,7 @@ def stack() -> Iterator[Stack]:
         }
     )
     # Leftovers of an interrupted earlier run would hold the network and volume.
-    stack.run_compose("down", "-v", "--remove-orphans")
-    _remove_kernel_leftovers(stack.project)
+    stack.down()
     up = stack.run_compose("up", "-d", "--no-build")
     try:
         if up.returncode != 0:
@@ -274,6 +209,4 @@ def stack() -> Iterator[Stack]:
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "compose-e2e.log").write_text(stack.run_compose("logs").stdout)
-        stack.run_compose("down", "-v", "--remove-orphans")
-        _remove_kernel_leftovers(stack.project)
-        docker("volume", "rm", stack.shared_volume, check=False)
+        stack.down(stack.shared_volume)

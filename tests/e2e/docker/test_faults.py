@@ -24,18 +24,6 @@ from .conftest import Stack, docker
 pytestmark = pytest.mark.integration
 
 
-def _wait_for_gateway(stack: Stack, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{stack.gateway_http}/api/kernels", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"the gateway did not come back within {timeout} s")
-
-
 def test_memory_bomb_kills_only_that_kernel(stack: Stack) -> None:
     with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "python3") as neighbour:
         neighbour.execute("state = 'kept'").raise_for_error()
@@ -70,7 +58,7 @@ def test_killed_kernel_container_is_reported(stack: Stack) -> None:
 def test_gateway_restart_recovers_and_starts_new_kernels(stack: Stack) -> None:
     gateway = stack.container("gateway")
     docker("restart", gateway, timeout=120)
-    _wait_for_gateway(stack)
+    stack.wait_for_kernels()
     with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "python3") as session:
         assert str(session.execute("6 * 7")) == "42"
 
@@ -81,25 +69,8 @@ def test_gateway_crash_keeps_track_of_running_kernels(stack: Stack) -> None:
     kernel_id = session.kernel_id
     try:
         session.execute("remembered = 41").raise_for_error()
-        gateway = stack.container("gateway")
-        docker("kill", gateway)
-        docker("start", gateway)
-        deadline = time.monotonic() + 90
-        listed: list[str] = []
-        while time.monotonic() < deadline:
-            try:
-                response = requests.get(f"{stack.gateway_http}/api/kernels", timeout=2)
-                if response.ok:
-                    listed = [k["id"] for k in response.json()]
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        assert kernel_id in listed
-        with GatewayKernelSession(
-            stack.gateway_http, stack.gateway_ws, "python3", kernel_id=kernel_id
-        ) as again:
-            assert str(again.execute("remembered + 1")) == "42"
+        assert kernel_id in stack.crash_gateway()
+        stack.assert_readopted(kernel_id)
     finally:
         # The first session's websocket died with the gateway; remove the kernel directly.
         requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", timeout=30)
@@ -108,13 +79,6 @@ def test_gateway_crash_keeps_track_of_running_kernels(stack: Stack) -> None:
 
 
 # --- reconnect: the same session object across a gateway restart ----------------------------------
-
-
-def _kill_and_restart_gateway(stack: Stack) -> None:
-    gateway = stack.container("gateway")
-    docker("kill", gateway)
-    docker("start", gateway)
-    _wait_for_gateway(stack)
 
 
 def _reconnecting(stack: Stack) -> GatewayConfig:
@@ -137,7 +101,7 @@ def test_session_reconnects_to_its_kernel_after_a_gateway_restart(stack: Stack) 
             killer.join()
         assert time.monotonic() - started < 15  # reported promptly, not after the sleep
         docker("start", stack.container("gateway"))
-        _wait_for_gateway(stack)
+        stack.wait_for_kernels()
         assert str(session.execute("remembered + 1", timeout=60)) == "42"
         assert session.kernel_id == kernel_id
 
@@ -146,7 +110,7 @@ def test_async_session_reconnects_to_its_kernel_after_a_gateway_restart(stack: S
     async def main() -> str:
         async with AsyncGatewayKernelSession(_reconnecting(stack)) as session:
             await session.execute("remembered = 41")
-            await asyncio.to_thread(_kill_and_restart_gateway, stack)
+            await asyncio.to_thread(stack.crash_gateway)
             return str(await session.execute("remembered + 1", timeout=60))
 
     assert asyncio.run(main()) == "42"
@@ -161,7 +125,7 @@ def test_kernel_gone_across_a_gateway_restart_is_kernel_died(stack: Stack) -> No
         docker("kill", gateway)
         docker("kill", kernel)  # the kernel dies while nobody watches
         docker("start", gateway)
-        _wait_for_gateway(stack)
+        stack.wait_for_kernels()
         started = time.monotonic()
         with pytest.raises(KernelDiedError):
             session.execute("x", timeout=60)

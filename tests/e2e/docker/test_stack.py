@@ -12,8 +12,9 @@ import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession, UnknownKernelNameError
+from testkit.gateway import free_port
 
-from .conftest import REPO, Stack, _free_port, docker
+from .conftest import REPO, Stack, docker
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +126,7 @@ def test_readme_example_runs_against_the_stack(stack: Stack, example: str) -> No
             "FILE_SERVER_TOKEN": stack.token,
             "SHARED_DIR": "/data/shared",
             # metrics_example serves Prometheus metrics: on a free port, not 8000.
-            "METRICS_PORT": str(_free_port()),
+            "METRICS_PORT": str(free_port()),
         }
     )
     done = subprocess.run(

@@ -255,6 +255,70 @@ def test_session_runs_code_through_the_ingress(release: Any) -> None:
         time.sleep(2)
 
 
+def _starts(public: str, source: str) -> float:
+    """``sandbox_kernel_starts_total`` of python3 for ``source`` (warm or cold), summed."""
+    import requests
+
+    total = 0.0
+    for line in requests.get(f"{public}/metrics", timeout=10).text.splitlines():
+        wanted = f'source="{source}"' in line and 'kernelspec="python3"' in line
+        if line.startswith("sandbox_kernel_starts_total{") and wanted:
+            total += float(line.rpartition(" ")[2])
+    return total
+
+
+def test_a_session_without_resources_is_served_from_the_warm_pool(release: Any) -> None:
+    """gateway.pool keeps a python3 pod ready; the controller, unchanged, gets it."""
+    import requests
+
+    from jupyter_kernel_client import GatewayKernelSession
+
+    public = VALUES["controller"]["publicGatewayUrl"]
+    ready = 'sandbox_pool_kernels{kernelspec="python3",state="ready"} 1.0'
+    deadline = time.monotonic() + 300
+    while ready not in requests.get(f"{public}/metrics", timeout=10).text:
+        assert time.monotonic() < deadline, "the warm pool never filled"
+        time.sleep(2)
+    warm = _starts(public, "warm")
+
+    name = f"e2e-pool-{uuid.uuid4().hex[:8]}"
+    manifest = {
+        "apiVersion": "minisandbox.dev/v1alpha1",
+        "kind": "SandboxSession",
+        "metadata": {"name": name, "namespace": SESSION_NS},
+        "spec": {"kernelName": "python3", "idleTimeoutSeconds": 600},
+    }
+    release.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    status = _wait_for_phase(release, name, {"Ready", "Failed"}, timeout=120)
+    assert status["phase"] == "Ready", status
+    assert _starts(public, "warm") == warm + 1
+    kernel_id = status["kernelId"]
+    with GatewayKernelSession(
+        status["gatewayUrl"], status["websocketUrl"], "python3", kernel_id=kernel_id
+    ) as session:
+        seen = session.execute(
+            "import os, socket\n"
+            "print(socket.gethostname(), os.environ['KERNEL_ID'], "
+            "os.environ['KERNEL_SANDBOX_SESSION'])"
+        )
+        pod_name, kernel_env_id, owner = str(seen.stdout).split()
+    assert (kernel_env_id, owner) == (kernel_id, f"{SESSION_NS}/{name}")
+    pod = _get(release, "pod", pod_name, "-n", KERNEL_NS)
+    # Started ahead of time under its own key; the controller's id is the gateway's.
+    assert pod["metadata"]["labels"]["kernel_id"] != kernel_id
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+
+    release.kubectl(
+        "delete", "sandboxsession", name, "-n", SESSION_NS, "--wait=true", "--timeout=120s"
+    )
+    deadline = time.monotonic() + 120
+    while _get(release, "pods", "-n", KERNEL_NS, "--field-selector", f"metadata.name={pod_name}")[
+        "items"
+    ]:
+        assert time.monotonic() < deadline, "the pooled kernel's pod outlived its session"
+        time.sleep(2)
+
+
 # --- containment: a kernel reaches nothing but its own gateway connection -------------------
 
 # Run inside a kernel: every TCP port it listens on (its ZMQ ports), from the kernel's own view.

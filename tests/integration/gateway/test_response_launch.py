@@ -12,7 +12,6 @@ address of its own.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -24,7 +23,13 @@ import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
-from testkit.gateway import Gateway, free_port, gateway_venv, kernel_launchers
+from testkit.gateway import (
+    Gateway,
+    add_local_launcher_kernelspec,
+    gateway_venv,
+    local_launcher_argv,
+    local_launcher_env,
+)
 
 LAUNCH_TIMEOUT = 20  # EG's launch timeout in this gateway, seconds
 
@@ -113,44 +118,20 @@ def forged_answers_sent(attacker: GatewayKernelSession) -> int:
     return int(attacker.execute("print(SENT, end='')").stdout)
 
 
-def _kernelspec(root: Path, name: str, argv: list[str]) -> None:
-    spec = {
-        "display_name": f"{name} (test: local kernel launcher)",
-        "language": "python",
-        "argv": argv,
-        "metadata": {
-            "process_proxy": {"class_name": "local_launcher_proxy.LocalLauncherProcessProxy"}
-        },
-    }
-    (root / "kernels" / name).mkdir(parents=True)
-    (root / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
-
-
 @pytest.fixture(scope="module")
 def kernelspecs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A JUPYTER_PATH entry with the test kernelspecs."""
     share = tmp_path_factory.mktemp("share")
-    python = str(gateway_venv() / "bin" / "python")
-    launcher = [
-        python,
-        str(kernel_launchers() / "launch_ipykernel.py"),
-        "--kernel-id",
-        "{kernel_id}",
-        "--port-range",
-        "{port_range}",
-        "--response-address",
-        "{response_address}",
-        "--public-key",
-        "{public_key}",
-        "--spark-context-initialization-mode",
-        "none",
-    ]
-    _kernelspec(share, "launcher-python", launcher)
+    launcher = local_launcher_argv()
+    add_local_launcher_kernelspec(share, "launcher-python", launcher)
     # Outlives its gateway, as a container kernel does (ipykernel exits with JPY_PARENT_PID's
     # process otherwise; the kernel image's bootstrap unsets it for the same reason).
-    _kernelspec(share, "detached-python", ["/usr/bin/env", "-u", "JPY_PARENT_PID", *launcher])
+    add_local_launcher_kernelspec(
+        share, "detached-python", ["/usr/bin/env", "-u", "JPY_PARENT_PID", *launcher]
+    )
     # A kernel that never answers (its id in its arguments, to find it among processes).
-    _kernelspec(
+    python = str(gateway_venv() / "bin" / "python")
+    add_local_launcher_kernelspec(
         share, "silent-python", [python, "-c", "import time; time.sleep(600)", "{kernel_id}"]
     )
     return share
@@ -158,15 +139,7 @@ def kernelspecs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def gateway_env(kernelspecs: Path, **extra: str) -> dict[str, str]:
     """A gateway whose kernels answer over its response address, bound to 127.0.0.1."""
-    return {
-        "JUPYTER_PATH": str(kernelspecs),
-        "PYTHONPATH": os.path.dirname(__file__),
-        "EG_RESPONSE_IP": "127.0.0.1",
-        "EG_RESPONSE_PORT": str(free_port()),
-        "EG_KERNEL_LAUNCH_TIMEOUT": str(LAUNCH_TIMEOUT),
-        "EG_POLL_INTERVAL": "0.05",  # as in the gateway image
-        **extra,
-    }
+    return {**local_launcher_env(kernelspecs, os.path.dirname(__file__), LAUNCH_TIMEOUT), **extra}
 
 
 @pytest.fixture(scope="module")

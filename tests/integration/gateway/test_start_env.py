@@ -25,7 +25,12 @@ import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
-from testkit.gateway import Gateway, free_port, gateway_venv, kernel_launchers
+from testkit.gateway import (
+    Gateway,
+    add_local_launcher_kernelspec,
+    local_launcher_argv,
+    local_launcher_env,
+)
 
 KERNEL = "launcher-python"
 LAUNCH_TIMEOUT = 30  # seconds; covers the slowest start below, its delay included
@@ -41,38 +46,10 @@ KERNEL_VARIABLES = (
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     share = tmp_path_factory.mktemp("share")
-    argv = [
-        str(gateway_venv() / "bin" / "python"),
-        str(kernel_launchers() / "launch_ipykernel.py"),
-        "--kernel-id",
-        "{kernel_id}",
-        "--port-range",
-        "{port_range}",
-        "--response-address",
-        "{response_address}",
-        "--public-key",
-        "{public_key}",
-        "--spark-context-initialization-mode",
-        "none",
-    ]
-    spec = {
-        "display_name": "test: local kernel launcher",
-        "language": "python",
-        "argv": argv,
-        "metadata": {
-            "process_proxy": {"class_name": "local_launcher_proxy.LocalLauncherProcessProxy"}
-        },
-    }
-    (share / "kernels" / KERNEL).mkdir(parents=True)
-    (share / "kernels" / KERNEL / "kernel.json").write_text(json.dumps(spec))
+    add_local_launcher_kernelspec(share, KERNEL, local_launcher_argv())
     gateway = Gateway(
         env={
-            "JUPYTER_PATH": str(share),
-            "PYTHONPATH": os.path.dirname(__file__),
-            "EG_RESPONSE_IP": "127.0.0.1",
-            "EG_RESPONSE_PORT": str(free_port()),
-            "EG_KERNEL_LAUNCH_TIMEOUT": str(LAUNCH_TIMEOUT),
-            "EG_POLL_INTERVAL": "0.05",  # as in the gateway image
+            **local_launcher_env(share, os.path.dirname(__file__), LAUNCH_TIMEOUT),
             # A start without KERNEL_USERNAME runs as the gateway's own user (root here).
             "EG_UNAUTHORIZED_USERS": "nobody-in-particular",
         }
