@@ -117,6 +117,18 @@ print(json.dumps({{f'{{h}}:{{p}}': attempt(h, p) for h, p in targets}}))
 """
 
 
+def network_view(stack: Stack, session: GatewayKernelSession) -> dict[str, Any]:
+    """For a failure message: the kernel's routes and addresses, and its container's networks."""
+    inside = probe(
+        session,
+        "import json, socket\n"
+        "print(json.dumps({'routes': open('/proc/net/route').read().splitlines(),"
+        " 'host': socket.gethostname(), 'fib': open('/proc/net/fib_trie').read()[:1500]}))",
+    )
+    container = json.loads(docker("inspect", inside["host"]))[0]
+    return {**inside, "networks": container["NetworkSettings"]["Networks"]}
+
+
 def connect_from(session: GatewayKernelSession, targets: list[tuple[str, int]]) -> dict[str, str]:
     return dict(probe(session, CONNECT_PROBE.format(targets=targets), timeout=120))
 
@@ -248,7 +260,7 @@ def test_notebook_and_file_server_are_unreachable(
     targets += [(ip, 8080) for ip in addresses(stack, stack.container("fileserver"))]
     targets += [("notebook", 8888), ("fileserver", 8080)]
     outcome = connect_from(attacker, targets)
-    assert "connected" not in outcome.values(), outcome
+    assert "connected" not in outcome.values(), (outcome, network_view(stack, attacker))
 
 
 # A hostile kernel on the launch-response port: it holds connections open with a partial
@@ -333,3 +345,11 @@ def test_gateway_settings_reach_the_launcher_when_a_client_sends_env(stack: Stac
         assert info["HostConfig"]["PidsLimit"] == 256
     finally:
         session.shutdown()
+
+
+def test_the_gateway_routes_nothing_between_its_networks(stack: Stack) -> None:
+    """Defence in depth beside its firewall: the gateway, on every kernel network, does not
+    forward packets, and answers ARP only for the address of the network asked on."""
+    gateway = stack.container("gateway")
+    read = "cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/all/arp_ignore"
+    assert docker("exec", gateway, "sh", "-c", read).split() == ["0", "1"]
