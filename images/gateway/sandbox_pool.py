@@ -135,6 +135,8 @@ class KernelPool:
         self._checker: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self._closed = False
+        # The kernelspecs' images, read once: a claim compares a requested KERNEL_IMAGE to them.
+        self._images = {name: self._image(name) for name in settings.sizes}
         for name, size in settings.sizes.items():
             metrics.target.labels(name).set(size)
             self._publish(name)
@@ -156,7 +158,7 @@ class KernelPool:
         if queue is None:
             return None
         env: dict[str, str] = dict(kwargs.get("env") or {})
-        reason = cold_reason(env, self._launch_env("", {}), self._image(kernel_name))
+        reason = cold_reason(env, self._launch_env("", {}), self._images[kernel_name])
         kernel_id = env.get("KERNEL_ID")
         if reason is None and kernel_id and kernel_id in self.manager:
             reason = "kernel_id_in_use"
