@@ -27,12 +27,23 @@ Kernel limits
     ``max_kernels``.
 
 Start-request validation (400 with a plain reason, nothing started)
-    ``env`` must be an object of string -> string; ``KERNEL_ID``, if present, a version-4 UUID in
+    ``env`` must be an object of string -> string whose names are portable variable names
+    (``ENV_NAME_PATTERN``; a ``KERNEL_*`` name in upper case, the only ones a kernel is given)
+    and whose values hold no NUL and are valid Unicode (no lone surrogate): anything else cannot
+    become a process environment, and stock EG let it fail inside the launch or, worse, inside a
+    pooled kernel's claim.  ``KERNEL_ID``, if present, a version-4 UUID in
     canonical form (what Enterprise Gateway accepts); ``KERNEL_USERNAME``, if present, a sane name
     (``USERNAME_PATTERN``); ``KERNEL_LAUNCH_TIMEOUT``, if present, a finite number > 0, which is
     then clamped to ``[MIN_LAUNCH_TIMEOUT, SANDBOX_MAX_LAUNCH_TIMEOUT]`` (default 300 s, at most
     ``LAUNCH_TIMEOUT_CEILING``).  Stock EG answered a malformed id or timeout with a 500, and took
     ``inf`` as a launch that may wait forever.
+
+One start per kernel id
+    A ``KERNEL_ID`` already in the gateway's map, or named by a start still in progress, answers
+    **409** before anything starts, and the id stays held until that start has ended.  Stock EG
+    checked only the map, so concurrent starts with one id all launched: each took a slot it did
+    not count, and on Docker each put a container on the same private network (one client could
+    join a victim's network while the victim's kernel was starting).
 
 Unknown kernels
     ``POST /api/kernels/<id>/restart`` (and ``interrupt``) for an id the gateway does not have
@@ -63,6 +74,12 @@ MIN_LAUNCH_TIMEOUT: Final = 1.0
 # launch may be allowed to take longer than that.
 LAUNCH_TIMEOUT_CEILING: Final = 600.0
 USERNAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+ENV_NAME_PATTERN: Final = re.compile(
+    r"(?!KERNEL_)[A-Za-z_][A-Za-z0-9_]{0,127}|KERNEL_[A-Z0-9_]{1,120}"
+)
+MAX_ENV_VALUE: Final = 32 * 1024
+"""Characters of one ``env`` value (Linux takes up to 128 KiB per variable; no kernel setting
+comes near 32 KiB, and a start request is no way to ship data into a kernel)."""
 MEMINFO: Final = "/proc/meminfo"
 
 _SIZE = re.compile(r"(\d+)([bkmg]?)", re.IGNORECASE)
@@ -181,6 +198,7 @@ def check_start_request(model: Any, settings: LimitSettings) -> dict[str, Any] |
     for key, value in env.items():
         if not isinstance(value, str):
             raise RequestRefused(f"env[{_shown(key)}] must be a string, not {type(value).__name__}")
+        _check_env_item(key, value)
     kernel_id = env.get("KERNEL_ID")
     if kernel_id is not None and not _is_canonical_uuid4(kernel_id):
         raise RequestRefused(
@@ -211,6 +229,24 @@ def check_start_request(model: Any, settings: LimitSettings) -> dict[str, Any] |
     return {**model, "env": {**env, "KERNEL_LAUNCH_TIMEOUT": f"{clamped:g}"}}
 
 
+def _check_env_item(name: str, value: str) -> None:
+    if not ENV_NAME_PATTERN.fullmatch(name):
+        raise RequestRefused(
+            f"env name {_shown(name)} is not a variable name: letters, digits and _, not starting "
+            "with a digit, at most 128 characters (KERNEL_* names in upper case)"
+        )
+    if "\0" in value:
+        raise RequestRefused(f"env[{_shown(name)}] contains a NUL character")
+    if len(value) > MAX_ENV_VALUE:
+        raise RequestRefused(f"env[{_shown(name)}] is longer than {MAX_ENV_VALUE} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestRefused(
+            f"env[{_shown(name)}] is not valid Unicode (a lone surrogate)"
+        ) from None
+
+
 def _is_canonical_uuid4(value: str) -> bool:
     # Enterprise Gateway's own test (remotemanager.new_kernel_id), which answers a failure with 500.
     try:
@@ -220,6 +256,10 @@ def _is_canonical_uuid4(value: str) -> bool:
 
 
 # --- kernel slots ------------------------------------------------------------------------------
+
+
+class KernelIdInUse(Exception):
+    """A start names a kernel id that exists or is being started."""
 
 
 class KernelLimitReached(Exception):
@@ -273,6 +313,20 @@ class KernelLedger:
     settings: LimitSettings
     starting: list[Reservation] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)
+    held_ids: set[str] = field(default_factory=set)
+    """Kernel ids named by start requests in progress (see :meth:`hold_id`)."""
+
+    def hold_id(self, kernel_id: str, live: set[str]) -> None:
+        """Keep ``kernel_id`` for one start request, or raise :class:`KernelIdInUse` when a
+        kernel has it or another start holds it.  Synchronous: of concurrent starts with one
+        id, exactly one gets it."""
+        if kernel_id in live or kernel_id in self.held_ids:
+            raise KernelIdInUse(kernel_id)
+        self.held_ids.add(kernel_id)
+
+    def drop_id(self, kernel_id: str) -> None:
+        """The start that held ``kernel_id`` ended: from now on the kernel map alone tells."""
+        self.held_ids.discard(kernel_id)
 
     def reserve(self, user: str, live: set[str], *, per_user: bool = True) -> Reservation:
         """Take a slot for a start by ``user``, or raise :class:`KernelLimitReached`.
@@ -421,7 +475,7 @@ def _answer_plainly() -> None:
     JSONErrorsMixin.write_error = write_error
 
 
-def _validate_start_requests(settings: LimitSettings) -> None:
+def _validate_start_requests(ledger: KernelLedger) -> None:
     from enterprise_gateway.services.kernels.handlers import MainKernelHandler
 
     original_post = MainKernelHandler.post
@@ -429,16 +483,40 @@ def _validate_start_requests(settings: LimitSettings) -> None:
     async def post(self: Any) -> Any:
         model = self.get_json_body()  # malformed JSON is already a 400 here
         try:
-            replacement = check_start_request(model, settings)
+            replacement = check_start_request(model, ledger.settings)
         except RequestRefused as exc:
             raise _http_error(400, {"reason": "Bad Request", "message": str(exc)}) from None
         if replacement is not None:
             # Enterprise Gateway reads KERNEL_LAUNCH_TIMEOUT from the body (twice): give it the
             # clamped value there.
             self.request.body = json.dumps(replacement).encode()
-        return await original_post(self)
+        kernel_id = requested_kernel_id(model)
+        if kernel_id is None:
+            return await original_post(self)
+        try:
+            ledger.hold_id(kernel_id, set(self.kernel_manager.list_kernel_ids()))
+        except KernelIdInUse:
+            raise _http_error(
+                409,
+                {
+                    "reason": "Conflict",
+                    "message": f"a kernel with id {kernel_id} exists or is starting; "
+                    "omit KERNEL_ID to get a fresh one",
+                },
+            ) from None
+        try:
+            return await original_post(self)
+        finally:
+            ledger.drop_id(kernel_id)
 
     MainKernelHandler.post = post
+
+
+def requested_kernel_id(model: Any) -> str | None:
+    """The ``KERNEL_ID`` of a start request's body that passed :func:`check_start_request`."""
+    env = model.get("env") if isinstance(model, dict) else None
+    kernel_id = env.get("KERNEL_ID") if isinstance(env, dict) else None
+    return kernel_id if isinstance(kernel_id, str) else None
 
 
 def _unknown_kernels_are_404() -> None:
@@ -468,6 +546,6 @@ def apply(env: Mapping[str, str] | None = None) -> LimitSettings:
     LEDGER = KernelLedger(settings)
     _limit_kernels(LEDGER)
     _answer_plainly()
-    _validate_start_requests(settings)
+    _validate_start_requests(LEDGER)
     _unknown_kernels_are_404()
     return settings

@@ -42,7 +42,8 @@ Faults
 
 Metrics (``GET /metrics``, Prometheus text, the API's token when one is set)
     ``sandbox_pool_kernels{kernelspec,state}`` (ready, starting), ``sandbox_pool_target``,
-    ``sandbox_kernel_starts_total{kernelspec,source,reason}`` (source warm or cold),
+    ``sandbox_kernel_starts_total{kernelspec,source,reason}`` (source warm or cold; a request
+    for a kernelspec that does not exist counts under ``other``, reason ``no_such_kernelspec``),
     ``sandbox_kernel_start_seconds{kernelspec,source}``, ``sandbox_pool_refill_failures_total``,
     ``sandbox_pool_refill_failing`` — beside jupyter_server's own metrics.
 
@@ -78,6 +79,8 @@ from sandbox_pool_rules import (
     kernel_variables,
 )
 
+OTHER_KERNELSPEC: Final = "other"
+"""The metrics label of a start request for a kernelspec that does not exist."""
 POOL_USER: Final = "sandbox-pool"
 """KERNEL_USERNAME of kernels waiting in the pool (container and pod names carry it)."""
 
@@ -136,7 +139,10 @@ class KernelPool:
         self._slot_freed = asyncio.Event()
         self._closed = False
         # The kernelspecs' images, read once: a claim compares a requested KERNEL_IMAGE to them.
-        self._images = {name: self._image(name) for name in settings.sizes}
+        specs = {name: self._spec(name) for name in settings.sizes}
+        self._images = {name: _image(spec) for name, spec in specs.items()}
+        # The variables besides KERNEL_* that the kernelspec's launcher passes into a kernel.
+        self._client_envs = {name: _client_envs(spec) for name, spec in specs.items()}
         for name, size in settings.sizes.items():
             metrics.target.labels(name).set(size)
             self._publish(name)
@@ -189,7 +195,11 @@ class KernelPool:
             new_id = kernel_id or pooled.key
             try:
                 variables = kernel_variables(
-                    env, new_id, user, working_dir=self._keeps_working_dir(pooled.manager)
+                    env,
+                    new_id,
+                    user,
+                    working_dir=self._keeps_working_dir(pooled.manager),
+                    client_envs=self._client_envs[kernel_name],
                 )
                 await self._run(pooled.manager, claim_code(variables), stream=pooled.shell)
             except Exception as exc:
@@ -370,14 +380,11 @@ class KernelPool:
             return True
         return os.environ.get("EG_MIRROR_WORKING_DIRS", "false").lower() == "true"
 
-    def _image(self, name: str) -> str | None:
+    def _spec(self, name: str) -> Any:
         try:
-            spec = self.manager.kernel_spec_manager.get_kernel_spec(name)
+            return self.manager.kernel_spec_manager.get_kernel_spec(name)
         except Exception:
             return None
-        proxy = (spec.metadata or {}).get("process_proxy") or {}
-        image = (proxy.get("config") or {}).get("image_name")
-        return image if isinstance(image, str) else None
 
     # --- handing out --------------------------------------------------------------------------
 
@@ -534,6 +541,17 @@ class KernelPool:
         return content
 
 
+def _image(spec: Any) -> str | None:
+    proxy = (getattr(spec, "metadata", None) or {}).get("process_proxy") or {}
+    image = (proxy.get("config") or {}).get("image_name")
+    return image if isinstance(image, str) else None
+
+
+def _client_envs(spec: Any) -> frozenset[str]:
+    names = (getattr(spec, "env", None) or {}).get("SANDBOX_CLIENT_ENVS", "")
+    return frozenset(filter(None, str(names).split(",")))
+
+
 def _quietly(action: Any) -> None:
     try:
         action()
@@ -558,19 +576,27 @@ _pool: KernelPool | None = None
 def _serve_starts(metrics: sandbox_metrics.Metrics) -> None:
     """Start requests try the pool first; every start is counted and timed."""
     from enterprise_gateway.services.kernels.remotemanager import RemoteMappingKernelManager
+    from jupyter_client.kernelspec import NoSuchKernel
 
     original_start = RemoteMappingKernelManager.start_kernel
 
     async def start_kernel(self: Any, *args: Any, **kwargs: Any) -> str:
+        # The name is the client's until a kernelspec answers to it: it becomes a metrics label
+        # only then (a label per name sent would let any client grow /metrics without bound).
         name = str(kwargs.get("kernel_name") or self.default_kernel_name)
         began = time.perf_counter()
         kernel_id = await _pool.claim(name, kwargs) if _pool is not None else None
         source = "warm"
         if kernel_id is None:
             source = "cold"
-            if _pool is None or name not in _pool.ready:
+            pooled = _pool is not None and name in _pool.ready
+            try:
+                kernel_id = await original_start(self, *args, **kwargs)
+            except NoSuchKernel:
+                metrics.starts.labels(OTHER_KERNELSPEC, "cold", "no_such_kernelspec").inc()
+                raise
+            if not pooled:
                 metrics.starts.labels(name, "cold", "not_pooled").inc()
-            kernel_id = await original_start(self, *args, **kwargs)
         metrics.start_seconds.labels(name, source).observe(time.perf_counter() - began)
         return kernel_id
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 _SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+KERNEL_ENV_NAME: Final = re.compile(r"KERNEL_[A-Z0-9_]+")
+"""The request variables a kernel is given, cold (the Docker launcher's ``_ENV_NAME``) or warm."""
 
 # What a cold start would not pass into the kernel's process (the launchers consume these).
 _NOT_IN_KERNEL: Final = frozenset(
@@ -109,15 +111,23 @@ def cold_reason(
 
 
 def kernel_variables(
-    env: Mapping[str, str], kernel_id: str, user: str, *, working_dir: bool = True
+    env: Mapping[str, str],
+    kernel_id: str,
+    user: str,
+    *,
+    working_dir: bool = True,
+    client_envs: Collection[str] = (),
 ) -> dict[str, str]:
-    """The variables a cold start would put in the kernel's environment from this request
-    (``working_dir=False``: Enterprise Gateway drops ``KERNEL_WORKING_DIR`` for this kernel)."""
+    """The variables a cold start would put in the kernel's environment from this request: its
+    ``KERNEL_*`` variables (``KERNEL_ENV_NAME``, the launchers' rule) and those it may set
+    besides, ``client_envs`` (the kernelspec's ``SANDBOX_CLIENT_ENVS``, which the Kubernetes
+    launcher passes on).  ``working_dir=False``: Enterprise Gateway drops ``KERNEL_WORKING_DIR``
+    for this kernel."""
     dropped = _NOT_IN_KERNEL if working_dir else _NOT_IN_KERNEL | {"KERNEL_WORKING_DIR"}
     variables = {
         name: value
         for name, value in env.items()
-        if name.startswith("KERNEL_") and name not in dropped
+        if (KERNEL_ENV_NAME.fullmatch(name) and name not in dropped) or name in client_envs
     }
     variables.update(KERNEL_ID=kernel_id, KERNEL_USERNAME=user)
     return variables

@@ -221,6 +221,14 @@ def test_concurrent_starts_never_overshoot(gw: Gateway, users: str, limit: int) 
         ({"KERNEL_PROJECT": None}, "KERNEL_PROJECT"),
         (["KERNEL_X=1"], "env"),
         (None, "env"),
+        # No process environment can hold these (stock EG failed in the launch: 500).
+        ({"KERNEL_PROJECT": "a\0b"}, "NUL"),
+        ({"KERNEL_A=B": "x"}, "not a variable name"),
+        ({"KERNEL_PROJECT": "\ud800"}, "lone surrogate"),
+        ({"": "x"}, "not a variable name"),
+        ({"KERNEL_PROJECT": "x" * (32 * 1024 + 1)}, "longer than"),
+        # A cold kernel would not get it (the launchers keep KERNEL_[A-Z0-9_]+), a warm one would.
+        ({"KERNEL_lower": "x"}, "KERNEL_* names in upper case"),
     ],
 )
 def test_malformed_start_requests_are_400_and_start_nothing(
@@ -246,6 +254,58 @@ def test_a_valid_kernel_id_is_still_honoured(gw: Gateway) -> None:
     started = start_raw(gw, {"KERNEL_USERNAME": "chooser", "KERNEL_ID": kernel_id})
     assert started.status_code == 201, started.text
     assert started.json()["id"] == kernel_id
+
+
+def test_concurrent_starts_with_one_kernel_id_start_one_kernel(gw: Gateway) -> None:
+    """Stock EG checked only kernels already in its map: every one of these launched, each on a
+    slot the limits counted once, and on Docker every one joined the same private network."""
+    attempts, kernel_id = 6, str(uuid.uuid4())
+    barrier = threading.Barrier(attempts)
+    answers: list[requests.Response] = []
+
+    def start(n: int) -> None:
+        barrier.wait()
+        answers.append(start_raw(gw, {"KERNEL_USERNAME": f"racer{n}", "KERNEL_ID": kernel_id}))
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [201] + [409] * (attempts - 1), statuses
+    for answer in answers:
+        if answer.status_code == 409:
+            assert kernel_id in assert_plain_error(answer, 409)["message"]
+    assert [k["id"] for k in gw.kernels()] == [kernel_id]
+    assert _kernel_processes(gw, kernel_id) == 1
+    # The id is free again once its kernel is gone.
+    assert requests.delete(f"{gw.http}/api/kernels/{kernel_id}", timeout=30).status_code == 204
+    again = start_raw(gw, {"KERNEL_USERNAME": "racer0", "KERNEL_ID": kernel_id})
+    assert again.status_code == 201, again.text
+
+
+def test_a_start_with_the_id_of_a_running_kernel_is_409(gw: Gateway) -> None:
+    kernel_id = str(uuid.uuid4())
+    assert start_raw(gw, {"KERNEL_USERNAME": "first", "KERNEL_ID": kernel_id}).status_code == 201
+    body = assert_plain_error(
+        start_raw(gw, {"KERNEL_USERNAME": "second", "KERNEL_ID": kernel_id}), 409
+    )
+    assert "exists or is starting" in body["message"]
+    assert [k["id"] for k in gw.kernels()] == [kernel_id]
+
+
+def _kernel_processes(gw: Gateway, kernel_id: str) -> int:
+    """Live local kernel processes started for ``kernel_id`` (their connection file names it)."""
+    runtime = str(gw.log_path.parent / "runtime")
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        count += f"kernel-{kernel_id}.json" in command and runtime in command
+    return count
 
 
 # --- unknown kernels ---------------------------------------------------------------------------

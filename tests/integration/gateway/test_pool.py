@@ -191,6 +191,7 @@ def kernelspecs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     specs = {
         "flaky": [str(flaky), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "exits": ["/bin/false", "{connection_file}"],
+        "withenvs": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "slow": [
             "/bin/sh",
             "-c",
@@ -200,7 +201,10 @@ def kernelspecs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     for name, argv in specs.items():
         (share / "kernels" / name).mkdir(parents=True)
-        spec = {"display_name": f"test: {name}", "language": "python", "argv": argv}
+        spec: dict[str, Any] = {"display_name": f"test: {name}", "language": "python"}
+        spec["argv"] = argv
+        if name == "withenvs":  # what the chart's Kubernetes kernelspecs set
+            spec["env"] = {"SANDBOX_CLIENT_ENVS": "PROJECT_NAME"}
         (share / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
     (share / "bin").mkdir()
     return share
@@ -243,6 +247,25 @@ def test_a_start_is_served_warm_with_the_requests_variables(pool: Gateway, tmp_p
         assert seen["claim_left_names"] == []
         assert seen["output_cache"] == ["''", "''", 0]  # the pool's warm-up left nothing
     wait_full(pool)
+
+
+def test_client_variables_reach_a_warm_kernel_as_a_cold_one(kernelspecs: Path) -> None:
+    """A kernelspec's launcher passes its SANDBOX_CLIENT_ENVS names into the kernel (the chart's
+    clientEnvs); a claim passed only KERNEL_* ones."""
+    env = {"SANDBOX_POOL": "withenvs=1", "JUPYTER_PATH": str(kernelspecs)}
+    with running({**env, "EG_CLIENT_ENVS": "PROJECT_NAME"}) as gw:
+        wait_full(gw, 1, "withenvs")
+        seen = {}
+        # The second start asks for resources, which a pooled kernel cannot have: cold.
+        for source, extra in (("warm", {}), ("cold", {"KERNEL_MEMORY": "256m"})):
+            count = starts(gw, source, spec="withenvs", reason="" if not extra else "resources")
+            request = {"KERNEL_USERNAME": "alice", "PROJECT_NAME": "demo", **extra}
+            with GatewayKernelSession(gw.http, gw.ws, "withenvs", request) as s:
+                seen[source] = str(s.execute("import os; os.environ.get('PROJECT_NAME')"))
+            assert starts(gw, source, spec="withenvs", reason="" if not extra else "resources") == (
+                count + 1
+            )
+        assert seen == {"warm": "'demo'", "cold": "'demo'"}
 
 
 def test_a_missing_working_dir_is_ignored(pool: Gateway, tmp_path: Path) -> None:
@@ -313,33 +336,84 @@ def test_a_requested_kernel_id_is_served_warm(pool: Gateway) -> None:
         assert probe(s)["kernel_id"] == kernel_id
 
 
-def test_a_kernel_id_in_use_fails_as_without_the_pool_and_keeps_the_pool(
-    pool: Gateway, gateway: Gateway
-) -> None:
-    stock_id = str(uuid.uuid4())
-    try:  # the session's gateway has no pool
-        assert start_raw(gateway, KERNEL_USERNAME="alice", KERNEL_ID=stock_id).status_code == 201
-        stock = start_raw(gateway, KERNEL_USERNAME="bob", KERNEL_ID=stock_id)
-    finally:
-        empty(gateway)
-    assert stock.status_code >= 400
+def pool_untouched(gw: Gateway, size: int = POOL_SIZE) -> bool:
+    """Whether the pool stays full, with no kernel taken, discarded or started, for a second."""
+    return holds(
+        lambda: pool_kernels(gw, "ready") == size and pool_kernels(gw, "starting") == 0, 1.0
+    )
 
+
+def test_a_kernel_id_in_use_is_409_and_keeps_the_pool(pool: Gateway) -> None:
     kernel_id = str(uuid.uuid4())
     assert start_raw(pool, KERNEL_USERNAME="alice", KERNEL_ID=kernel_id).status_code == 201
     wait_full(pool)
-    in_use, warm = starts(pool, "cold", "kernel_id_in_use"), starts(pool, "warm")
+    warm, cold = starts(pool, "warm"), starts(pool, "cold", "kernel_id_in_use")
     duplicate = start_raw(pool, KERNEL_USERNAME="bob", KERNEL_ID=kernel_id)
-    assert duplicate.status_code == stock.status_code, duplicate.text
-    assert duplicate.json()["reason"] == stock.json()["reason"]
-    assert starts(pool, "cold", "kernel_id_in_use") == in_use + 1
-    assert starts(pool, "warm") == warm
+    assert duplicate.status_code == 409, duplicate.text
+    assert "exists or is starting" in duplicate.json()["message"]
+    # Refused before the pool saw it: not counted as a start, warm or cold.
+    assert (starts(pool, "warm"), starts(pool, "cold", "kernel_id_in_use")) == (warm, cold)
     assert [k["id"] for k in pool.kernels()] == [kernel_id]
-    # The duplicate neither took nor started a pooled kernel.
-    assert holds(
-        lambda: pool_kernels(pool, "ready") == POOL_SIZE and pool_kernels(pool, "starting") == 0,
-        1.0,
-    )
-    assert "the requested KERNEL_ID is in use" in full_log(pool)
+    assert pool_untouched(pool)
+
+
+def test_concurrent_claims_with_one_kernel_id_serve_one_kernel(pool: Gateway) -> None:
+    """The pool checked the id before it awaited the claim, then overwrote the map: both
+    claims got 201, two users shared one kernel and the other pooled one ran on unmapped."""
+    kernel_id, attempts = str(uuid.uuid4()), 3
+    barrier = threading.Barrier(attempts)
+    answers: list[requests.Response] = []
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        answers.append(start_raw(pool, KERNEL_USERNAME=f"user{n}", KERNEL_ID=kernel_id))
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a.status_code for a in answers) == [201] + [409] * (attempts - 1)
+    assert [k["id"] for k in pool.kernels()] == [kernel_id]
+    wait_full(pool)
+    # Every kernel process is either the one handed out or a pooled one: none runs unmapped.
+    assert len(kernel_processes(pool)) == 1 + POOL_SIZE
+    assert len(pooled_processes(pool)) == POOL_SIZE
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"KERNEL_PROJECT": "a\0b"},
+        {"KERNEL_A=B": "x"},
+        {"KERNEL_PROJECT": "\ud800"},
+        {"KERNEL_lower": "x"},
+    ],
+    ids=["nul-in-value", "equals-in-name", "lone-surrogate", "lower-case-kernel-name"],
+)
+def test_a_request_no_kernel_can_hold_is_400_and_costs_no_pooled_kernel(
+    pool: Gateway, env: dict[str, str]
+) -> None:
+    """Such a value made the claim's ``os.environ.update`` raise in the kernel, and the pool
+    discarded that kernel and tried the next: one request emptied the pool."""
+    answer = start_raw(pool, KERNEL_USERNAME="mallory", **env)
+    assert answer.status_code == 400, answer.text
+    assert pool.kernels() == []
+    assert pool_untouched(pool)
+    assert "failed its claim" not in full_log(pool)
+
+
+def test_unknown_kernelspec_names_never_become_metrics_labels(pool: Gateway) -> None:
+    """Any client could grow /metrics without bound, and read there what other clients sent."""
+    before = len(requests.get(f"{pool.http}/metrics", timeout=10).content)
+    names = [f"no-such-{uuid.uuid4().hex}" + "x" * 500 for _ in range(50)]
+    for name in names:
+        answer = requests.post(f"{pool.http}/api/kernels", json={"name": name}, timeout=30)
+        assert answer.status_code == 404, answer.text
+    page = requests.get(f"{pool.http}/metrics", timeout=10).text
+    assert not any(name[:40] in page for name in names)
+    assert len(page.encode()) - before < 2000  # one "other" series, not one per name
+    assert starts(pool, "cold", "no_such_kernelspec", spec="other") >= len(names)
 
 
 # --- cold starts -------------------------------------------------------------------------------
