@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import FileServerConfig, GatewayConfig
 from ._exceptions import (
+    AuthenticationError,
     ConnectionLostError,
     ExecutionError,
     ExecutionTimeoutError,
@@ -57,6 +58,7 @@ __all__ = [
     "AsyncGatewayKernelSession",
     "AsyncKernelSessionPool",
     "AuthenticatedKernelSession",
+    "AuthenticationError",
     "ConnectionLostError",
     "ExecutionError",
     "ExecutionResult",

@@ -6,6 +6,7 @@
     │                                     session reconnects to the same kernel on next use
     ├── GatewayError                      the gateway answered with an error (5xx after retries)
     │   └── GatewayRefusedError           4xx: the request can never succeed as sent
+    │       ├── AuthenticationError       401: missing or wrong gateway token
     │       ├── UnknownKernelNameError    no kernelspec of that name on the gateway
     │       └── KernelLimitError          a kernel limit (total or per user) is reached
     ├── KernelDiedError                   the kernel died or restarted under an execution
@@ -59,6 +60,11 @@ class GatewayError(KernelClientError):
 
 class GatewayRefusedError(GatewayError):
     """The gateway refused the request (4xx); retrying the same request cannot help."""
+
+
+class AuthenticationError(GatewayRefusedError):
+    """The gateway does not know this token (401): set ``gateway_token=`` or
+    ``$JUPYTER_GATEWAY_AUTH_TOKEN`` to the token the gateway's operator gave you."""
 
 
 class UnknownKernelNameError(GatewayRefusedError):

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from ._config import GatewayConfig
 from ._exceptions import (
+    AuthenticationError,
     ConnectionLostError,
     ExecutionTimeoutError,
     GatewayError,
@@ -740,6 +741,8 @@ def error_for_status(status: int, body: str, what: str) -> GatewayError:
     limit = kernel_limit_error(status, body, message)
     if limit is not None:
         return limit
+    if status == 401:
+        return AuthenticationError(message, status_code=status)
     cls = GatewayRefusedError if 400 <= status < 500 else GatewayError
     return cls(message, status_code=status)
 

@@ -15,10 +15,12 @@ import sandbox_hosts
 import sandbox_limits
 import sandbox_pool
 import sandbox_response
+import sandbox_tenants
 
 sandbox_gateway_patches.apply()
 sandbox_hosts.apply()  # DNS rebinding: foreign Host headers get 400
 limits = sandbox_limits.apply()  # kernel-count limits, start-request checks (403/400/404)
+sandbox_tenants.apply()  # SANDBOX_TENANTS_FILE: tokens are tenants, kernels have owners
 sandbox_response.apply()
 sandbox_pool.apply(max_kernels=limits.max_kernels)  # warm kernels per kernelspec, /metrics
 

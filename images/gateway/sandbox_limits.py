@@ -313,6 +313,8 @@ class KernelLedger:
     settings: LimitSettings
     starting: list[Reservation] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)
+    user_limits: dict[str, int] = field(default_factory=dict)
+    """Per-user caps that differ from ``max_kernels_per_user`` (a tenant's ``max_kernels``)."""
     held_ids: set[str] = field(default_factory=set)
     """Kernel ids named by start requests in progress (see :meth:`hold_id`)."""
 
@@ -354,8 +356,9 @@ class KernelLedger:
 
     def _check_user(self, user: str, kernels: dict[object, str | None]) -> None:
         mine = sum(1 for owner in kernels.values() if owner == user)
-        if mine >= self.settings.max_kernels_per_user:
-            raise KernelLimitReached("user", self.settings.max_kernels_per_user, mine, user)
+        limit = self.user_limits.get(user, self.settings.max_kernels_per_user)
+        if mine >= limit:
+            raise KernelLimitReached("user", limit, mine, user)
 
     def named(self, reservation: Reservation, kernel_id: str) -> None:
         """The launch chose ``kernel_id``; a kernel that already exists keeps its owner."""

@@ -1,5 +1,6 @@
 """The gateway's Prometheus metrics: the warm pool's series, and ``GET /metrics``, which serves
-them beside jupyter_server's own (Prometheus text format; the API's token when one is set)."""
+them beside jupyter_server's own (Prometheus text format; the API's token when one is set, and
+only a tenant with the ``metrics`` right when the gateway has tenants)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def serve() -> None:
         """Prometheus text format: the pool's metrics and jupyter_server's."""
 
         def get(self) -> None:
+            # With tenants (sandbox_tenants), only a "metrics" tenant reads them: they count
+            # every tenant's kernels.
+            tenant = getattr(self, "sandbox_tenant", None)
+            if tenant is not None and not tenant.metrics:
+                raise web.HTTPError(404)
             self.set_header("Content-Type", CONTENT_TYPE_LATEST)
             self.finish(generate_latest(REGISTRY))
 
