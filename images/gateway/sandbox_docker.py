@@ -4,7 +4,8 @@ The launcher (``kernels/launcher/launch_docker.py``) gives every kernel containe
 its own and attaches the gateway to it.  This module is the gateway's half of that design:
 
 * ``SandboxDockerProcessProxy`` (named by the kernelspecs) finds the kernel's address on its own
-  network, and removes that network when the kernel is terminated;
+  network, removes that network when the kernel is terminated, and renames a container the warm
+  pool hands to a user (``handed_over``);
 * ``apply()`` tells the launcher who the gateway is (its container id and the deployment label
   that scopes clean-up), then reconciles the kernel networks once at start-up and periodically:
   a network whose kernel is alive gets the gateway attached (a recreated gateway container
@@ -19,13 +20,14 @@ which runs local kernels, leaves it off.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,13 @@ DEPLOYMENT_LABEL = f"{APP}.deployment"
 # A network younger than this may belong to a launch still in progress (its container does not
 # exist yet): the sweep leaves it alone.  Longer than any allowed launch timeout.
 LAUNCH_GRACE_SECONDS = 600.0
+# How long a relaunch waits for its kernel's previous network to be removed (it takes ~0.1 s).
+REMOVAL_WAIT_SECONDS = 30.0
 
 log = logging.getLogger("sandbox_docker")
 _cleanup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-network-cleanup")
+# The latest removal queued per network name, awaited by a relaunch of that kernel.
+_removals: dict[str, Future[None]] = {}
 _client: docker.DockerClient | None = None
 
 
@@ -60,7 +66,34 @@ def network_name(kernel_id: str) -> str:
 
 
 class SandboxDockerProcessProxy(DockerProcessProxy):
-    """EG's Docker process proxy for kernels that each live on a network of their own."""
+    """EG's Docker process proxy for kernels that each live on a network of their own.
+
+    A restart relaunches under the same kernel id, so the new container's network has the old
+    one's name.  The launcher never reuses a network (a second start with someone's kernel id
+    must not join that kernel's network), so the old network has to be gone first: the removal
+    queued when the old container is terminated names the network by its Docker id (the removal
+    of one container's network can never hit its successor's), and the relaunch waits for it.
+    Removing synchronously instead would block the event loop; keeping the network across a
+    restart would need the launcher to tell a restart from a hostile second start, which it
+    cannot do from anything Docker shows while the old container is going.
+    """
+
+    kernel_network_id: str | None = None
+
+    async def launch_process(self, kernel_cmd: str, **kwargs: Any) -> SandboxDockerProcessProxy:
+        pending = _removals.get(network_name(self.kernel_id))
+        if pending is not None:
+            try:
+                # Shielded: a relaunch that gives up must not cancel the queued removal.
+                removal = asyncio.shield(asyncio.wrap_future(pending))
+                await asyncio.wait_for(removal, REMOVAL_WAIT_SECONDS)
+            except Exception as exc:
+                # The launcher then finds the name taken and refuses the start, saying why.
+                self.log.warning(
+                    f"the previous network of kernel {self.kernel_id} is not removed: {exc!r}"
+                )
+        await super().launch_process(kernel_cmd, **kwargs)
+        return self
 
     def get_container_status(self, iteration: int | None) -> str:
         # EG's version reads the address on one network named by EG_DOCKER_NETWORK; a kernel here
@@ -73,7 +106,9 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
             status = (container.status or "").lower()
             if status == "running" and not self.assigned_host:
                 networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
-                address = (networks.get(network_name(self.kernel_id)) or {}).get("IPAddress")
+                endpoint = networks.get(network_name(self.kernel_id)) or {}
+                self.kernel_network_id = endpoint.get("NetworkID") or self.kernel_network_id
+                address = endpoint.get("IPAddress")
                 if address:
                     self.assigned_ip = address
                     self.assigned_host = self.container_name
@@ -85,18 +120,79 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
         return status
 
     def terminate_container_resources(self) -> bool | None:
+        name = network_name(self.kernel_id)
+        # Resolved now, while this container's network is the only one of that name; a kernel
+        # that never reported (a failed launch) has no recorded id yet.
+        network = self.kernel_network_id or _network_id(name)
         result = super().terminate_container_resources()
-        # Off the event loop: removing a network takes ~0.1 s of Docker's time.
-        _cleanup.submit(remove_network, network_name(self.kernel_id))
+        if network:
+            # Off the event loop: removing a network takes ~0.1 s of Docker's time.
+            removal = _cleanup.submit(remove_network, network)
+            _removals[name] = removal
+            removal.add_done_callback(lambda done: _forget(name, done))
         return result
+
+    def handed_over(self, user: str) -> None:
+        """The warm pool gave this kernel to ``user``: rename its container to the name a cold
+        start of that user's kernel would have had (``launch_docker.container_name``), so that
+        ``docker ps`` and audits show the owner.  The ``kernel-username`` label still says
+        "sandbox-pool", the user it was launched for: Docker cannot change a label.
+
+        The claim has happened by now; a rename Docker refuses is logged, not raised.
+        """
+        kernel_id = self.kernel_manager.kernel_id or self.kernel_id
+        new_name = f"{sanitize_name(user)}-{kernel_id}"
+        container = self._get_container()
+        if container is None:
+            self.log.warning(f"kernel {kernel_id}: no container to rename to {new_name!r}")
+            return
+        try:
+            container.rename(new_name)
+        except APIError as exc:
+            self.log.warning(f"kernel {kernel_id}: container not renamed to {new_name!r}: {exc}")
+            return
+        self.container_name = self.assigned_host = new_name
+
+    def get_process_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = super().get_process_info()
+        info["sandbox_kernel_network_id"] = self.kernel_network_id
+        return info
+
+    def load_process_info(self, process_info: dict[str, Any]) -> None:
+        super().load_process_info(process_info)
+        self.kernel_network_id = process_info.get("sandbox_kernel_network_id")
+
+
+def sanitize_name(text: str) -> str:
+    """Exactly ``launch_docker.sanitize_name`` (the launcher runs without this module)."""
+    cleaned = re.sub(r"[^a-zA-Z0-9_.-]", "-", text).strip("-_.")
+    return cleaned[:32] or "kernel"
+
+
+def _forget(name: str, removal: Future[None]) -> None:
+    # Only if no later removal of that name replaced it (dict operations are atomic).
+    if _removals.get(name) is removal:
+        _removals.pop(name, None)
+
+
+def _network_id(name: str) -> str | None:
+    try:
+        return str(_docker().networks.get(name).id)
+    except NotFound:
+        return None
+    except APIError as exc:
+        log.warning("cannot look up kernel network %s (the sweep removes it): %s", name, exc)
+        return None
 
 
 def remove_network(name: str) -> None:
-    """Detach the gateway and remove a kernel network; a missing network is fine."""
+    """Detach the gateway and remove a kernel network (``name``: its name or, to be sure of the
+    generation, its id); a missing network is fine."""
     client = _docker()
     try:
-        network = client.networks.get(name)
-        network.disconnect(os.environ["SANDBOX_GATEWAY_CONTAINER"], force=True)
+        client.api.disconnect_container_from_network(
+            os.environ["SANDBOX_GATEWAY_CONTAINER"], name, force=True
+        )
     except NotFound:
         pass
     except APIError as exc:
@@ -145,7 +241,7 @@ def sweep(deployment: str, gateway: str, alias: str) -> None:
                 except APIError as exc:
                     log.warning("cannot re-attach the gateway to %s: %s", network.name, exc)
         elif _age_seconds(network.attrs.get("Created", "")) > LAUNCH_GRACE_SECONDS:
-            remove_network(network.name)
+            remove_network(network.id)
 
 
 def remove_orphans(deployment: str, known: set[str]) -> int:

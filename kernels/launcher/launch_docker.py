@@ -16,6 +16,17 @@ the gateway.  Two kernels share no network, so no packet can pass between them w
 knows of the other.  What a kernel may reach on the gateway (its launch-response port, nothing
 else) is enforced by the gateway container's own firewall (``images/gateway/entrypoint.sh``).
 
+A launch owns exactly what it creates, and joins nothing else.  It refuses when a container
+labelled with its kernel id is already starting or running (a second start with that id, or a
+restart whose old container is still there), and it never reuses a network: the kernel's network
+is created fresh, a name already taken refuses the launch, and the container joins that network
+by the id Docker gave this launch.  So a second start with someone else's kernel id cannot put a
+container on its private network, and two launches of one id cannot both end with a running
+container (each checks again once its container exists; the later of the two refuses).  A
+failed launch removes its own container and network, never anything it found.  A restart reuses
+nothing either: the gateway removes the old network before it relaunches
+(``sandbox_docker.SandboxDockerProcessProxy``).
+
 Every setting fails closed: a value meaning "unlimited" (memory ``0``, CPUs ``0``, pids ``-1``)
 or a network that cannot be created refuses the launch; nothing falls back to Docker's
 ``bridge``.  Only the standard library is used: the Docker Engine API is spoken over the unix
@@ -95,6 +106,9 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _KERNEL_ID = re.compile(r"^[0-9a-fA-F-]{1,64}$")
 _CONTAINER_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _MIN_MEMORY = 64 * 1024**2  # below this ipykernel cannot start: a typo, not a choice
+# A container in one of these states holds (or is about to hold) the kernel's label and network;
+# "exited", "dead" and "removing" ones are a previous kernel's remains, off every network.
+_LIVE_STATES = frozenset({"created", "running", "restarting", "paused"})
 
 
 class LaunchError(RuntimeError):
@@ -317,6 +331,10 @@ def container_spec(
             "kernel_id": kernel_id,
             "component": "kernel",
             "app": CONTAINER_LABEL_APP,
+            # The user the container was launched for.  Labels cannot change, so a container
+            # started for the gateway's warm pool keeps "sandbox-pool" here for good; when the
+            # pool hands it to a user, the gateway renames it to what a cold start would have
+            # named it (``container_name``): the owner is in the name, never in this label.
             f"{CONTAINER_LABEL_APP}.kernel-username": username,
             DEPLOYMENT_LABEL: settings.deployment,
         },
@@ -358,43 +376,58 @@ class DockerEngine:
             conn.close()
 
     def create_network(self, settings: Settings, kernel_id: str) -> str:
-        """The kernel's own network, on a free /28 of the pool; returns its name.
+        """The kernel's own network, created now on a free /28 of the pool; returns its id.
 
-        A restarted kernel keeps its id, and finds its network already there: it is reused.
+        A network of that name that already exists is never reused: it belongs to another
+        launch of this kernel id (a concurrent start) or to the kernel's previous container
+        (its removal failed), and either way this launch's container has no business on it.
         """
         name = network_name(kernel_id)
-        status, reply = self.request("GET", f"/networks/{name}")
-        if status == 200:
-            return name
         subnets = list(settings.subnets.subnets(new_prefix=KERNEL_NETWORK_PREFIX))
         last = ""
         for subnet in random.sample(subnets, min(NETWORK_ATTEMPTS, len(subnets))):
             spec = network_spec(settings, kernel_id=kernel_id, subnet=str(subnet))
             status, reply = self.request("POST", "/networks/create", spec)
             if status == 201:
-                return name
+                return str(reply["Id"])
             last = _message(reply)
-            if status == 409:  # created meanwhile by a concurrent relaunch of the same kernel
-                return name
+            if status == 409:
+                raise LaunchError(
+                    f"network {name} already exists: another start of kernel {kernel_id} is "
+                    f"under way, or its previous network is not removed yet ({last})"
+                )
             if "overlap" not in last.lower():
                 break
         raise LaunchError(f"cannot create network {name} in {settings.subnets}: {last}")
 
-    def attach_gateway(self, network: str, settings: Settings, alias: str) -> None:
+    def attach_gateway(self, network_id: str, settings: Settings, alias: str) -> None:
         body = {
             "Container": settings.gateway_container,
             "EndpointConfig": {"Aliases": [alias]},
         }
-        status, reply = self.request("POST", f"/networks/{network}/connect", body)
-        message = _message(reply)
-        if status != 200 and "already exists" not in message:
-            raise LaunchError(f"cannot attach the gateway to network {network}: {message}")
+        status, reply = self.request("POST", f"/networks/{network_id}/connect", body)
+        if status != 200:
+            # The network is this launch's own, created a moment ago: the gateway cannot be on
+            # it already, so any refusal is a failure.
+            raise LaunchError(
+                f"cannot attach the gateway to network {network_id[:12]}: {_message(reply)}"
+            )
 
-    def remove_network(self, network: str, settings: Settings) -> None:
+    def remove_network(self, network_id: str, settings: Settings) -> None:
         """Best effort; the gateway's sweep removes what is left."""
         body = {"Container": settings.gateway_container, "Force": True}
-        self.request("POST", f"/networks/{network}/disconnect", body)
-        self.request("DELETE", f"/networks/{network}")
+        self.request("POST", f"/networks/{network_id}/disconnect", body)
+        self.request("DELETE", f"/networks/{network_id}")
+
+    def kernel_containers(self, kernel_id: str) -> list[dict[str, Any]]:
+        """Every container of the engine labelled with this kernel id that is not on its way out
+        (Enterprise Gateway finds a kernel's container by that label alone, in any deployment)."""
+        filters = json.dumps({"label": [f"kernel_id={kernel_id}"]})
+        query = urllib.parse.urlencode({"all": "true", "filters": filters})
+        status, reply = self.request("GET", f"/containers/json?{query}")
+        if status != 200 or not isinstance(reply, list):
+            raise LaunchError(f"cannot list the containers of kernel {kernel_id}: {reply}")
+        return [item for item in reply if item.get("State") in _LIVE_STATES]
 
     def create(self, name: str, spec: dict[str, Any]) -> str:
         """Create a container (not started); returns its id."""
@@ -468,14 +501,17 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
         transport_encryption=args.transport_encryption,
     )
     engine = DockerEngine(settings.docker_socket)
-    network = engine.create_network(settings, args.kernel_id)
+    _refuse_if_running(engine, args.kernel_id, own=None)
+    network_id = engine.create_network(settings, args.kernel_id)
     username = sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
     spec = container_spec(
         settings,
         kernel_id=args.kernel_id,
         image=image,
         kernel_env=kernel_env,
-        network=network,
+        # By id, not name: the container can only join the network this launch created, even
+        # if that one were removed and another one of the same name made meanwhile.
+        network=network_id,
         username=username,
     )
     # Attaching the gateway and creating the container are independent Docker calls (~50 ms
@@ -485,7 +521,7 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
 
     def attach() -> None:
         try:
-            engine.attach_gateway(network, settings, alias)
+            engine.attach_gateway(network_id, settings, alias)
         except BaseException as exc:  # re-raised on the main thread below
             attach_failure.append(exc)
 
@@ -494,6 +530,10 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     container_id = None
     try:
         container_id = engine.create(container_name(env, args.kernel_id), spec)
+        # Checked again now that this launch's container exists: of two launches of one id
+        # that both passed the first check, the later one to get here sees the other's
+        # container and refuses, so at most one of them starts.
+        _refuse_if_running(engine, args.kernel_id, own=container_id)
         attaching.join()
         if attach_failure:
             raise attach_failure[0]
@@ -501,10 +541,20 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
         return container_id
     except BaseException:
         attaching.join()
+        # Only what this launch created: a container or network found here is someone else's.
         if container_id is not None:
             engine.request("DELETE", f"/containers/{container_id}?force=true")
-        engine.remove_network(network, settings)
+        engine.remove_network(network_id, settings)
         raise
+
+
+def _refuse_if_running(engine: DockerEngine, kernel_id: str, *, own: str | None) -> None:
+    others = [item for item in engine.kernel_containers(kernel_id) if item.get("Id") != own]
+    if others:
+        found = ", ".join(
+            f"{str(item.get('Id', ''))[:12]} ({item.get('State')})" for item in others
+        )
+        raise LaunchError(f"kernel {kernel_id} already has a container: {found}")
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import importlib.util
 import ipaddress
+import itertools
 import json
 import socketserver
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -194,14 +197,18 @@ ARGV = [
 
 
 class FakeEngine:
-    """A stand-in for the Docker Engine API on a unix socket (the real engine is exercised by the
-    Docker e2e tests); it records every call and answers as Docker 20.10 does."""
+    """A stand-in for the Docker Engine API on a unix socket (the real engine is exercised by
+    tests/e2e/docker/test_launcher_docker.py and the rest of the Docker e2e suite); it records
+    every call and answers as Docker does: names unique, networks addressed by name or id."""
 
     def __init__(self, socket_path: Path) -> None:
         self.calls: list[tuple[str, str, Any]] = []
-        self.networks: dict[str, dict[str, Any]] = {}
+        self.networks: dict[str, dict[str, Any]] = {}  # by id
+        self.containers: dict[str, dict[str, Any]] = {}  # by id, as GET /containers/json lists
         self.fail: dict[str, tuple[int, str]] = {}
         self.taken = {ipaddress.ip_network("10.213.0.0/17")}  # another network's range
+        self.on_create: Any = None  # called once the launcher's container exists
+        self._ids = itertools.count(1)
         engine = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -216,10 +223,9 @@ class FakeEngine:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                try:
+                # The launcher may have closed the connection already.
+                with contextlib.suppress(BrokenPipeError):
                     self.wfile.write(raw)
-                except BrokenPipeError:  # the launcher may have closed the connection already
-                    pass
 
             do_GET = do_POST = do_DELETE = _answer
 
@@ -233,32 +239,79 @@ class FakeEngine:
         self.server = Server(str(socket_path), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def network(self, ref: str) -> dict[str, Any] | None:
+        return self.networks.get(ref) or next(
+            (net for net in self.networks.values() if net["Name"] == ref), None
+        )
+
+    def add_network(self, name: str, kernel_id: str) -> str:
+        """A network that some other launch (or an earlier kernel) made."""
+        net_id = f"n{next(self._ids):063d}"
+        self.networks[net_id] = {"Name": name, "Id": net_id, "Labels": {"kernel_id": kernel_id}}
+        return net_id
+
+    def add_container(self, kernel_id: str, state: str) -> str:
+        container_id = f"x{next(self._ids):063d}"
+        self.containers[container_id] = {
+            "Id": container_id,
+            "State": state,
+            "Labels": {"kernel_id": kernel_id},
+        }
+        return container_id
+
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         path = path.removeprefix("/v1.41")
-        self.calls.append((method, path.split("?")[0], body))
-        for prefix, answer in self.fail.items():
-            if path.startswith(prefix):
+        route, _, query = path.partition("?")
+        self.calls.append((method, route, body))
+        for pattern, answer in self.fail.items():
+            # "/prefix..." or "*suffix" (a path that holds an id the launcher got from us)
+            if path.startswith(pattern) or (pattern[:1] == "*" and route.endswith(pattern[1:])):
                 return answer[0], {"message": answer[1]}
-        if method == "GET" and path.startswith("/networks/"):
-            name = path.split("/")[2]
-            return (200, self.networks[name]) if name in self.networks else (404, {"message": "x"})
-        if path == "/networks/create":
+        parts = route.split("/")
+        if route == "/networks/create":
+            if self.network(body["Name"]):
+                return 409, {"message": f"network with name {body['Name']} already exists"}
             subnet = ipaddress.ip_network(body["IPAM"]["Config"][0]["Subnet"])
             if any(subnet.overlaps(other) for other in self.taken):
                 return 403, {"message": "Pool overlaps with other one on this address space"}
             self.taken.add(subnet)
-            self.networks[body["Name"]] = body
-            return 201, {"Id": "net1"}
-        if path.endswith("/connect") or path.endswith("/disconnect"):
-            return 200, None
-        if method == "DELETE" and path.startswith("/networks/"):
-            self.networks.pop(path.split("/")[2], None)
+            net_id = f"n{next(self._ids):063d}"
+            self.networks[net_id] = {**body, "Id": net_id}
+            return 201, {"Id": net_id}
+        if route.startswith("/networks/"):
+            network = self.network(parts[2])
+            if network is None:
+                return 404, {"message": f"network {parts[2]} not found"}
+            if method == "GET":
+                return 200, network
+            if method == "DELETE":
+                del self.networks[network["Id"]]
+                return 204, None
+            return 200, None  # connect, disconnect
+        if route == "/containers/json":
+            wanted = json.loads(urllib.parse.parse_qs(query)["filters"][0])["label"]
+            return 200, [
+                item
+                for item in self.containers.values()
+                if set(wanted) <= {f"{k}={v}" for k, v in item["Labels"].items()}
+            ]
+        if route == "/containers/create":
+            if self.network(body["HostConfig"]["NetworkMode"]) is None:
+                return 404, {"message": "network not found"}
+            container_id = "c" * 64
+            self.containers[container_id] = {
+                "Id": container_id,
+                "State": "created",
+                "Labels": body["Labels"],
+            }
+            if self.on_create is not None:
+                self.on_create()
+            return 201, {"Id": container_id}
+        if route.endswith("/start"):
+            self.containers[parts[2]]["State"] = "running"
             return 204, None
-        if path.startswith("/containers/create"):
-            return 201, {"Id": "c" * 64}
-        if path.endswith("/start"):
-            return 204, None
-        if method == "DELETE":
+        if method == "DELETE" and route.startswith("/containers/"):
+            self.containers.pop(parts[2], None)
             return 204, None
         return 404, {"message": f"unexpected {method} {path}"}
 
@@ -276,28 +329,50 @@ def _env(engine: FakeEngine) -> dict[str, str]:
     return {**env, "SANDBOX_DOCKER_SOCKET": engine.server.server_address}  # type: ignore[dict-item]
 
 
+NETWORK = "mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc"
+KERNEL_ID = ARGV[1]
+
+
+def _calls(engine: FakeEngine) -> list[tuple[str, str]]:
+    return [(method, path) for method, path, _ in engine.calls]
+
+
+def _own_network(engine: FakeEngine) -> dict[str, Any]:
+    (network,) = (net for net in engine.networks.values() if net["Name"] == NETWORK)
+    return network
+
+
 def test_launch_creates_a_private_network_attaches_the_gateway_and_starts_the_kernel(
     engine: FakeEngine,
 ) -> None:
     assert launch_docker.main(ARGV, _env(engine)) == 0
-    calls = [(method, path) for method, path, _ in engine.calls]
-    network = "mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc"
-    # The network comes first; attaching the gateway overlaps with creating the container,
-    # which starts only once the gateway is attached.
-    # (Subnets that overlap another network are retried: the fake holds half of the pool.)
+    calls = _calls(engine)
+    network = _own_network(engine)
+    # No container of that kernel may exist yet; then the network comes first (subnets that
+    # overlap another network are retried: the fake holds half of the pool).
+    assert calls[0] == ("GET", "/containers/json")
     created = max(i for i, call in enumerate(calls) if call == ("POST", "/networks/create"))
     assert set(calls[1 : created + 1]) == {("POST", "/networks/create")}
+    # Attaching the gateway overlaps with creating the container, whose kernel id is checked
+    # again once it exists; the container starts only once the gateway is attached.
     rest = calls[created + 1 :]
-    assert sorted(rest[:2]) == sorted(
-        [("POST", f"/networks/{network}/connect"), ("POST", "/containers/create")]
+    assert sorted(rest[:3]) == sorted(
+        [
+            ("POST", f"/networks/{network['Id']}/connect"),
+            ("POST", "/containers/create"),
+            ("GET", "/containers/json"),
+        ]
     )
-    assert rest[2:] == [("POST", f"/containers/{'c' * 64}/start")]
-    subnet = ipaddress.ip_network(engine.networks[network]["IPAM"]["Config"][0]["Subnet"])
+    assert rest.index(("POST", "/containers/create")) < rest.index(("GET", "/containers/json"))
+    assert rest[3:] == [("POST", f"/containers/{'c' * 64}/start")]
+    subnet = ipaddress.ip_network(network["IPAM"]["Config"][0]["Subnet"])
     assert subnet.prefixlen == 28 and subnet.subnet_of(ipaddress.ip_network("10.213.0.0/16"))
     connect = next(body for method, path, body in engine.calls if path.endswith("/connect"))
     assert connect == {"Container": "gw0123", "EndpointConfig": {"Aliases": ["sandbox-gateway"]}}
     container = next(body for _, path, body in engine.calls if path == "/containers/create")
-    assert container["HostConfig"]["NetworkMode"] == network
+    # By the id of the network this launch created, not by a name anyone could hold.
+    assert container["HostConfig"]["NetworkMode"] == network["Id"]
+    assert list(container["NetworkingConfig"]["EndpointsConfig"]) == [network["Id"]]
 
 
 def test_a_failed_container_start_removes_the_network(engine: FakeEngine) -> None:
@@ -313,19 +388,78 @@ def test_no_network_means_no_kernel_and_never_bridge(
     engine.fail["/networks/create"] = (500, "failed to allocate")
     assert launch_docker.main(ARGV, _env(engine)) == 1
     assert "cannot create network" in capsys.readouterr().err
-    assert not any(path.startswith("/containers") for _, path, _ in engine.calls)
+    assert not any(path.startswith("/containers/create") for _, path, _ in engine.calls)
 
 
 def test_gateway_that_cannot_attach_refuses_the_launch(engine: FakeEngine) -> None:
-    network = "mini-jupyter-sandbox-kernel-0f6e7c2a-1b2c-4d5e-8f90-123456789abc"
-    engine.fail[f"/networks/{network}/connect"] = (404, "No such container: gw0123")
+    engine.fail["*/connect"] = (404, "No such container: gw0123")
     assert launch_docker.main(ARGV, _env(engine)) == 1
-    calls = [(method, path) for method, path, _ in engine.calls]
+    calls = _calls(engine)
     # The kernel never starts; a container created meanwhile is removed, and so is the network.
     assert not any(path.endswith("/start") for _, path in calls)
     if ("POST", "/containers/create") in calls:
         assert ("DELETE", f"/containers/{'c' * 64}") in calls
     assert engine.networks == {}
+    assert engine.containers == {}
+
+
+# --- one launch, one kernel, one network: a second start with the same id joins nothing ---------
+
+
+def test_an_existing_network_of_that_name_is_never_joined_nor_removed(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another start of this kernel id created it a moment ago (its container does not exist
+    yet), or the kernel's previous network is still there: either way it is not this launch's."""
+    theirs = engine.add_network(NETWORK, KERNEL_ID)
+    assert launch_docker.main(ARGV, _env(engine)) == 1
+    assert "already exists" in capsys.readouterr().err
+    calls = _calls(engine)
+    assert not any(path.endswith(("/connect", "/disconnect")) for _, path in calls)
+    assert not any(path.startswith("/containers/create") for _, path in calls)
+    assert not any(method == "DELETE" for method, _ in calls)
+    assert list(engine.networks) == [theirs]
+
+
+@pytest.mark.parametrize("state", ["created", "running", "restarting", "paused"])
+def test_a_live_container_of_that_kernel_refuses_the_launch_before_anything_is_made(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str], state: str
+) -> None:
+    theirs = engine.add_container(KERNEL_ID, state)
+    assert launch_docker.main(ARGV, _env(engine)) == 1
+    assert f"already has a container: {theirs[:12]} ({state})" in capsys.readouterr().err
+    assert _calls(engine) == [("GET", "/containers/json")]
+    assert list(engine.containers) == [theirs]
+
+
+@pytest.mark.parametrize("state", ["exited", "dead", "removing"])
+def test_a_previous_kernel_s_remains_do_not_block_its_restart(
+    engine: FakeEngine, state: str
+) -> None:
+    """A restart follows the old container's removal; one that exited and is being removed by
+    Docker (AutoRemove), or kept (SANDBOX_REMOVE_CONTAINER=false), is on no network any more."""
+    engine.add_container(KERNEL_ID, state)
+    assert launch_docker.main(ARGV, _env(engine)) == 0
+    assert engine.containers["c" * 64]["State"] == "running"
+
+
+def test_other_kernels_containers_do_not_block_the_launch(engine: FakeEngine) -> None:
+    engine.add_container("another-kernel", "running")
+    assert launch_docker.main(ARGV, _env(engine)) == 0
+
+
+def test_a_concurrent_launch_seen_after_create_removes_only_this_launch_s_own(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two starts of one id that both found nothing: the one that sees the other's container
+    once its own exists refuses, and takes away its own container and network, nothing else."""
+    theirs: list[str] = []
+    engine.on_create = lambda: theirs.append(engine.add_container(KERNEL_ID, "created"))
+    assert launch_docker.main(ARGV, _env(engine)) == 1
+    assert "already has a container" in capsys.readouterr().err
+    assert list(engine.containers) == theirs
+    assert engine.networks == {}
+    assert not any(path.endswith("/start") for _, path in _calls(engine))
 
 
 def test_image_not_allowed_is_refused_before_docker_is_touched(

@@ -1,0 +1,155 @@
+"""Restarting a Docker kernel: each restart succeeds, the kernel runs again on a private network
+of its own (one, fresh), and once the kernel is shut down no network of it is left.
+
+A restart used to race its own network clean-up: the removal queued when the old container went
+could run after the relaunch had found and reused the network, so the relaunch failed ("network
+not found") or timed out, and restarts in quick succession made it likely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from jupyter_kernel_client import GatewayKernelSession, KernelClientError
+
+from .conftest import Stack, docker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+RESTARTS = 4
+
+
+def networks_of(kernel_id: str) -> list[dict[str, Any]]:
+    """`docker network inspect` of every network labelled with the kernel's id."""
+    names = docker(
+        "network", "ls", "-q", "--no-trunc", "--filter", f"label=kernel_id={kernel_id}"
+    ).split()
+    found = []
+    for name in names:
+        with contextlib.suppress(RuntimeError):  # removed while we looked
+            found.append(json.loads(docker("network", "inspect", name))[0])
+    return found
+
+
+def assert_alone_on_its_own_network(stack: Stack, kernel_id: str) -> str:
+    """The kernel's container is on exactly one network, the only one labelled for it, with no
+    member but the gateway besides; returns that container's id."""
+    container = stack.kernel_container(kernel_id)
+    attached = container["NetworkSettings"]["Networks"]
+    assert len(attached) == 1, attached
+    networks = networks_of(kernel_id)
+    assert [network["Id"] for network in networks] == [
+        next(iter(attached.values()))["NetworkID"]
+    ], [network["Name"] for network in networks]
+    members = set(networks[0]["Containers"] or {})
+    assert members == {container["Id"], stack.container("gateway")}, members
+    return str(container["Id"])
+
+
+def wait_no_network_of(kernel_id: str, timeout: float = 60) -> list[str]:
+    """Names of the kernel's networks still there after ``timeout`` (the removal is queued)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [network["Name"] for network in networks_of(kernel_id)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def restart(stack: Stack, kernel_id: str) -> None:
+    response = requests.post(f"{stack.gateway_http}/api/kernels/{kernel_id}/restart", timeout=120)
+    assert response.status_code == 200, (response.status_code, response.text[:500])
+
+
+@pytest.fixture
+def kernel(stack: Stack) -> Iterator[str]:
+    """A cold-started kernel (sandbox-python has no warm pool), deleted at the end."""
+    response = requests.post(
+        f"{stack.gateway_http}/api/kernels",
+        json={"name": "sandbox-python", "env": {"KERNEL_USERNAME": "restarter"}},
+        timeout=120,
+    )
+    assert response.status_code == 201, response.text[:500]
+    kernel_id = str(response.json()["id"])
+    yield kernel_id
+    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", timeout=60)
+
+
+def test_restarts_in_quick_succession_each_bring_the_kernel_back(stack: Stack, kernel: str) -> None:
+    containers = {assert_alone_on_its_own_network(stack, kernel)}
+    for _ in range(RESTARTS):
+        restart(stack, kernel)  # the next one follows as soon as this one answers
+        containers.add(assert_alone_on_its_own_network(stack, kernel))
+    assert len(containers) == RESTARTS + 1  # every restart was a new container
+    with GatewayKernelSession(
+        stack.gateway_http, stack.gateway_ws, "sandbox-python", kernel_id=kernel
+    ) as session:
+        assert str(session.execute("6 * 7")) == "42"
+    response = requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
+    assert response.status_code == 204
+    assert wait_no_network_of(kernel) == []
+
+
+def attach(stack: Stack, kernel_id: str) -> GatewayKernelSession:
+    """A session on the running kernel (jupyter_server 1.x keeps an open websocket on the old
+    kernel's ports after a restart, so a client opens a new one, as JupyterLab does)."""
+    return GatewayKernelSession(
+        stack.gateway_http, stack.gateway_ws, "sandbox-python", kernel_id=kernel_id
+    )
+
+
+def test_each_restart_gives_a_fresh_kernel_that_runs(stack: Stack, kernel: str) -> None:
+    for round_ in range(3):
+        with attach(stack, kernel) as session:
+            # Nothing of the kernel before the restart survives it.
+            assert str(session.execute("'marker' in dir()")) == "False"
+            session.execute(f"marker = {round_}").raise_for_error()
+        restart(stack, kernel)
+        assert_alone_on_its_own_network(stack, kernel)
+    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
+    assert wait_no_network_of(kernel) == []
+
+
+def runs_again(stack: Stack, kernel_id: str, timeout: float = 120) -> bool:
+    """Whether a new session on the kernel runs code before ``timeout``: a websocket opened
+    while the gateway still relaunches stays on the old kernel's ports, so each try is a fresh
+    session with a short start-up timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session = GatewayKernelSession(
+            stack.gateway_http,
+            stack.gateway_ws,
+            "sandbox-python",
+            startup_timeout=10,
+            kernel_id=kernel_id,
+        )
+        try:
+            with session:
+                return str(session.execute("6 * 7", timeout=30)) == "42"
+        except KernelClientError:
+            time.sleep(1)
+    return False
+
+
+def test_a_kernel_that_died_is_restarted_on_a_fresh_network(stack: Stack, kernel: str) -> None:
+    """The gateway's automatic restart (its restarter, while a client is connected) takes the
+    same path: the dead container's network goes, the new container gets its own."""
+    before = assert_alone_on_its_own_network(stack, kernel)
+    session = attach(stack, kernel).start()
+    try:
+        with contextlib.suppress(KernelClientError):
+            session.execute("import os; os._exit(1)", timeout=30)
+        assert runs_again(stack, kernel)
+        assert assert_alone_on_its_own_network(stack, kernel) != before
+    finally:
+        with contextlib.suppress(KernelClientError):
+            session.close()
+    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
+    assert wait_no_network_of(kernel) == []
