@@ -8,7 +8,9 @@ environment (JUPYTER_GATEWAY_URL, NOTEBOOK_TOKEN, SANDBOX_ALLOWED_HOSTS).
 
 Kernel output is hostile (SPEC §5a): see sandbox_notebook_csp.py for the Content-Security-Policy
 set here, and sandbox_notebook_ws.py for the output types (JavaScript, Vega) that never reach
-the browser.  Terminals are off, and terminado is not installed.
+the browser.  Kernels write into shared-data/ (the shared volume, inside the root): see
+sandbox_notebook_files.py for why no byte of the root is served as something a browser runs, and
+no symbolic link there is followed.  Terminals are off, and terminado is not installed.
 """
 
 import os
@@ -17,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sandbox_hosts
+import sandbox_notebook_files
 from sandbox_notebook_csp import (
     content_security_policy,
     inline_script_hashes,
@@ -63,6 +66,9 @@ c.ServerApp.tornado_settings = {
         "Content-Security-Policy": content_security_policy(inline_script_hashes(server_templates()))
     }
 }
+
+# /files/, /nbconvert/ and the contents API: images or downloads, never script; no link followed.
+sandbox_notebook_files.apply(c)
 
 # No shell in the notebook container: it sits outside every sandbox.
 c.ServerApp.terminals_enabled = False

@@ -7,7 +7,9 @@ JupyterLab's sanitizer does not stand in the way; the Content-Security-Policy do
 scripts from the server's own files and, by hash, the few static inline scripts of its own
 page templates - never inline scripts, event-handler attributes or ``javascript:`` URLs.  Every
 other fetch stays on the server's origin, so output cannot send data out through the browser
-either (a kernel has no network of its own).
+either (a kernel has no network of its own).  "The server's own files" are its static assets:
+kernels write into the notebook root (shared-data/), and no byte of the root is served as script,
+style sheet or document (sandbox_notebook_files.py).
 
 The policy has to allow ``'unsafe-eval'``: JupyterLab validates every plugin's settings with Ajv,
 which compiles schemas with ``new Function``, and the UI does not start without it (measured:
