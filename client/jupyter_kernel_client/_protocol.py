@@ -342,6 +342,22 @@ def kernel_lost(message: Message) -> str | None:
     return None
 
 
+GATEWAY_MARK: Final = "sandbox_truncated"
+"""Key in the metadata of a message that this project's gateway cut because it was above the
+gateway's ``SANDBOX_MAX_MESSAGE_BYTES``: ``{"msg_type", "bytes", "limit", "kept"}``, ``kept``
+being the characters of a stream's text that are the kernel's (a notice line follows them)."""
+
+
+def gateway_cut(message: Message) -> int | None:
+    """The characters of the kernel's text kept, if the gateway cut this message, else None."""
+    metadata = message.get("metadata")
+    mark = metadata.get(GATEWAY_MARK) if isinstance(metadata, dict) else None
+    if not isinstance(mark, dict):
+        return None
+    kept = mark.get("kept")
+    return kept if isinstance(kept, int) and not isinstance(kept, bool) and kept >= 0 else 0
+
+
 # --- collecting one execution ------------------------------------------------------------------
 
 
@@ -387,6 +403,16 @@ class ExecutionCollector:
             return
         msg_type = message_type(message)
         content = message.get("content", {})
+        kept = gateway_cut(message)
+        if kept is not None:
+            # The gateway cut a message above its own limit: the output is truncated, whatever
+            # this client's budget; only the kernel's part of a stream's text is output.
+            self.truncated = True
+            if msg_type == "stream":
+                text = str(content.get("text", ""))[:kept]
+                if not text:
+                    return
+                content = {**content, "text": text}
         if msg_type == self.reply_type:
             self.reply = content
         elif msg_type == "status":

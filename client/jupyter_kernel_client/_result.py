@@ -63,8 +63,9 @@ class ExecutionResult:
     duration: float
     """Seconds from sending the request to the kernel going idle."""
     truncated: bool = False
-    """Whether output past ``max_output_bytes`` was dropped (``outputs`` holds what came
-    before; a streaming callback still saw everything)."""
+    """Whether output was dropped: past ``max_output_bytes`` (``outputs`` holds what came
+    before; a streaming callback still saw everything), or by the gateway, which cuts a single
+    message above its own limit (``SANDBOX_MAX_MESSAGE_BYTES``) before any client sees it."""
 
     @property
     def ok(self) -> bool:
@@ -116,5 +117,8 @@ class ExecutionResult:
     def __str__(self) -> str:
         text = "".join(o.render() for o in self.outputs).rstrip("\n")
         if self.truncated:
-            text += "\n[output truncated: more than max_output_bytes; the rest was dropped]"
+            text += (
+                "\n[output truncated: more than max_output_bytes or the gateway's message limit; "
+                "the rest was dropped]"
+            )
         return text

@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sandbox_gateway_patches
 import sandbox_hosts
 import sandbox_limits
+import sandbox_messages
 import sandbox_pool
 import sandbox_response
 import sandbox_tenants
@@ -21,6 +22,7 @@ sandbox_gateway_patches.apply()
 sandbox_hosts.apply()  # DNS rebinding: foreign Host headers get 400
 limits = sandbox_limits.apply()  # kernel-count limits, start-request checks (403/400/404)
 sandbox_tenants.apply()  # SANDBOX_TENANTS_FILE: tokens are tenants, kernels have owners
+sandbox_messages.apply()  # a kernel message above SANDBOX_MAX_MESSAGE_BYTES is cut
 sandbox_response.apply()
 sandbox_pool.apply(max_kernels=limits.max_kernels)  # warm kernels per kernelspec, /metrics
 

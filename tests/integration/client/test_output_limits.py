@@ -1,5 +1,7 @@
 """Bounded memory: a kernel printing 300 MB leaves the client's peak memory growth under
-100 MiB, on both faces; a single oversized message is refused unread; the session stays usable.
+100 MiB, on both faces; a single 300 MB message is cut by the gateway to its limit (16 MiB by
+default) and the result says truncated; a message above the client's own ``max_message_bytes``
+(but within the gateway's limit) is refused unread; the session stays usable.
 
 Each run is a fresh subprocess, so that its peak resident set (VmHWM) measures this client
 alone.
@@ -100,20 +102,26 @@ def test_300_mb_of_output_is_truncated_within_bounded_memory(gateway: Gateway, f
     assert report["truncated"] is True
     assert report["kept"] == 64 * MIB  # the default max_output_bytes
     assert str(report["tail"]).endswith(
-        "x\n[output truncated: more than max_output_bytes; the rest was dropped]"
+        "x\n[output truncated: more than max_output_bytes or the gateway's message limit; "
+        "the rest was dropped]"
     )
     assert int(str(report["growth"])) < 100 * MIB, report
     assert report["after"] == "2"
 
 
 @pytest.mark.parametrize("face", ["sync", "async"])
-def test_a_single_oversized_message_is_refused_unread(gateway: Gateway, face: str) -> None:
+def test_a_single_300_mb_message_is_cut_by_the_gateway(gateway: Gateway, face: str) -> None:
     report = run_worker(gateway, face, ONE_MESSAGE)
-    assert report["error"] == "TransportError", report
-    assert "max_message_bytes" in str(report["message"])
-    assert report["streamed"] == 0
+    assert "error" not in report, report
+    assert report["truncated"] is True
+    # The gateway's default SANDBOX_MAX_MESSAGE_BYTES; the client's own limit is 64 MiB.
+    assert report["kept"] == report["streamed"] == 16 * MIB
+    assert str(report["tail"]).endswith(
+        "x\n[output truncated: more than max_output_bytes or the "
+        "gateway's message limit; the rest was dropped]"
+    )
     assert int(str(report["growth"])) < 100 * MIB, report
-    assert report["after"] == "2"  # reconnected
+    assert report["after"] == "2"
 
 
 def test_a_small_limit_as_in_the_readme(gateway: Gateway) -> None:
@@ -122,7 +130,8 @@ def test_a_small_limit_as_in_the_readme(gateway: Gateway) -> None:
         result = session.execute("for _ in range(10): print('x' * 1_000_000, flush=True)")
         assert (result.truncated, len(result.stdout)) == (True, MIB)
         assert result.ok
-        # One message above max_message_bytes (here 2 MiB) is refused, not truncated.
+        # One message above max_message_bytes (here 2 MiB) but within the gateway's limit is
+        # refused by the client, not truncated.
         with pytest.raises(TransportError, match="max_message_bytes"):
             session.execute("print('x' * 3_000_000)")
         assert str(session.execute("'usable'")) == "'usable'"

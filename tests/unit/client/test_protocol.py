@@ -512,6 +512,72 @@ def test_clear_output_frees_the_budget() -> None:
     assert result.stdout == "new-new" and not result.truncated
 
 
+# --- messages the gateway cut (above its SANDBOX_MAX_MESSAGE_BYTES) -----------------------------
+
+GATEWAY_NOTICE = "[sandbox gateway: a kernel message (stream) of 9 bytes was more than ...]\n"
+
+
+def cut(parent: str, msg_type: str, content: dict[str, Any], kept: Any) -> str:
+    """A message as this project's gateway rewrites one above its limit: marked in metadata."""
+    message = json.loads(msg(parent, msg_type, content))
+    mark = {"msg_type": msg_type, "bytes": 9, "limit": 4, "kept": kept}
+    message["metadata"] = {"sandbox_truncated": mark}
+    return json.dumps(message)
+
+
+def test_a_stream_the_gateway_cut_keeps_the_kernels_text_and_says_truncated() -> None:
+    seen: list[OutputEvent] = []
+    frames = [
+        stream("before "),
+        cut("MID", "stream", {"name": "stdout", "text": "xxxx\n" + GATEWAY_NOTICE}, 4),
+        stream(" after"),
+        reply("MID"),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames, on_output=seen.append)
+    assert result.truncated and result.ok
+    assert result.stdout == "before xxxx after"  # the notice is the gateway's, not output
+    assert [e.text for e in seen] == ["before ", "xxxx", " after"]
+    assert str(result).endswith(
+        "\n[output truncated: more than max_output_bytes or the gateway's "
+        "message limit; the rest was dropped]"
+    )
+
+
+def test_a_notice_for_a_dropped_output_is_no_output() -> None:
+    seen: list[OutputEvent] = []
+    frames = [
+        cut("MID", "stream", {"name": "stderr", "text": GATEWAY_NOTICE}, 0),
+        cut("MID", "stream", {"name": "stderr", "text": GATEWAY_NOTICE}, "junk"),  # as 0
+        reply("MID"),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames, on_output=seen.append)
+    assert result.truncated and (result.stdout, result.stderr, seen) == ("", "", [])
+
+
+def test_a_reply_the_gateway_replaced_completes_the_request_as_an_error() -> None:
+    error = {"status": "error", "ename": "MessageTooLarge", "evalue": "[sandbox gateway: ...]"}
+    frames = [
+        cut("MID", "execute_reply", {**error, "traceback": []}, 0),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames)
+    assert result.truncated and result.status == "error"
+    assert result.error is not None and result.error.ename == "MessageTooLarge"
+
+
+def test_a_mark_on_another_requests_message_changes_nothing() -> None:
+    frames = [
+        cut("OTHER", "stream", {"name": "stdout", "text": "x" + GATEWAY_NOTICE}, 1),
+        stream("mine"),
+        reply("MID"),
+        status("MID", "idle"),
+    ]
+    result, _, _ = execute(frames)
+    assert not result.truncated and result.stdout == "mine"
+
+
 # --- runners and performers ----------------------------------------------------------------------
 
 
