@@ -41,6 +41,7 @@ DEPLOYMENT_LABEL = f"{APP}.deployment"
 # A network younger than this may belong to a launch still in progress (its container does not
 # exist yet): the sweep leaves it alone.  Longer than any allowed launch timeout.
 LAUNCH_GRACE_SECONDS = 600.0
+POOL_USER = "sandbox-pool"  # sandbox_pool.POOL_USER: the user a pooled kernel is launched for
 # How long a relaunch waits for its kernel's previous network to be removed (it takes ~0.1 s).
 REMOVAL_WAIT_SECONDS = 30.0
 
@@ -135,23 +136,18 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
     def handed_over(self, user: str) -> None:
         """The warm pool gave this kernel to ``user``: rename its container to the name a cold
         start of that user's kernel would have had (``launch_docker.container_name``), so that
-        ``docker ps`` and audits show the owner.  The ``kernel-username`` label still says
-        "sandbox-pool", the user it was launched for: Docker cannot change a label.
+        ``docker ps`` and audits show the owner.  Docker cannot change a label, so the
+        ``kernel-username`` label keeps "sandbox-pool", the user it was launched for; the owner
+        is in the name and in the gateway's records.
 
-        The claim has happened by now; a rename Docker refuses is logged, not raised.
+        The rename runs off the event loop (the claim is the pool's fast path); the claim has
+        happened by then, so a rename Docker refuses is logged, not raised.
         """
         kernel_id = self.kernel_manager.kernel_id or self.kernel_id
         new_name = f"{sanitize_name(user)}-{kernel_id}"
-        container = self._get_container()
-        if container is None:
-            self.log.warning(f"kernel {kernel_id}: no container to rename to {new_name!r}")
-            return
-        try:
-            container.rename(new_name)
-        except APIError as exc:
-            self.log.warning(f"kernel {kernel_id}: container not renamed to {new_name!r}: {exc}")
-            return
+        current = self.container_name or f"{POOL_USER}-{self.kernel_id}"
         self.container_name = self.assigned_host = new_name
+        _cleanup.submit(rename_container, current, new_name)
 
     def get_process_info(self) -> dict[str, Any]:
         info: dict[str, Any] = super().get_process_info()
@@ -203,6 +199,13 @@ def remove_network(name: str) -> None:
         pass
     except APIError as exc:
         log.warning("kernel network %s not removed yet (the sweep retries): %s", name, exc)
+
+
+def rename_container(current: str, new_name: str) -> None:
+    try:
+        _docker().api.rename(current, new_name)
+    except APIError as exc:  # NotFound too: the kernel may be gone already
+        log.warning("kernel container %s not renamed to %s: %s", current, new_name, exc)
 
 
 def own_container_id() -> str:

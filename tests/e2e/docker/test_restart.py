@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,7 +118,9 @@ def test_each_restart_gives_a_fresh_kernel_that_runs(stack: Stack, kernel: str) 
     assert wait_no_network_of(kernel) == []
 
 
-def runs_again(stack: Stack, kernel_id: str, timeout: float = 120) -> bool:
+def runs_again(
+    stack: Stack, kernel_id: str, timeout: float = 120, kernelspec: str = "sandbox-python"
+) -> bool:
     """Whether a new session on the kernel runs code before ``timeout``: a websocket opened
     while the gateway still relaunches stays on the old kernel's ports, so each try is a fresh
     session with a short start-up timeout."""
@@ -126,7 +129,7 @@ def runs_again(stack: Stack, kernel_id: str, timeout: float = 120) -> bool:
         session = GatewayKernelSession(
             stack.gateway_http,
             stack.gateway_ws,
-            "sandbox-python",
+            kernelspec,
             startup_timeout=10,
             kernel_id=kernel_id,
         )
@@ -153,3 +156,47 @@ def test_a_kernel_that_died_is_restarted_on_a_fresh_network(stack: Stack, kernel
             session.close()
     requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
     assert wait_no_network_of(kernel) == []
+
+
+def container_named(stack: Stack, name: str, timeout: float = 30) -> dict[str, Any] | None:
+    """`docker inspect` of this stack's kernel container called ``name`` once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for container in stack.kernel_containers():
+            if container["Name"] == f"/{name}":
+                return container
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.5)
+
+
+def test_a_kernel_served_from_the_pool_carries_its_owner_s_name_and_keeps_it_on_restart(
+    stack: Stack,
+) -> None:
+    """Docker cannot change a label: the container keeps ``kernel-username=sandbox-pool``, the
+    user it was launched for, but once handed out it is named as a cold start of its owner's
+    kernel is; a restart relaunches it as that cold start, on a network of its own."""
+    stack.wait_pool_ready()
+    kernel_id = str(uuid.uuid4())  # as the controller does: the container's key differs
+    with GatewayKernelSession(
+        stack.gateway_http,
+        stack.gateway_ws,
+        "python3",
+        launch_env={"KERNEL_USERNAME": "alice", "KERNEL_ID": kernel_id},
+    ) as session:
+        assert session.kernel_id == kernel_id
+        hostname = str(session.execute("import socket; print(socket.gethostname())").stdout)
+        warm = container_named(stack, f"alice-{kernel_id}")
+        assert warm is not None, [c["Name"] for c in stack.kernel_containers()]
+        assert warm["Config"]["Hostname"] == hostname.strip()  # the session's own container
+        key = warm["Config"]["Labels"]["kernel_id"]
+        assert key != kernel_id  # the id it was started with, for the pool
+        assert warm["Config"]["Labels"]["mini-jupyter-sandbox.kernel-username"] == "sandbox-pool"
+        restart(stack, kernel_id)
+        assert_alone_on_its_own_network(stack, kernel_id)
+        cold = stack.kernel_container(kernel_id)
+        assert cold["Name"] == f"/alice-{kernel_id}"
+        assert cold["Config"]["Labels"]["mini-jupyter-sandbox.kernel-username"] == "alice"
+        assert runs_again(stack, kernel_id, kernelspec="python3")
+    assert wait_no_network_of(kernel_id) == []
+    assert wait_no_network_of(key) == []
