@@ -16,15 +16,39 @@ What replaces it (``apply()``):
   (``SANDBOX_RESPONSE_MAX_BYTES``); nothing waits on one connection but that connection.  Open
   connections are capped per source address (``SANDBOX_RESPONSE_MAX_PER_PEER``) and in total
   (``SANDBOX_RESPONSE_MAX_CONNECTIONS``); at the total cap a newcomer evicts the oldest
-  connection of the address holding the most, so many kernels together cannot lock one out.
+  connection of the address holding the most, provided that address holds at least two and more
+  than the newcomer's.  So many kernels together cannot lock one out, and a kernel's answer, its
+  address's only connection, is never cut off: only more distinct addresses than the cap, each
+  holding a connection, refuse a newcomer.
 - Only version-1 answers (RSA-wrapped AES key) are accepted; decryption runs in a worker thread.
   A refused connection is logged once at warning, without its payload, and changes nothing.
-- An answer is bound to its sender: every valid answer for a kernel id being launched is kept with
-  the address it came from (the first per address, at most ``SANDBOX_RESPONSE_MAX_CANDIDATES``
-  addresses), and the process proxy takes the one from its kernel's own address
-  (``assigned_ip``), the address the gateway is about to connect to.  A forged answer from another
-  kernel is never used and does not displace the real one.  Only when the proxy does not know its
-  kernel's address (no ``assigned_ip``, or an unspecified one) is the first answer taken.
+- An answer is bound to its sender.  A forged answer can be perfectly well-formed: the gateway's
+  public key and the victim's kernel id are all it takes, so what tells the real answer apart is
+  only the address it comes from.  On Docker a kernel's container has one address on its own
+  network, on Kubernetes its pod IP, and code in a kernel cannot choose another (no NET_ADMIN):
+  the process proxy learns that address (``assigned_ip``) before it connects, and takes only the
+  answer sent from it.  A forged answer from another kernel is never used, and it may neither
+  displace nor block the real one:
+
+  - Once the process proxy has asked with its kernel's address (its first poll after the
+    container or pod runs), the launch is bound to it: answers held from other addresses are
+    dropped (logged as ignored) and later ones are refused on arrival, at no cost but their
+    decryption.  The kernel's own first answer is always taken in.
+  - Before that, every valid answer is kept, the first per address and kernel id, since any of
+    them may be the kernel's.  There is no cap per kernel id (a cap there let eight hostile
+    addresses lock the real answer out of a launch or restart); the cap is on all answers held
+    (``SANDBOX_RESPONSE_MAX_ANSWERS``), and at the cap a newcomer evicts the oldest answer of the
+    address holding the most, provided that address holds at least two and more than the
+    newcomer's.  A kernel's address holds one answer, so its answer is never evicted, and is
+    refused only when more distinct addresses than the cap hold answers, i.e. more hostile
+    kernels than the cap: keep it above ``SANDBOX_MAX_KERNELS`` (an unused slot costs nothing).
+  - An answer is held as its decrypted bytes (at most ``SANDBOX_RESPONSE_MAX_BYTES``) and parsed
+    only when taken, so forgeries cost at most ``MAX_ANSWERS x MAX_BYTES`` of memory whatever
+    JSON they carry (a bound launch holds one more answer, its kernel's).  A launch that ends
+    (answer taken, launch failed, or registered again by a restart) frees its answers.
+  - Only when the proxy does not know its kernel's address (no ``assigned_ip``, or an unspecified
+    one) is the first answer taken.  Kernels that share one address (local or SSH-launched
+    kernels on one host, NAT) cannot be told apart; the sandbox launches none.
 - A launch that fails drops its registration, so late answers for it are refused.
 
 The launch timeout (``KERNEL_LAUNCH_TIMEOUT``) is untouched: a launch whose answer never comes
@@ -60,7 +84,7 @@ _AES_KEY_BYTES = 16  # what gateway_provisioners' launchers generate
 
 @dataclass(frozen=True)
 class ResponseLimits:
-    """Bounds on what one response connection, one source address and one kernel id may cost."""
+    """Bounds on what response connections, source addresses and held answers may cost."""
 
     timeout: float = 5.0
     """SANDBOX_RESPONSE_TIMEOUT: seconds from accept to the sender's end of stream."""
@@ -70,8 +94,8 @@ class ResponseLimits:
     """SANDBOX_RESPONSE_MAX_PER_PEER: open connections from one source address."""
     max_connections: int = 256
     """SANDBOX_RESPONSE_MAX_CONNECTIONS: open connections in total."""
-    max_candidates: int = 8
-    """SANDBOX_RESPONSE_MAX_CANDIDATES: distinct sender addresses kept per kernel id."""
+    max_answers: int = 1024
+    """SANDBOX_RESPONSE_MAX_ANSWERS: answers held for launches not yet bound to an address."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ResponseLimits:
@@ -104,21 +128,19 @@ class _Connection:
     evicted: bool = False
 
 
+@dataclass(frozen=True)
+class _Answer:
+    kernel_id: str
+    plain: bytes  # the decrypted JSON object, parsed again only when a launch takes it
+
+
 class _Candidates:
     """The valid answers received for one kernel id being launched, by sender address."""
 
     def __init__(self) -> None:
-        self.answers: dict[str, dict[str, Any]] = {}  # first answer per address, arrival order
+        self.answers: dict[str, bytes] = {}  # first answer per address, arrival order
+        self.expected: str | None = None  # the kernel's address, once its proxy has asked
         self.arrived = asyncio.Event()
-        self.reported: set[str] = set()  # addresses already logged as not the kernel's
-
-    def select(self, peer: str | None) -> tuple[dict[str, Any] | None, list[str]]:
-        """The answer from ``peer`` (the first when ``peer`` is None), and newly ignored senders."""
-        if peer is None:
-            return next(iter(self.answers.values()), None), []
-        ignored = [p for p in self.answers if p != peer and p not in self.reported]
-        self.reported.update(ignored)
-        return self.answers.get(peer), ignored
 
 
 def _normalize_ip(address: object) -> str | None:
@@ -134,7 +156,7 @@ def _normalize_ip(address: object) -> str | None:
     return None if ip.is_unspecified else str(ip)
 
 
-def _decode_answer(private_key: Any, data: bytes) -> dict[str, Any]:
+def _decode_answer(private_key: Any, data: bytes) -> _Answer:
     """Decrypt a version-1 answer: base64(JSON{version, key: RSA(aes_key), conn_info: AES(..)})."""
     try:
         envelope = json.loads(base64.b64decode(data, validate=True))
@@ -161,7 +183,7 @@ def _decode_answer(private_key: Any, data: bytes) -> dict[str, Any]:
         raise _Refused("could not be decrypted with the gateway's key") from None
     if not isinstance(info, dict) or not isinstance(info.get("kernel_id"), str):
         raise _Refused("the decrypted answer names no kernel id")
-    return info
+    return _Answer(info["kernel_id"], plain)
 
 
 class SandboxResponseManager(ResponseManager):  # type: ignore[misc]  # EG is untyped
@@ -176,6 +198,10 @@ class SandboxResponseManager(ResponseManager):  # type: ignore[misc]  # EG is un
         self._server_task: asyncio.Task[None] | None = None
         self._open: dict[str, list[_Connection]] = {}
         self._open_total = 0
+        # Answers held for launches not bound to an address yet: sender -> kernel ids, oldest
+        # first.  Only these count against max_answers.
+        self._held: dict[str, dict[str, None]] = {}
+        self._held_total = 0
         # One thread: RSA unwrapping stays off the event loop, and the queue is bounded by the
         # connection caps because a connection keeps its slot until its answer is decoded.
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eg-response")
@@ -185,33 +211,37 @@ class SandboxResponseManager(ResponseManager):  # type: ignore[misc]  # EG is un
 
     def register_event(self, kernel_id: str) -> None:
         """Register ``kernel_id`` so answers for it are kept (a re-registration starts afresh)."""
+        self._drop(kernel_id)
         self._response_registry[kernel_id] = _Candidates()
 
     def unregister(self, kernel_id: str) -> None:
         """Forget ``kernel_id``: later answers for it are refused."""
-        self._response_registry.pop(kernel_id, None)
+        self._drop(kernel_id)
 
     async def get_connection_info(self, kernel_id: str, peer: str | None = None) -> dict[str, Any]:
         """The answer for ``kernel_id`` sent from ``peer``, waiting as briefly as stock EG does.
 
-        ``peer`` is the kernel's address (the process proxy's ``assigned_ip``); when it is None or
+        ``peer`` is the kernel's address (the process proxy's ``assigned_ip``): from the first
+        call with it on, the launch takes answers from that address only.  When it is None or
         unspecified the first answer is taken.  Raises ``asyncio.TimeoutError`` when there is no
         such answer yet, like stock EG, and pops the registration once an answer is taken.
         """
         candidates: _Candidates = self._response_registry[kernel_id]
         expected = _normalize_ip(peer)
+        if expected is not None and candidates.expected != expected:
+            self._bind(kernel_id, candidates, expected)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + processproxy.connection_interval
         while True:
-            answer, ignored = candidates.select(expected)
-            for sender in ignored:
-                self.log.warning(
-                    f"Launch response for kernel '{kernel_id}' from {sender} ignored: "
-                    f"the kernel runs at {expected}."
-                )
+            if expected is None:
+                answer = next(iter(candidates.answers.values()), None)
+            else:
+                answer = candidates.answers.get(expected)
             if answer is not None:
-                del self._response_registry[kernel_id]
-                return answer
+                if self._response_registry.get(kernel_id) is candidates:  # not a restart's
+                    self._drop(kernel_id)
+                info: dict[str, Any] = json.loads(answer)
+                return info
             candidates.arrived.clear()
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -286,10 +316,10 @@ class SandboxResponseManager(ResponseManager):  # type: ignore[misc]  # EG is un
             finally:
                 writer.transport.abort()  # nothing is ever written back
             loop = asyncio.get_running_loop()
-            info = await loop.run_in_executor(
+            answer = await loop.run_in_executor(
                 self._decoder, _decode_answer, self._private_key, data
             )
-            self._post(info, peer)
+            self._post(answer, peer)
         except _Refused as refusal:
             self.log.warning(f"Launch response from {peer} refused: {refusal}")
         except asyncio.CancelledError:
@@ -317,8 +347,12 @@ class SandboxResponseManager(ResponseManager):  # type: ignore[misc]  # EG is un
             raise _Refused(f"{len(held)} response connections from this address are open")
         if self._open_total >= self.limits.max_connections:
             busiest = max(self._open.values(), key=len)
-            if len(busiest) <= len(held):
-                raise _Refused(f"{self._open_total} response connections are open")
+            # Never an address's only connection: it may carry a kernel's answer.
+            if len(busiest) <= max(1, len(held)):
+                raise _Refused(
+                    f"{self._open_total} response connections are open, and no address holds "
+                    f"more than this one"
+                )
             victim = busiest[0]
             victim.evicted = True
             victim.task.cancel()
@@ -338,18 +372,70 @@ class SandboxResponseManager(ResponseManager):  # type: ignore[misc]  # EG is un
         if not held:
             self._open.pop(connection.peer, None)
 
-    def _post(self, info: dict[str, Any], peer: str) -> None:
-        kernel_id = info["kernel_id"]
+    # --- answers held -----------------------------------------------------------------------------
+
+    def _post(self, answer: _Answer, peer: str) -> None:
+        kernel_id = answer.kernel_id
         candidates: _Candidates | None = self._response_registry.get(kernel_id)
         if candidates is None:
             raise _Refused(f"kernel id {kernel_id[:40]!r} is not being launched")
+        if candidates.expected is not None and peer != candidates.expected:
+            raise _Refused(f"kernel '{kernel_id}' runs at {candidates.expected}")
         if peer in candidates.answers:
             raise _Refused(f"a second answer for kernel '{kernel_id}' from the same address")
-        if len(candidates.answers) >= self.limits.max_candidates:
-            raise _Refused(f"kernel '{kernel_id}' already has answers from too many addresses")
-        candidates.answers[peer] = info
+        if candidates.expected is None:
+            if self._held_total >= self.limits.max_answers:
+                self._make_room(peer)
+            self._held.setdefault(peer, {})[kernel_id] = None
+            self._held_total += 1
+        candidates.answers[peer] = answer.plain
         candidates.arrived.set()
         self.log.info(f"Launch response for kernel '{kernel_id}' received from {peer}.")
+
+    def _make_room(self, peer: str) -> None:
+        """Evict one held answer for ``peer``'s newcomer, never one of an address's only answer."""
+        busiest, kernel_ids = max(self._held.items(), key=lambda item: len(item[1]))
+        count = len(kernel_ids)
+        if count <= max(1, len(self._held.get(peer, ()))):
+            raise _Refused(
+                f"{self._held_total} answers are held for launches, and no address holds more "
+                f"than this one (SANDBOX_RESPONSE_MAX_ANSWERS)"
+            )
+        victim = next(iter(kernel_ids))
+        self._unhold(busiest, victim)
+        del self._response_registry[victim].answers[busiest]
+        self.log.warning(
+            f"Launch response for kernel '{victim}' from {busiest} dropped: "
+            f"{self.limits.max_answers} answers are held, {count} of them from {busiest}"
+        )
+
+    def _bind(self, kernel_id: str, candidates: _Candidates, expected: str) -> None:
+        """From now on ``kernel_id`` takes answers from ``expected`` only; drop the others."""
+        for sender in list(candidates.answers):
+            if candidates.expected is None:
+                self._unhold(sender, kernel_id)  # the kernel's own answer is held uncapped now
+            if sender != expected:
+                del candidates.answers[sender]
+                self.log.warning(
+                    f"Launch response for kernel '{kernel_id}' from {sender} ignored: "
+                    f"the kernel runs at {expected}."
+                )
+        candidates.expected = expected
+
+    def _drop(self, kernel_id: str) -> None:
+        """Forget ``kernel_id``'s registration and every answer held for it."""
+        candidates: _Candidates | None = self._response_registry.pop(kernel_id, None)
+        if candidates is not None and candidates.expected is None:
+            for sender in candidates.answers:
+                self._unhold(sender, kernel_id)
+
+    def _unhold(self, sender: str, kernel_id: str) -> None:
+        kernel_ids = self._held.get(sender, {})
+        if kernel_id in kernel_ids:
+            del kernel_ids[kernel_id]
+            self._held_total -= 1
+            if not kernel_ids:
+                del self._held[sender]
 
 
 async def _receive_connection_info(self: Any) -> bool:

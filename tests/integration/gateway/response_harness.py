@@ -11,8 +11,9 @@ JSON line per request line:
   ``kernel_id[:16]`` (what anyone who knows a kernel id can forge);
 - ``{"op": "wait", "kernel_id", "peer", "timeout"}`` polls ``get_connection_info`` as a process
   proxy's launch loop does, until an answer or ``timeout``;
-- ``{"op": "state"}`` returns registered ids, open connections, warnings logged and the
-  event loop's longest stall since the previous ``state``.
+- ``{"op": "state"}`` returns registered ids, open connections, answers held against the cap
+  (``held``) and the bytes of all answers held (``held_bytes``), warnings logged, connections
+  finished with (``handled``) and the event loop's longest stall since the previous ``state``.
 
 ``--stock`` leaves EG's own ResponseManager in place (the code this project replaced).
 """
@@ -29,12 +30,22 @@ from typing import Any
 
 
 class _Warnings(logging.Handler):
+    """The manager's warnings, and how many response connections it has finished with."""
+
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.lines: list[str] = []
+        self.handled = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        message = record.getMessage()
+        # Each connection ends in one line: its answer received, its refusal, or its eviction.
+        if message.startswith("Launch response") and any(
+            end in message for end in (" received from ", " refused", " closed")
+        ):
+            self.handled += 1
+        if record.levelno >= logging.WARNING:
+            self.lines.append(message)
 
 
 async def _watch_lag(stall: list[float]) -> None:
@@ -69,6 +80,7 @@ async def main() -> None:
     manager = processproxy.ResponseManager.instance()
     warnings = _Warnings()
     manager.log.addHandler(warnings)
+    manager.log.setLevel(logging.INFO)
     stall = [0.0]
     watcher = asyncio.get_running_loop().create_task(_watch_lag(stall))
     await asyncio.sleep(0.05)  # let the server task start listening
@@ -107,7 +119,14 @@ async def main() -> None:
         elif op == "state":
             reply["registered"] = sorted(manager._response_registry)
             reply["open"] = getattr(manager, "_open_total", None)
+            reply["held"] = getattr(manager, "_held_total", None)
+            reply["held_bytes"] = sum(
+                len(answer if isinstance(answer, bytes) else json.dumps(answer))
+                for candidates in manager._response_registry.values()
+                for answer in getattr(candidates, "answers", {}).values()
+            )
             reply["warnings"] = warnings.lines[:]
+            reply["handled"] = warnings.handled
             reply["stall"] = stall[0]
             stall[0] = 0.0
         else:

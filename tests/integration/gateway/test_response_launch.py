@@ -77,7 +77,7 @@ print("stalling", RESPONSE)
 """
 
 # Answers for VICTIM that point at this kernel's own ports and key (version 1 and version 0),
-# sent over and over while the victim is being launched.
+# sent from each address in SOURCES over and over for DURATION seconds.
 FORGE = r"""
 from Cryptodome.Cipher import AES, PKCS1_v1_5
 from Cryptodome.PublicKey import RSA
@@ -101,17 +101,27 @@ def forge():
     global SENT
     end = time.monotonic() + DURATION
     while time.monotonic() < end:
-        for payload in (version_1(), version_0()):
-            try:
-                with connect("127.0.0.6") as sock:
-                    sock.sendall(payload)
-                SENT += 1
-            except OSError:
-                pass
+        for source in SOURCES:
+            for payload in (version_1(), version_0()):
+                try:
+                    with connect(source) as sock:
+                        sock.sendall(payload)
+                    SENT += 1
+                except OSError:
+                    pass
         time.sleep(0.1)
 version_1(), version_0()  # fail here, not silently in the thread
 threading.Thread(target=forge, daemon=True).start()
 """
+
+
+def start_forging(
+    attacker: GatewayKernelSession, victim_id: str, seconds: float, sources: int = 1
+) -> None:
+    """Forged answers for ``victim_id`` from ``sources`` addresses, each a hostile kernel's."""
+    addresses = [f"127.0.0.{n + 6}" for n in range(sources)]
+    prelude = f"VICTIM = {victim_id!r}; DURATION = {seconds}; SOURCES = {addresses!r}\n"
+    attacker.execute(prelude + FORGE).raise_for_error()
 
 
 def forged_answers_sent(attacker: GatewayKernelSession) -> int:
@@ -197,7 +207,7 @@ def test_a_forged_answer_never_points_a_session_at_another_kernel(
     gateway: Gateway, attacker: GatewayKernelSession
 ) -> None:
     victim_id = str(uuid.uuid4())
-    attacker.execute(f"VICTIM = {victim_id!r}; DURATION = 4\n" + FORGE).raise_for_error()
+    start_forging(attacker, victim_id, 4)
 
     # The victim's launcher answers 2 s late: the forged answers are there first.
     with session(gateway, KERNEL_ID=victim_id, KERNEL_TEST_LAUNCH_DELAY="2") as victim:
@@ -206,12 +216,46 @@ def test_a_forged_answer_never_points_a_session_at_another_kernel(
     assert forged_answers_sent(attacker) >= 10
 
 
+def test_forged_answers_from_many_kernels_never_block_a_launch(
+    gateway: Gateway, attacker: GatewayKernelSession
+) -> None:
+    # 24 hostile kernels (addresses) know the victim's id and answer for it before its launcher
+    # answers (2 s late) and while it does.
+    victim_id = str(uuid.uuid4())
+    start_forging(attacker, victim_id, 5, sources=24)
+
+    with session(gateway, KERNEL_ID=victim_id, KERNEL_TEST_LAUNCH_DELAY="2") as victim:
+        whoami = victim.execute("import os; print(os.environ['KERNEL_ID'], end='')")
+        assert whoami.stdout == victim_id  # its own kernel, not the attacker's
+    assert forged_answers_sent(attacker) >= 24 * 2 * 10
+
+
+def test_forged_answers_from_many_kernels_never_block_a_restart(
+    gateway: Gateway, attacker: GatewayKernelSession
+) -> None:
+    # The restarted launcher answers 2 s late too; 24 hostile kernels answer for the victim's
+    # id from before the restart until after it.
+    victim_id = str(uuid.uuid4())
+    with session(gateway, KERNEL_ID=victim_id, KERNEL_TEST_LAUNCH_DELAY="2") as victim:
+        victim.execute("before_restart = 1").raise_for_error()
+        start_forging(attacker, victim_id, 6, sources=24)
+        restart = requests.post(
+            f"{gateway.http}/api/kernels/{victim_id}/restart", timeout=LAUNCH_TIMEOUT + 10
+        )
+        assert restart.status_code == 200, restart.text
+        with session(gateway, kernel_id=victim_id) as restarted:
+            # A new process of the victim's own: the variable is gone.
+            check = "import os; print(os.environ['KERNEL_ID'], 'before_restart' in globals())"
+            assert restarted.execute(check).stdout == f"{victim_id} False\n"
+    assert forged_answers_sent(attacker) >= 24 * 2 * 10
+
+
 def test_a_launch_without_its_answer_ends_at_its_timeout_and_leaves_nothing(
     gateway: Gateway, attacker: GatewayKernelSession
 ) -> None:
     # Its only answer is forged, from another address: the launch must not take it.
     silent_id = str(uuid.uuid4())
-    attacker.execute(f"VICTIM = {silent_id!r}; DURATION = 6\n" + FORGE).raise_for_error()
+    start_forging(attacker, silent_id, 6)
 
     started = time.monotonic()
     env = {"KERNEL_ID": silent_id, "KERNEL_LAUNCH_TIMEOUT": "3", "KERNEL_USERNAME": "tester"}

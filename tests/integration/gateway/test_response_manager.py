@@ -94,8 +94,16 @@ class Harness:
         self.request(op="register", kernel_id=kernel_id)
         return kernel_id
 
-    def payload(self, kernel_id: str, shell_port: int = 5555, version: int = 1) -> bytes:
-        info = {"kernel_id": kernel_id, "shell_port": shell_port, "key": "k-" + kernel_id}
+    def payload(
+        self, kernel_id: str, shell_port: int = 5555, version: int = 1, padding: int = 0
+    ) -> bytes:
+        info: dict[str, Any] = {
+            "kernel_id": kernel_id,
+            "shell_port": shell_port,
+            "key": "k-" + kernel_id,
+        }
+        if padding:
+            info["padding"] = "x" * padding  # a forgery as large as the size cap lets it be
         reply = self.request(op="payload", info=info, version=version)
         return str(reply["payload"]).encode()
 
@@ -309,16 +317,135 @@ def test_a_forged_answer_from_another_address_is_never_used(
     h.send(h.payload(kernel_id, shell_port=6666), source="127.0.0.2")  # before the real one
     h.send(h.payload(kernel_id, shell_port=5555))
     h.send(h.payload(kernel_id, shell_port=7777), source="127.0.0.3")  # and after it
+    settle(h, 3)  # all three held
 
     assert h.wait(kernel_id)["shell_port"] == 5555
     warnings = h.state()["warnings"]
-    assert any("127.0.0.2 ignored" in line for line in warnings), warnings
+    for forger in ("127.0.0.2", "127.0.0.3"):
+        ignored = f"'{kernel_id}' from {forger} ignored: the kernel runs at 127.0.0.1."
+        assert any(ignored in line for line in warnings), warnings
 
     # A kernel whose only answer is forged never gets it: its launch runs into its timeout.
     victim = h.register()
     h.send(h.payload(victim, shell_port=6666), source="127.0.0.2")
+    settle(h, 4)
     assert h.wait(victim, timeout=1) is None
     assert victim in h.state()["registered"]
+
+
+def hostile_addresses(count: int, first: int = 0) -> list[str]:
+    """``count`` loopback addresses, one per hostile kernel, none a kernel's (127.0.250.x)."""
+    return [f"127.0.{n // 250}.{n % 250 + 2}" for n in range(first, first + count)]
+
+
+class Forger:
+    """Forged answers sent from many addresses at once, in the background, until ``close()``."""
+
+    def __init__(self, h: Harness, payloads: list[bytes], sources: list[str]) -> None:
+        self._h, self._payloads, self._sources = h, payloads, sources
+        self._sent = [0] * 4
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(4)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, n: int) -> None:
+        # Each thread its own quarter of the addresses: no address has many connections open.
+        for payload in self._payloads:
+            for source in self._sources[n::4]:
+                with contextlib.suppress(OSError):  # a refused connection is reset
+                    self._h.send(payload, source=source)
+                    self._sent[n] += 1
+
+    def close(self) -> int:
+        """Waits until every forgery is sent; how many were."""
+        for thread in self._threads:
+            thread.join(timeout=120)
+        return sum(self._sent)
+
+
+def settle(h: Harness, handled: int) -> dict[str, Any]:
+    """The state once ``handled`` connections in all have been received or refused."""
+    deadline = time.monotonic() + 30
+    while (state := h.state())["handled"] < handled:
+        assert time.monotonic() < deadline, f"{state['handled']} of {handled} handled"
+        time.sleep(0.05)
+    return state
+
+
+def real_answer(kernel_id: str, shell_port: int = 5555) -> dict[str, Any]:
+    return {"kernel_id": kernel_id, "shell_port": shell_port, "key": "k-" + kernel_id}
+
+
+def test_forged_answers_from_many_addresses_never_block_the_real_one(
+    harness: Callable[..., Harness],
+) -> None:
+    # 40 hostile kernels, each at an address of its own, know the id being launched.
+    h = harness()
+    kernel_id = h.register()
+    forged = [h.payload(kernel_id, shell_port=6666)]
+    before = Forger(h, forged, hostile_addresses(40)).close()
+    during = Forger(h, forged, hostile_addresses(40, first=40))
+    h.send(h.payload(kernel_id))
+    sent = before + during.close()
+
+    assert h.wait(kernel_id) == real_answer(kernel_id)
+    assert sent == 80
+    # Every forgery was a valid answer for this launch: held and then dropped, refused once the
+    # launch knew its kernel's address, or refused once it had its answer.
+    lines = [line for line in settle(h, 81)["warnings"] if kernel_id in line]
+    reasons = ("ignored: the kernel runs at", "runs at 127.0.0.1", "not being launched")
+    assert len(lines) == 80
+    assert all(any(reason in line for reason in reasons) for line in lines), lines
+
+
+def test_once_a_launch_knows_its_kernels_address_forgeries_are_refused_on_arrival(
+    harness: Callable[..., Harness],
+) -> None:
+    # A container launch: the proxy polls with the container's address before the kernel inside
+    # has answered.  A restart registers the same id again and goes through the same.
+    h = harness()
+    kernel_id = str(uuid.uuid4())
+    for launch, shell_port in enumerate((5555, 5556)):  # the launch, then the restart
+        h.request(op="register", kernel_id=kernel_id)
+        assert h.wait(kernel_id, timeout=0.2) is None  # polled: bound to 127.0.0.1
+        since = len(h.state()["warnings"])
+        forged = [h.payload(kernel_id, shell_port=6666)]
+        assert Forger(h, forged, hostile_addresses(20)).close() == 20
+        refused = settle(h, 21 * launch + 20)["warnings"][since:]
+
+        h.send(h.payload(kernel_id, shell_port=shell_port))
+        assert h.wait(kernel_id) == real_answer(kernel_id, shell_port)
+        assert len(refused) == 20
+        assert all(f"kernel '{kernel_id}' runs at 127.0.0.1" in line for line in refused)
+        assert h.state()["held"] == 0  # nothing was kept for them
+
+
+def test_a_flood_of_forged_answers_holds_bounded_memory_and_displaces_no_real_answer(
+    harness: Callable[..., Harness],
+) -> None:
+    # Six kernels launching at once, each at an address of its own, as containers are, none
+    # polled yet.  20 hostile kernels forge ~20 KB answers for all six before and while the real
+    # answers arrive (26 addresses: fewer than the cap, so every real answer gets in); then,
+    # with the real answers held, 300 more addresses (more than the cap) flood.
+    h = harness(SANDBOX_RESPONSE_MAX_ANSWERS="32")
+    kernels = {h.register(): f"127.0.250.{n + 1}" for n in range(6)}
+    forged = [h.payload(kernel_id, shell_port=6666, padding=20_000) for kernel_id in kernels]
+    Forger(h, forged, hostile_addresses(10)).close()
+    during = Forger(h, forged, hostile_addresses(10, first=10))
+    for kernel_id, address in kernels.items():
+        h.send(h.payload(kernel_id), source=address)
+    during.close()
+    settle(h, 6 * 21)
+    sent = Forger(h, forged, hostile_addresses(300, first=20)).close()
+    state = settle(h, 6 * 321)
+
+    for kernel_id, address in kernels.items():
+        assert h.wait(kernel_id, peer=address, timeout=1) == real_answer(kernel_id)
+    assert sent == 6 * 300
+    # 1,920 forgeries of 20 KB each: the six real answers and 26 forgeries held, no more.
+    assert state["held"] == 32
+    assert state["held_bytes"] < 26 * 20_200 + 6 * 200
+    assert h.state()["held"] == 0  # the launches took their answers: the forgeries went too
 
 
 def test_without_a_kernel_address_the_first_answer_is_taken(
