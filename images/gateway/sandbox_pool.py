@@ -681,6 +681,6 @@ def apply(env: Mapping[str, str] | None = None, *, max_kernels: int | None = Non
     metrics = sandbox_metrics.Metrics()
     _serve_starts(metrics)
     _persist_container_key()
-    sandbox_metrics.serve()
+    sandbox_metrics.serve(sandbox_metrics.port_from_env(os.environ if env is None else env))
     _run_with_the_gateway(settings, metrics, sandbox_limits.LEDGER)
     return settings

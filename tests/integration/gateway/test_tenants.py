@@ -20,7 +20,7 @@ import requests
 import websocket
 
 from jupyter_kernel_client import AuthenticationError, GatewayKernelSession, KernelClientError
-from testkit.gateway import Gateway
+from testkit.gateway import Gateway, free_port
 
 TOKENS = {
     "alice": "alice-token-" + uuid.uuid4().hex,
@@ -249,6 +249,34 @@ def test_metrics_answer_only_a_metrics_tenant(gw: Gateway) -> None:
     assert "sandbox_kernel_starts_total" in answer.text
 
 
+def test_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
+    """SANDBOX_METRICS_PORT: a network policy can open the metrics without the kernel API."""
+    path = tenants_file(
+        tmp_path / "tenants.json",
+        {
+            "alice": {"token": TOKENS["alice"]},
+            "prometheus": {"token": TOKENS["prometheus"], "metrics": True},
+        },
+    )
+    port = free_port()
+    gateway = Gateway(env={"SANDBOX_TENANTS_FILE": str(path), "SANDBOX_METRICS_PORT": str(port)})
+    gateway.start(wait=False)
+    try:
+        gateway.wait_ready(headers=auth("alice"))
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        assert api(gateway, "prometheus", "GET", "/metrics").status_code == 404  # API port
+        answer = requests.get(metrics, headers=auth("prometheus"), timeout=10)
+        assert answer.status_code == 200
+        assert "sandbox_kernel_starts_total" in answer.text
+        assert requests.get(metrics, timeout=10).status_code == 401
+        assert requests.get(metrics, headers=auth("alice"), timeout=10).status_code == 404
+        # Nothing but /metrics there.
+        kernels = f"http://127.0.0.1:{port}/api/kernels"
+        assert requests.get(kernels, headers=auth("alice"), timeout=10).status_code == 404
+    finally:
+        gateway.stop()
+
+
 # --- settings -----------------------------------------------------------------------------------
 
 
@@ -267,6 +295,11 @@ def test_metrics_answer_only_a_metrics_tenant(gw: Gateway) -> None:
         ),
         (json.dumps({"tenants": {"a": {"token": "x" * 20, "max_kernels": 0}}}), {}, "max_kernels"),
         (json.dumps({"tenants": {"a": {"token": "x" * 20}}}), {"EG_AUTH_TOKEN": "t"}, "both"),
+        (
+            json.dumps({"tenants": {"a": {"token": "x" * 20}}}),
+            {"SANDBOX_METRICS_PORT": "http"},
+            "SANDBOX_METRICS_PORT must be a port number",
+        ),
     ],
 )
 def test_a_bad_tenants_file_stops_the_gateway_with_a_message(

@@ -122,7 +122,7 @@ def test_pool_for_an_unknown_kernelspec_is_refused() -> None:
 # --- the gateway's ServiceMonitor ------------------------------------------------------------
 
 
-def test_gateway_monitor_scrapes_the_api_port_with_the_gateway_token() -> None:
+def test_gateway_monitor_scrapes_the_metrics_port_with_the_gateway_token() -> None:
     docs = render_docs(load_values(GATEWAY_MONITOR_SCENARIO))
     monitor = one(docs, "ServiceMonitor", "-gateway")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -131,12 +131,12 @@ def test_gateway_monitor_scrapes_the_api_port_with_the_gateway_token() -> None:
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["sandbox"]}
-    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "metrics"]
     # "token", not Bearer: the gateway accepts "Authorization: token <EG_AUTH_TOKEN>" only.
     token_ref = {"name": "demo-mini-jupyter-sandbox-gateway-token", "key": "token"}
     assert monitor["spec"]["endpoints"] == [
         {
-            "port": "http",
+            "port": "metrics",
             "path": "/metrics",
             "interval": "15s",
             "authorization": {"type": "token", "credentials": token_ref},
@@ -144,13 +144,19 @@ def test_gateway_monitor_scrapes_the_api_port_with_the_gateway_token() -> None:
     ]
     env = {e["name"]: e.get("valueFrom") for e in _gateway_env(docs)}
     assert env["EG_AUTH_TOKEN"] == {"secretKeyRef": token_ref}
+    values = {e["name"]: e.get("value") for e in _gateway_env(docs)}
+    assert values["SANDBOX_METRICS_PORT"] == "9464"
+    ports = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0][
+        "ports"
+    ]
+    assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in ports
     # Only the gateway's: the controller's ServiceMonitor keeps its own switch.
     assert [m["metadata"]["name"] for m in find(docs, "ServiceMonitor")] == [
         "demo-mini-jupyter-sandbox-gateway"
     ]
 
 
-def test_gateway_monitor_lets_prometheus_through_the_network_policies() -> None:
+def test_gateway_monitor_lets_prometheus_reach_the_metrics_port_only() -> None:
     docs = render_docs(load_values(GATEWAY_MONITOR_SCENARIO))
     policy = one(docs, "NetworkPolicy", "-gateway-metrics")
     deployment = one(docs, "Deployment", "-gateway")
@@ -167,7 +173,7 @@ def test_gateway_monitor_lets_prometheus_through_the_network_policies() -> None:
                     }
                 }
             ],
-            "ports": [{"port": "http", "protocol": "TCP"}],
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
         }
     ]
     no_policies = render_docs(

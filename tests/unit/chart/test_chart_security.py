@@ -288,7 +288,7 @@ def test_the_response_port_is_the_only_gateway_port_kernels_reach() -> None:
     docs = render_docs()
     container = docs_container(docs, "-gateway")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 8889, "response": 8877}
+    assert ports == {"http": 8889, "response": 8877, "metrics": 9464}
     egress_ports = [
         port["port"]
         for rule in kernel_policy(docs)["spec"]["egress"]
