@@ -138,13 +138,20 @@ class GatewayClient:
         try:
             started_id = await self._run(proto.start_flow(launch))
         except GatewayError as exc:
-            if isinstance(exc, GatewayRefusedError):
+            # A start for an id the gateway has or is starting answers 409 (stock EG 3.3: 500):
+            # a start sent earlier (before a crash, or whose answer was lost) got there first.
+            # Adopt that kernel; while it is still starting, try again later.
+            in_use = exc.status_code == 409
+            if isinstance(exc, GatewayRefusedError) and not in_use:
                 raise
-            # EG 3.3 answers a start for an id it already has with a 500: a start sent earlier
-            # (before a crash, or whose answer was lost) got there first.  Adopt that kernel.
             raced = await self.kernel(kernel_id)
             if raced is not None:
                 return raced, False
+            if in_use:
+                raise GatewayError(
+                    f"kernel {kernel_id} is still being started by an earlier request",
+                    status_code=409,
+                ) from exc
             raise
         if started_id != kernel_id:
             # A gateway that ignores KERNEL_ID would break idempotency: refuse to go on with it.
