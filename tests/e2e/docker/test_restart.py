@@ -24,7 +24,7 @@ from .conftest import Stack, docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-RESTARTS = 4
+RESTARTS = 8
 
 
 def networks_of(kernel_id: str) -> list[dict[str, Any]]:
@@ -39,9 +39,9 @@ def networks_of(kernel_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def assert_alone_on_its_own_network(stack: Stack, kernel_id: str) -> str:
+def assert_alone_on_its_own_network(stack: Stack, kernel_id: str) -> tuple[str, str]:
     """The kernel's container is on exactly one network, the only one labelled for it, with no
-    member but the gateway besides; returns that container's id."""
+    member but the gateway besides; returns the ids of that container and that network."""
     container = stack.kernel_container(kernel_id)
     attached = container["NetworkSettings"]["Networks"]
     assert len(attached) == 1, attached
@@ -51,7 +51,7 @@ def assert_alone_on_its_own_network(stack: Stack, kernel_id: str) -> str:
     ], [network["Name"] for network in networks]
     members = set(networks[0]["Containers"] or {})
     assert members == {container["Id"], stack.container("gateway")}, members
-    return str(container["Id"])
+    return str(container["Id"]), str(networks[0]["Id"])
 
 
 def wait_no_network_of(kernel_id: str, timeout: float = 60) -> list[str]:
@@ -69,26 +69,34 @@ def restart(stack: Stack, kernel_id: str) -> None:
     assert response.status_code == 200, (response.status_code, response.text[:500])
 
 
-@pytest.fixture
-def kernel(stack: Stack) -> Iterator[str]:
-    """A cold-started kernel (sandbox-python has no warm pool), deleted at the end."""
+def start_cold(stack: Stack) -> str:
+    """A kernel of sandbox-python, which has no warm pool; returns its id."""
     response = requests.post(
         f"{stack.gateway_http}/api/kernels",
         json={"name": "sandbox-python", "env": {"KERNEL_USERNAME": "restarter"}},
         timeout=120,
     )
     assert response.status_code == 201, response.text[:500]
-    kernel_id = str(response.json()["id"])
+    return str(response.json()["id"])
+
+
+@pytest.fixture
+def kernel(stack: Stack) -> Iterator[str]:
+    """A cold-started kernel, deleted at the end."""
+    kernel_id = start_cold(stack)
     yield kernel_id
     requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", timeout=60)
 
 
 def test_restarts_in_quick_succession_each_bring_the_kernel_back(stack: Stack, kernel: str) -> None:
-    containers = {assert_alone_on_its_own_network(stack, kernel)}
+    seen = [assert_alone_on_its_own_network(stack, kernel)]
     for _ in range(RESTARTS):
         restart(stack, kernel)  # the next one follows as soon as this one answers
-        containers.add(assert_alone_on_its_own_network(stack, kernel))
-    assert len(containers) == RESTARTS + 1  # every restart was a new container
+        seen.append(assert_alone_on_its_own_network(stack, kernel))
+    # Every restart made a new container, on a network made for it: none joined a network
+    # that was there before it (one whose removal was under way).
+    assert len({container for container, _ in seen}) == RESTARTS + 1
+    assert len({network for _, network in seen}) == RESTARTS + 1
     with GatewayKernelSession(
         stack.gateway_http, stack.gateway_ws, "sandbox-python", kernel_id=kernel
     ) as session:
@@ -107,13 +115,17 @@ def attach(stack: Stack, kernel_id: str) -> GatewayKernelSession:
 
 
 def test_each_restart_gives_a_fresh_kernel_that_runs(stack: Stack, kernel: str) -> None:
+    networks = [assert_alone_on_its_own_network(stack, kernel)[1]]
     for round_ in range(3):
         with attach(stack, kernel) as session:
             # Nothing of the kernel before the restart survives it.
             assert str(session.execute("'marker' in dir()")) == "False"
             session.execute(f"marker = {round_}").raise_for_error()
         restart(stack, kernel)
-        assert_alone_on_its_own_network(stack, kernel)
+        networks.append(assert_alone_on_its_own_network(stack, kernel)[1])
+    with attach(stack, kernel) as session:
+        assert str(session.execute("'marker' in dir()")) == "False"
+    assert len(set(networks)) == len(networks)
     requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
     assert wait_no_network_of(kernel) == []
 
@@ -150,7 +162,8 @@ def test_a_kernel_that_died_is_restarted_on_a_fresh_network(stack: Stack, kernel
         with contextlib.suppress(KernelClientError):
             session.execute("import os; os._exit(1)", timeout=30)
         assert runs_again(stack, kernel)
-        assert assert_alone_on_its_own_network(stack, kernel) != before
+        after = assert_alone_on_its_own_network(stack, kernel)
+        assert after[0] != before[0] and after[1] != before[1]
     finally:
         with contextlib.suppress(KernelClientError):
             session.close()
