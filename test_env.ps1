@@ -21,29 +21,44 @@ function Invoke-Compose {
 
 # Per-install secrets, written into .env once (docker-compose reads it; so do the examples).
 # The stack refuses to start without them: a documented default would be public knowledge.
+# FILE_SERVER_TOKEN is the file server's; JUPYTER_GATEWAY_AUTH_TOKEN the gateway token of tenant
+# "local" (you); NOTEBOOK_GATEWAY_TOKEN that of tenant "notebook".  The gateway's tenants file,
+# .sandbox/tenants.json, is written from them on every run.
 function Initialize-Secrets {
     if (-not (Test-Path .env)) { Copy-Item .env.example .env }
-    $lines = @(Get-Content .env)
-    $current = ($lines | Where-Object { $_ -match '^FILE_SERVER_TOKEN=' } | Select-Object -Last 1)
-    $token = if ($current) { $current.Substring('FILE_SERVER_TOKEN='.Length) } else { "" }
-    if (-not $token -or $token -eq "local-dev-token") {
-        $bytes = New-Object byte[] 32
-        [System.Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($bytes)
-        $token = [Convert]::ToBase64String($bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_')
-        $lines = @($lines | Where-Object { $_ -notmatch '^FILE_SERVER_TOKEN=' }) + "FILE_SERVER_TOKEN=$token"
-        Set-Content -Path .env -Value $lines
-        Write-Host "Wrote a new random FILE_SERVER_TOKEN into $(Join-Path $PWD '.env') (keep it private)."
+    $tokens = @{}
+    foreach ($name in @("FILE_SERVER_TOKEN", "JUPYTER_GATEWAY_AUTH_TOKEN", "NOTEBOOK_GATEWAY_TOKEN")) {
+        $lines = @(Get-Content .env)
+        $current = ($lines | Where-Object { $_ -match "^$name=" } | Select-Object -Last 1)
+        $token = if ($current) { $current.Substring("$name=".Length) } else { "" }
+        if (-not $token -or $token -eq "local-dev-token") {
+            $bytes = New-Object byte[] 32
+            [System.Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($bytes)
+            $token = [Convert]::ToBase64String($bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_')
+            $lines = @($lines | Where-Object { $_ -notmatch "^$name=" }) + "$name=$token"
+            Set-Content -Path .env -Value $lines
+            Write-Host "Wrote a new random $name into $(Join-Path $PWD '.env') (keep it private)."
+        }
+        $tokens[$name] = $token
     }
-    Write-Host "Secrets: $(Join-Path $PWD '.env') (FILE_SERVER_TOKEN is the file server's bearer token)."
+    if (Test-Path .sandbox/tenants.json -PathType Container) { Remove-Item .sandbox/tenants.json }
+    New-Item -ItemType Directory -Force -Path .sandbox | Out-Null
+    $tenants = @{ tenants = @{
+        local = @{ token = $tokens["JUPYTER_GATEWAY_AUTH_TOKEN"]; metrics = $true }
+        notebook = @{ token = $tokens["NOTEBOOK_GATEWAY_TOKEN"] }
+    } }
+    $tenants | ConvertTo-Json -Depth 4 | Set-Content -Path .sandbox/tenants.json
+    Write-Host "Secrets: $(Join-Path $PWD '.env') (gateway and file server tokens) and .sandbox/tenants.json."
 }
 
 function Wait-Healthy {
-    param([string] $Name, [string] $Url)
+    param([string] $Name, [string] $Url, [string] $Token = "")
     $timeout = if ($env:STACK_TIMEOUT) { [int] $env:STACK_TIMEOUT } else { 180 }
     $deadline = (Get-Date).AddSeconds($timeout)
     while ($true) {
         try {
-            Invoke-WebRequest -Uri $Url -UseBasicParsing -TimeoutSec 3 | Out-Null
+            $headers = if ($Token) { @{ Authorization = "token $Token" } } else { @{} }
+            Invoke-WebRequest -Uri $Url -Headers $headers -UseBasicParsing -TimeoutSec 3 | Out-Null
             Write-Host "$Name is up at $Url"
             return
         } catch {
@@ -70,7 +85,9 @@ if ($env:SKIP_STACK -ne "1") {
         $gw = if ($env:GATEWAY_PORT) { $env:GATEWAY_PORT } else { "8889" }
         $nb = if ($env:NOTEBOOK_PORT) { $env:NOTEBOOK_PORT } else { "8888" }
         $fs = if ($env:FILE_SERVER_PORT) { $env:FILE_SERVER_PORT } else { "8080" }
-        Wait-Healthy "gateway" "http://127.0.0.1:$gw/api/kernelspecs"
+        $localToken = ((Get-Content .env | Where-Object { $_ -match '^JUPYTER_GATEWAY_AUTH_TOKEN=' } |
+            Select-Object -Last 1) -replace '^JUPYTER_GATEWAY_AUTH_TOKEN=', '')
+        Wait-Healthy "gateway" "http://127.0.0.1:$gw/api/kernelspecs" $localToken
         Wait-Healthy "notebook" "http://127.0.0.1:$nb/api/status"
         Wait-Healthy "fileserver" "http://127.0.0.1:$fs/health"
     }

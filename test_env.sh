@@ -23,23 +23,47 @@ compose() {
 
 # Per-install secrets, written into .env once (docker-compose reads it; so do the examples).
 # The stack refuses to start without them: a documented default would be public knowledge.
+#   FILE_SERVER_TOKEN           the file server's bearer token
+#   JUPYTER_GATEWAY_AUTH_TOKEN  the gateway token of tenant "local" (you: the client, examples,
+#                               /metrics); the client reads this variable by default
+#   NOTEBOOK_GATEWAY_TOKEN      the gateway token of tenant "notebook" (the notebook server)
+# The gateway's tenants file, .sandbox/tenants.json, is written from them on every run.
 ensure_secrets() {
     [[ -f .env ]] || cp .env.example .env
-    local token
-    token="$(sed -n 's/^FILE_SERVER_TOKEN=//p' .env | tail -n 1)"
-    if [[ -z "$token" || "$token" == local-dev-token ]]; then
-        token="$("$python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
-        sed -i.bak '/^FILE_SERVER_TOKEN=/d' .env && rm -f .env.bak
-        echo "FILE_SERVER_TOKEN=$token" >>.env
-        chmod 600 .env
-        echo "Wrote a new random FILE_SERVER_TOKEN into $(pwd)/.env (keep it private)."
-    fi
-    echo "Secrets: $(pwd)/.env (FILE_SERVER_TOKEN is the file server's bearer token)."
+    chmod 600 .env
+    local name token
+    for name in FILE_SERVER_TOKEN JUPYTER_GATEWAY_AUTH_TOKEN NOTEBOOK_GATEWAY_TOKEN; do
+        token="$(sed -n "s/^$name=//p" .env | tail -n 1)"
+        if [[ -z "$token" || "$token" == local-dev-token ]]; then
+            token="$("$python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            sed -i.bak "/^$name=/d" .env && rm -f .env.bak
+            echo "$name=$token" >>.env
+            echo "Wrote a new random $name into $(pwd)/.env (keep it private)."
+        fi
+    done
+    # A bind mount of a missing file leaves a directory in its place: replace it.
+    [[ -d .sandbox/tenants.json ]] && rmdir .sandbox/tenants.json
+    mkdir -p .sandbox && chmod 700 .sandbox
+    (umask 077 && "$python" - .env .sandbox/tenants.json <<'PY'
+import json, sys
+env = dict(
+    line.split("=", 1) for line in open(sys.argv[1]).read().splitlines() if "=" in line
+    and not line.lstrip().startswith("#")
+)
+tenants = {
+    "local": {"token": env["JUPYTER_GATEWAY_AUTH_TOKEN"], "metrics": True},
+    "notebook": {"token": env["NOTEBOOK_GATEWAY_TOKEN"]},
+}
+with open(sys.argv[2], "w") as f:
+    json.dump({"tenants": tenants}, f, indent=2)
+PY
+    )
+    echo "Secrets: $(pwd)/.env (gateway and file server tokens) and .sandbox/tenants.json."
 }
 
-wait_for() {  # wait_for NAME URL
+wait_for() {  # wait_for NAME URL [TOKEN]
     local deadline=$((SECONDS + ${STACK_TIMEOUT:-180}))
-    until "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)" "$2" 2>/dev/null; do
+    until "$python" -c "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers={'Authorization': 'token ' + sys.argv[2]} if sys.argv[2] else {}), timeout=3)" "$2" "${3:-}" 2>/dev/null; do
         if ((SECONDS > deadline)); then
             echo "$1 did not become healthy at $2; see: docker-compose logs $1" >&2
             return 1
@@ -65,7 +89,8 @@ if [[ "${SKIP_STACK:-0}" != 1 ]]; then
         images/build.sh
         ensure_secrets
         compose up -d
-        wait_for gateway "http://127.0.0.1:${GATEWAY_PORT:-8889}/api/kernelspecs"
+        wait_for gateway "http://127.0.0.1:${GATEWAY_PORT:-8889}/api/kernelspecs" \
+            "$(sed -n 's/^JUPYTER_GATEWAY_AUTH_TOKEN=//p' .env | tail -n 1)"
         wait_for notebook "http://127.0.0.1:${NOTEBOOK_PORT:-8888}/api/status"
         wait_for fileserver "http://127.0.0.1:${FILE_SERVER_PORT:-8080}/health"
     fi

@@ -59,7 +59,7 @@ import bench_client  # bench/ is on sys.path when run as a script (it puts the r
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
-from testkit.compose import ComposeProject, compose_command, docker
+from testkit.compose import ComposeProject, compose_command, docker, write_tenants
 from testkit.gateway import free_port
 
 VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
@@ -129,7 +129,13 @@ class Stack(ComposeProject):
         compose = compose_command()
         if compose is None:
             raise SystemExit("no docker-compose / docker compose found")
-        stack = cls(project, compose, dict(os.environ), free_port())
+        tokens = {name: secrets.token_hex(16) for name in ("bench", "notebook")}
+        stack = cls(project, compose, dict(os.environ), free_port(), tokens["bench"])
+        tenants = write_tenants(
+            Path(tempfile.mkdtemp(prefix=f"{project}-")) / "tenants.json", tokens, "bench"
+        )
+        # The sessions of this process act as tenant "bench" (the client's default token).
+        os.environ["JUPYTER_GATEWAY_AUTH_TOKEN"] = tokens["bench"]
         # Explicit values for everything that shapes the measurement: the process environment
         # wins over a developer's .env.
         stack.env.update(
@@ -139,6 +145,8 @@ class Stack(ComposeProject):
                 "NOTEBOOK_PORT": str(free_port()),
                 "FILE_SERVER_PORT": str(free_port()),
                 "FILE_SERVER_TOKEN": secrets.token_hex(16),  # compose refuses to start without
+                "SANDBOX_TENANTS_FILE_HOST": str(tenants),
+                "NOTEBOOK_GATEWAY_TOKEN": tokens["notebook"],
                 "SANDBOX_SHARED_VOLUME": f"{project}-shared",
                 "SANDBOX_BIND_ADDRESS": "127.0.0.1",
                 "SANDBOX_MAX_KERNELS": str(max_kernels),
@@ -163,7 +171,9 @@ class Stack(ComposeProject):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
-                response = requests.get(f"{self.gateway_http}/api/kernelspecs", timeout=2)
+                response = requests.get(
+                    f"{self.gateway_http}/api/kernelspecs", headers=self.auth, timeout=2
+                )
                 if response.status_code == 200:
                     break
             time.sleep(0.5)

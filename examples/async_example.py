@@ -7,6 +7,8 @@
 import asyncio
 import os
 
+import stack_env  # noqa: F401  (the tokens ./test_env.sh wrote into .env)
+
 from jupyter_kernel_client import AsyncGatewayKernelSession
 
 GATEWAY_HTTP = os.environ.get("GATEWAY_HTTP", "http://localhost:8889")

@@ -3,12 +3,14 @@
     GATEWAY_HTTP=http://localhost:8889 GATEWAY_WS=ws://localhost:8889 \\
     FILE_SERVER_URL=http://localhost:8080 FILE_SERVER_TOKEN=... python examples/auth_example.py
 
-FILE_SERVER_TOKEN defaults to the one ./test_env.sh wrote into the repository's .env.
+FILE_SERVER_TOKEN and the gateway token default to the ones ./test_env.sh wrote into .env.
 """
 
 import os
 import tempfile
 from pathlib import Path
+
+import stack_env  # noqa: F401  (the tokens ./test_env.sh wrote into .env)
 
 from jupyter_kernel_client import AuthenticatedKernelSession
 
@@ -17,20 +19,9 @@ GATEWAY_WS = os.environ.get("GATEWAY_WS", "ws://localhost:8889")
 FILE_SERVER_URL = os.environ.get("FILE_SERVER_URL", "http://localhost:8080")
 
 
-def file_server_token() -> str:
-    """FILE_SERVER_TOKEN from the environment, else from the stack's .env."""
-    if os.environ.get("FILE_SERVER_TOKEN"):
-        return os.environ["FILE_SERVER_TOKEN"]
-    env_file = Path(__file__).resolve().parents[1] / ".env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            name, _, value = line.partition("=")
-            if name.strip() == "FILE_SERVER_TOKEN" and value.strip():
-                return value.strip()
+TOKEN = os.environ.get("FILE_SERVER_TOKEN") or ""
+if not TOKEN:
     raise SystemExit("FILE_SERVER_TOKEN is not set and .env has none: run ./test_env.sh first")
-
-
-TOKEN = file_server_token()
 SHARED_DIR = os.environ.get("SHARED_DIR", "/data/shared")  # where kernels see the volume
 
 session = AuthenticatedKernelSession(

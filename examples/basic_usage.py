@@ -7,6 +7,8 @@ SHARED_DIR is where the kernel writes its file (``/data/shared`` in the containe
 
 import os
 
+import stack_env  # noqa: F401  (the tokens ./test_env.sh wrote into .env)
+
 from jupyter_kernel_client import ExecutionTimeoutError, GatewayKernelSession, KernelSessionPool
 
 GATEWAY_HTTP = os.environ.get("GATEWAY_HTTP", "http://localhost:8889")

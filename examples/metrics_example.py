@@ -7,6 +7,7 @@
 import os
 import urllib.request
 
+import stack_env  # noqa: F401  (the tokens ./test_env.sh wrote into .env)
 from prometheus_client import start_http_server
 
 from jupyter_kernel_client import PrometheusGatewayKernelSession

@@ -4,10 +4,12 @@ and the gateway's Prometheus metrics."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import requests
@@ -49,6 +51,8 @@ class ComposeProject:
     compose: list[str]
     env: dict[str, str]
     gateway_port: int
+    gateway_token: str
+    """The gateway token of the tenant the tests and benches act as (it may read /metrics)."""
 
     compose_timeout: ClassVar[float] = 300
     """Seconds a compose command may take unless ``run_compose`` is told otherwise."""
@@ -61,9 +65,14 @@ class ComposeProject:
     def gateway_ws(self) -> str:
         return f"ws://127.0.0.1:{self.gateway_port}"
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers of a request to the gateway as that tenant."""
+        return {"Authorization": f"token {self.gateway_token}"} if self.gateway_token else {}
+
     def metric(self, name: str, **labels: str) -> float:
         """The gateway's Prometheus samples of ``name`` with ``labels``, summed (0: none yet)."""
-        return metric(self.gateway_http, name, **labels)
+        return metric(self.gateway_http, name, headers=self.auth, **labels)
 
     @property
     def deployment_label(self) -> str:
@@ -118,6 +127,21 @@ class ComposeProject:
             docker("volume", "rm", volume, check=False)
 
 
+def write_tenants(
+    path: Path, tokens: dict[str, str], metrics: str, caps: dict[str, int] | None = None
+) -> Path:
+    """A gateway tenants file: ``tokens`` maps each tenant to its token; tenant ``metrics`` may
+    read /metrics; ``caps`` holds the tenants' ``max_kernels``."""
+    tenants: dict[str, dict[str, object]] = {
+        name: {"token": token, "metrics": name == metrics} for name, token in tokens.items()
+    }
+    for name, cap in (caps or {}).items():
+        tenants[name]["max_kernels"] = cap
+    path.write_text(json.dumps({"tenants": tenants}))
+    path.chmod(0o600)
+    return path
+
+
 def metric_samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
     """(name, labels, value) of each sample in a Prometheus text exposition."""
     for line in text.splitlines():
@@ -133,10 +157,14 @@ def metric_samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
         yield name, labels, float(value)
 
 
-def metric(gateway_http: str, name: str, **labels: str) -> float:
+def metric(
+    gateway_http: str, name: str, headers: dict[str, str] | None = None, **labels: str
+) -> float:
     """The sum of the gateway's samples of ``name`` whose labels include ``labels`` (0 when it
     has none yet)."""
-    text = requests.get(f"{gateway_http}/metrics", timeout=10).text
+    response = requests.get(f"{gateway_http}/metrics", headers=headers, timeout=10)
+    response.raise_for_status()
+    text = response.text
     return sum(
         (
             value

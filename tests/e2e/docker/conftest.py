@@ -13,16 +13,19 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
-from testkit.compose import ComposeProject, compose_command, docker
+from testkit.compose import ComposeProject, compose_command, docker, write_tenants
 from testkit.gateway import REPO, free_port
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -30,6 +33,13 @@ VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
 IMAGES = ("gateway", "notebook", "fileserver", "kernel-python")
 PROJECT = os.environ.get("SANDBOX_E2E_PROJECT", "mjse2e")
 FILE_SERVER_TOKEN = "e2e-file-server-token"
+TOKEN_ENV = "JUPYTER_GATEWAY_AUTH_TOKEN"  # the client's default gateway token
+# Gateway tenants of the e2e stack: the tests act as "e2e" (which may read /metrics); "intruder"
+# is the other tenant of the isolation probes; "notebook" is the notebook server's.
+INTRUDER_MAX = 2
+GATEWAY_TOKENS = {
+    name: f"e2e-{name}-{uuid.uuid4().hex}" for name in ("e2e", "intruder", "notebook")
+}
 
 
 def kernel_network_name(kernel_id: str) -> str:
@@ -91,7 +101,9 @@ class Stack(ComposeProject):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
-                response = requests.get(f"{self.gateway_http}/api/kernels", timeout=2)
+                response = requests.get(
+                    f"{self.gateway_http}/api/kernels", headers=self.auth, timeout=2
+                )
                 if response.ok:
                     return [kernel["id"] for kernel in response.json()]
             time.sleep(0.5)
@@ -109,7 +121,11 @@ class Stack(ComposeProject):
         """A new session on ``kernel_id`` finds the ``remembered = 41`` set before the gateway
         went down: the gateway re-adopted the kernel under its id."""
         with GatewayKernelSession(
-            self.gateway_http, self.gateway_ws, "python3", kernel_id=kernel_id
+            self.gateway_http,
+            self.gateway_ws,
+            "python3",
+            kernel_id=kernel_id,
+            gateway_token=self.gateway_token,
         ) as again:
             assert str(again.execute("remembered + 1")) == "42"
 
@@ -140,8 +156,9 @@ class Stack(ComposeProject):
         pending = dict(endpoints)
         while pending and time.monotonic() < deadline:
             for name, url in list(pending.items()):
+                headers = self.auth if name == "gateway" else {}
                 try:
-                    if requests.get(url, timeout=2).status_code == 200:
+                    if requests.get(url, headers=headers, timeout=2).status_code == 200:
                         del pending[name]
                 except requests.RequestException:
                     pass
@@ -150,6 +167,13 @@ class Stack(ComposeProject):
         if pending:
             logs = self.run_compose("logs", "--tail=40").stdout
             raise RuntimeError(f"services not healthy after {timeout}s: {sorted(pending)}\n{logs}")
+
+
+@pytest.fixture(autouse=True)
+def gateway_token(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every client session a test opens acts as tenant "e2e" (the client's default token).
+    Module-scoped fixtures, set up before this runs, pass ``gateway_token=stack.gateway_token``."""
+    monkeypatch.setenv(TOKEN_ENV, stack.gateway_token)
 
 
 @pytest.fixture(scope="session")
@@ -179,9 +203,16 @@ def stack() -> Iterator[Stack]:
         compose=compose,
         env=env,
         gateway_port=free_port(),
+        gateway_token=GATEWAY_TOKENS["e2e"],
         notebook_port=free_port(),
         file_server_port=free_port(),
         shared_volume=f"{PROJECT}-shared",
+    )
+    tenants = write_tenants(
+        Path(tempfile.mkdtemp(prefix=f"{PROJECT}-")) / "tenants.json",
+        GATEWAY_TOKENS,
+        "e2e",
+        {"intruder": INTRUDER_MAX},
     )
     env.update(
         {
@@ -191,6 +222,8 @@ def stack() -> Iterator[Stack]:
             "FILE_SERVER_PORT": str(stack.file_server_port),
             "SANDBOX_SHARED_VOLUME": stack.shared_volume,
             "FILE_SERVER_TOKEN": FILE_SERVER_TOKEN,
+            "SANDBOX_TENANTS_FILE_HOST": str(tenants),
+            "NOTEBOOK_GATEWAY_TOKEN": GATEWAY_TOKENS["notebook"],
             "SANDBOX_BIND_ADDRESS": "127.0.0.1",
             # Not the defaults: test_containment checks that they reach the launcher.
             "SANDBOX_KERNEL_TMP_SIZE": "48m",

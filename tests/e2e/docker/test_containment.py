@@ -36,7 +36,13 @@ def probe(session: GatewayKernelSession, code: str, timeout: float = 60) -> Any:
 
 
 def start(stack: Stack, kernelspec: str = "python3", **kwargs: Any) -> GatewayKernelSession:
-    session = GatewayKernelSession(stack.gateway_http, stack.gateway_ws, kernelspec, **kwargs)
+    session = GatewayKernelSession(
+        stack.gateway_http,
+        stack.gateway_ws,
+        kernelspec,
+        gateway_token=stack.gateway_token,
+        **kwargs,
+    )
     session.start()
     return session
 
@@ -314,7 +320,9 @@ def test_response_port_attack_delays_no_launch(
     ) as session:
         assert str(session.execute("1 + 1")) == "2"
     assert time.monotonic() - started < 20
-    kernels = requests.get(f"{stack.gateway_http}/api/kernels", timeout=10).json()
+    kernels = requests.get(
+        f"{stack.gateway_http}/api/kernels", headers=stack.auth, timeout=10
+    ).json()
     assert all(kernel["execution_state"] != "starting" for kernel in kernels), kernels
 
 

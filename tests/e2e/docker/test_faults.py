@@ -37,7 +37,12 @@ def test_memory_bomb_kills_only_that_kernel(stack: Stack) -> None:
             # That kernel's container was killed by the memory limit; no other one was.
             assert victim_container not in docker("ps", "-q", "--no-trunc").split()
         assert str(neighbour.execute("state")) == "'kept'"
-    assert requests.get(f"{stack.gateway_http}/api/kernelspecs", timeout=10).status_code == 200
+    assert (
+        requests.get(
+            f"{stack.gateway_http}/api/kernelspecs", headers=stack.auth, timeout=10
+        ).status_code
+        == 200
+    )
 
 
 def test_killed_kernel_container_is_reported(stack: Stack) -> None:
@@ -73,7 +78,9 @@ def test_gateway_crash_keeps_track_of_running_kernels(stack: Stack) -> None:
         stack.assert_readopted(kernel_id)
     finally:
         # The first session's websocket died with the gateway; remove the kernel directly.
-        requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", timeout=30)
+        requests.delete(
+            f"{stack.gateway_http}/api/kernels/{kernel_id}", headers=stack.auth, timeout=30
+        )
         with contextlib.suppress(KernelClientError):
             session.close()
 

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def kernel(stack: Stack) -> Iterator[GatewayKernelSession]:
-    with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "python3") as session:
+    with GatewayKernelSession(
+        stack.gateway_http, stack.gateway_ws, "python3", gateway_token=stack.gateway_token
+    ) as session:
         yield session
 
 
@@ -189,7 +191,9 @@ def test_kernel_environment_holds_no_gateway_settings(kernel: GatewayKernelSessi
 
 
 def test_fork_bomb_hits_the_pids_limit(stack: Stack) -> None:
-    with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "python3") as session:
+    with GatewayKernelSession(
+        stack.gateway_http, stack.gateway_ws, "python3", gateway_token=stack.gateway_token
+    ) as session:
         outcome = probe(session, FORK_BOMB_PROBE)
         assert outcome["hit"], "the bomb never hit the pids limit"
         assert outcome["peak"] <= 256

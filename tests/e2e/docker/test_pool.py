@@ -102,7 +102,8 @@ def test_a_warm_claim_applies_the_request_environment(stack: Stack) -> None:
         )
         assert seen == {
             "env": {
-                "KERNEL_USERNAME": "alice",
+                # The gateway names the tenant, whatever the request said.
+                "KERNEL_USERNAME": "e2e",
                 "KERNEL_PROJECT": "demo",
                 "KERNEL_ID": session.kernel_id,
             },
@@ -164,6 +165,8 @@ def test_a_gateway_crash_removes_pooled_containers_and_keeps_handed_out_kernels(
         # The handed-out kernel was re-adopted under its id, with its container found by key.
         stack.assert_readopted(kernel_id)
     finally:
-        requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", timeout=30)
+        requests.delete(
+            f"{stack.gateway_http}/api/kernels/{kernel_id}", headers=stack.auth, timeout=30
+        )
         with contextlib.suppress(KernelClientError):
             session.close()

@@ -24,7 +24,9 @@ FOREIGN = "rebind.attacker.example"
 
 @pytest.fixture(scope="module")
 def kernel_id(stack: Stack) -> Iterator[str]:
-    with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "python3") as session:
+    with GatewayKernelSession(
+        stack.gateway_http, stack.gateway_ws, "python3", gateway_token=stack.gateway_token
+    ) as session:
         yield str(session.kernel_id)
 
 
@@ -48,31 +50,31 @@ def test_foreign_host_is_refused_over_http(stack: Stack, service: str) -> None:
 
 
 def test_foreign_host_cannot_start_a_kernel(stack: Stack) -> None:
-    before = requests.get(f"{stack.gateway_http}/api/kernels", timeout=10).json()
+    before = requests.get(
+        f"{stack.gateway_http}/api/kernels", headers=stack.auth, timeout=10
+    ).json()
     response = requests.post(
         f"{stack.gateway_http}/api/kernels",
         json={"name": "python3", "env": {"KERNEL_USERNAME": "web"}},
-        headers={"Host": f"{FOREIGN}:{stack.gateway_port}"},
+        headers={**stack.auth, "Host": f"{FOREIGN}:{stack.gateway_port}"},
         timeout=60,
     )
     assert response.status_code == 400
-    after = requests.get(f"{stack.gateway_http}/api/kernels", timeout=10).json()
+    after = requests.get(f"{stack.gateway_http}/api/kernels", headers=stack.auth, timeout=10).json()
     assert {k["id"] for k in after} == {k["id"] for k in before}
 
 
 def test_foreign_host_websocket_upgrade_is_refused(stack: Stack, kernel_id: str) -> None:
     gateway_path = f"/api/kernels/{kernel_id}/channels"
-    assert upgrade_status(stack.gateway_port, gateway_path, f"{FOREIGN}:1") == 400
-    assert upgrade_status(stack.gateway_port, gateway_path, "127.0.0.1") == 101
+    assert upgrade_status(stack.gateway_port, gateway_path, f"{FOREIGN}:1", stack.auth) == 400
+    assert upgrade_status(stack.gateway_port, gateway_path, "127.0.0.1", stack.auth) == 101
     notebook_path = f"/api/kernels/{kernel_id}/channels"
     assert 400 <= upgrade_status(stack.notebook_port, notebook_path, f"{FOREIGN}:1") < 500
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 def test_own_names_are_served(stack: Stack, host: str) -> None:
-    assert (
-        requests.get(f"http://{host}:{stack.gateway_port}/api/kernelspecs", timeout=10).status_code
-        == 200
-    )
+    url = f"http://{host}:{stack.gateway_port}/api/kernelspecs"
+    assert requests.get(url, headers=stack.auth, timeout=10).status_code == 200
     assert requests.get(f"http://{host}:{stack.file_server_port}/health", timeout=10).ok
     assert requests.get(f"http://{host}:{stack.notebook_port}/api/status", timeout=10).ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -65,15 +66,17 @@ def test_test_env_writes_a_random_token_once(tmp_path: Path) -> None:
     )
 
 
-def test_compose_refuses_to_start_without_the_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing", ["FILE_SERVER_TOKEN", "NOTEBOOK_GATEWAY_TOKEN"])
+def test_compose_refuses_to_start_without_a_token(tmp_path: Path, missing: str) -> None:
     compose = compose_command()
     if compose is None:
         unavailable("no docker-compose / docker compose")
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    env = {k: v for k, v in os.environ.items() if k != "FILE_SERVER_TOKEN"}
+    present = {"FILE_SERVER_TOKEN", "NOTEBOOK_GATEWAY_TOKEN"} - {missing}
+    env_file = tmp_path / "one-missing.env"
+    env_file.write_text("".join(f"{name}=set-{name}\n" for name in present))
+    env = {k: v for k, v in os.environ.items() if k not in (missing, *present)}
     done = subprocess.run(
-        [*compose, "--env-file", str(empty), "-f", str(REPO / "docker-compose.yaml"), "config"],
+        [*compose, "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yaml"), "config"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -82,5 +85,30 @@ def test_compose_refuses_to_start_without_the_token(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode != 0
-    assert "FILE_SERVER_TOKEN is not set" in done.stderr + done.stdout
+    assert f"{missing} is not set" in done.stderr + done.stdout
     assert "test_env.sh" in done.stderr + done.stdout
+
+
+def test_test_env_writes_the_gateway_tenants_from_env(tmp_path: Path) -> None:
+    for name in ("test_env.sh", ".env.example"):
+        shutil.copy(REPO / name, tmp_path / name)
+    assert run_secrets(tmp_path).returncode == 0
+    env_file = tmp_path / ".env"
+    tokens = {
+        name: env_value(env_file, name)
+        for name in ("JUPYTER_GATEWAY_AUTH_TOKEN", "NOTEBOOK_GATEWAY_TOKEN")
+    }
+    assert all(len(token) >= 40 for token in tokens.values())
+    assert len(set(tokens.values())) == 2
+    tenants_file = tmp_path / ".sandbox" / "tenants.json"
+    assert stat.S_IMODE(tenants_file.stat().st_mode) == 0o600
+    assert json.loads(tenants_file.read_text()) == {
+        "tenants": {
+            "local": {"token": tokens["JUPYTER_GATEWAY_AUTH_TOKEN"], "metrics": True},
+            "notebook": {"token": tokens["NOTEBOOK_GATEWAY_TOKEN"]},
+        }
+    }
+    # A token changed in .env is the gateway's on the next run; the file is rewritten.
+    env_file.write_text(env_file.read_text().replace(tokens["NOTEBOOK_GATEWAY_TOKEN"], "n" * 43))
+    assert run_secrets(tmp_path).returncode == 0
+    assert json.loads(tenants_file.read_text())["tenants"]["notebook"]["token"] == "n" * 43

@@ -42,7 +42,9 @@ def test_readme_async_flow(stack: Stack) -> None:
 
 
 def test_both_kernelspecs_run_in_containers(stack: Stack) -> None:
-    specs = requests.get(f"{stack.gateway_http}/api/kernelspecs", timeout=10).json()
+    specs = requests.get(
+        f"{stack.gateway_http}/api/kernelspecs", headers=stack.auth, timeout=10
+    ).json()
     # The gateway offers exactly the two containerized kernels, python3 the default.
     assert specs["default"] == "python3"
     assert sorted(specs["kernelspecs"]) == ["python3", "sandbox-python"]
@@ -64,6 +66,7 @@ def test_unknown_kernel_name_is_a_plain_404(stack: Stack) -> None:
     response = requests.post(
         f"{stack.gateway_http}/api/kernels",
         json={"name": "nope", "env": {"KERNEL_USERNAME": "jovyan"}},
+        headers=stack.auth,
         timeout=10,
     )
     assert response.status_code == 404
@@ -75,7 +78,9 @@ def test_unknown_kernel_name_is_a_plain_404(stack: Stack) -> None:
 
 
 def test_malformed_start_request_is_a_4xx_without_traceback(stack: Stack) -> None:
-    response = requests.post(f"{stack.gateway_http}/api/kernels", json={"name": 5}, timeout=10)
+    response = requests.post(
+        f"{stack.gateway_http}/api/kernels", json={"name": 5}, headers=stack.auth, timeout=10
+    )
     assert response.status_code == 400
     assert "Traceback" not in response.text
 
