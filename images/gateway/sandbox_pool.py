@@ -428,6 +428,9 @@ class KernelPool:
         session_args = {**kwargs, "env": launch_env}
         manager.parent.kernel_session_manager.create_session(kernel_id, **session_args)
         self._publish(km.kernel_name)
+        # The container or pod is then named as a cold start for this user would be (Docker:
+        # sandbox_docker; a process proxy without the hook keeps its name).
+        getattr(km.process_proxy, "handed_over", lambda user: None)(user)
         log.info(
             "kernel %s (%s) served from the pool to %s (container key %s)",
             kernel_id,

@@ -44,9 +44,13 @@ def starts(stack: Stack, source: str, **labels: str) -> float:
 
 
 def container_of(session: GatewayKernelSession) -> dict[str, Any]:
-    """`docker inspect` of the session's kernel container, found from inside (its hostname)."""
+    """`docker inspect` of the session's kernel container, found from inside (its hostname; a
+    container handed out by the pool is renamed, its hostname stays)."""
     hostname = str(session.execute("import socket; print(socket.gethostname())").stdout).strip()
-    return dict(json.loads(docker("inspect", hostname))[0])
+    ids = docker("ps", "-q", "--no-trunc", "--filter", "label=component=kernel").split()
+    found = [c for c in json.loads(docker("inspect", *ids)) if c["Config"]["Hostname"] == hostname]
+    assert len(found) == 1, f"{len(found)} kernel containers have hostname {hostname}"
+    return dict(found[0])
 
 
 def box(container: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,9 @@ def wait_no_network_of(kernel_id: str, timeout: float = 60) -> list[str]:
 
 
 def restart(stack: Stack, kernel_id: str) -> None:
-    response = requests.post(f"{stack.gateway_http}/api/kernels/{kernel_id}/restart", timeout=120)
+    response = requests.post(
+        f"{stack.gateway_http}/api/kernels/{kernel_id}/restart", headers=stack.auth, timeout=120
+    )
     assert response.status_code == 200, (response.status_code, response.text[:500])
 
 
@@ -74,6 +76,7 @@ def start_cold(stack: Stack) -> str:
     response = requests.post(
         f"{stack.gateway_http}/api/kernels",
         json={"name": "sandbox-python", "env": {"KERNEL_USERNAME": "restarter"}},
+        headers=stack.auth,
         timeout=120,
     )
     assert response.status_code == 201, response.text[:500]
@@ -85,7 +88,7 @@ def kernel(stack: Stack) -> Iterator[str]:
     """A cold-started kernel, deleted at the end."""
     kernel_id = start_cold(stack)
     yield kernel_id
-    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", timeout=60)
+    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel_id}", headers=stack.auth, timeout=60)
 
 
 def test_restarts_in_quick_succession_each_bring_the_kernel_back(stack: Stack, kernel: str) -> None:
@@ -101,7 +104,9 @@ def test_restarts_in_quick_succession_each_bring_the_kernel_back(stack: Stack, k
         stack.gateway_http, stack.gateway_ws, "sandbox-python", kernel_id=kernel
     ) as session:
         assert str(session.execute("6 * 7")) == "42"
-    response = requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
+    response = requests.delete(
+        f"{stack.gateway_http}/api/kernels/{kernel}", headers=stack.auth, timeout=60
+    )
     assert response.status_code == 204
     assert wait_no_network_of(kernel) == []
 
@@ -126,7 +131,7 @@ def test_each_restart_gives_a_fresh_kernel_that_runs(stack: Stack, kernel: str) 
     with attach(stack, kernel) as session:
         assert str(session.execute("'marker' in dir()")) == "False"
     assert len(set(networks)) == len(networks)
-    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
+    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", headers=stack.auth, timeout=60)
     assert wait_no_network_of(kernel) == []
 
 
@@ -167,7 +172,7 @@ def test_a_kernel_that_died_is_restarted_on_a_fresh_network(stack: Stack, kernel
     finally:
         with contextlib.suppress(KernelClientError):
             session.close()
-    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", timeout=60)
+    requests.delete(f"{stack.gateway_http}/api/kernels/{kernel}", headers=stack.auth, timeout=60)
     assert wait_no_network_of(kernel) == []
 
 
@@ -195,11 +200,11 @@ def test_a_kernel_served_from_the_pool_carries_its_owner_s_name_and_keeps_it_on_
         stack.gateway_http,
         stack.gateway_ws,
         "python3",
-        launch_env={"KERNEL_USERNAME": "alice", "KERNEL_ID": kernel_id},
+        launch_env={"KERNEL_ID": kernel_id},
     ) as session:
         assert session.kernel_id == kernel_id
         hostname = str(session.execute("import socket; print(socket.gethostname())").stdout)
-        warm = container_named(stack, f"alice-{kernel_id}")
+        warm = container_named(stack, f"e2e-{kernel_id}")  # the tenant is the user
         assert warm is not None, [c["Name"] for c in stack.kernel_containers()]
         assert warm["Config"]["Hostname"] == hostname.strip()  # the session's own container
         key = warm["Config"]["Labels"]["kernel_id"]
@@ -208,8 +213,8 @@ def test_a_kernel_served_from_the_pool_carries_its_owner_s_name_and_keeps_it_on_
         restart(stack, kernel_id)
         assert_alone_on_its_own_network(stack, kernel_id)
         cold = stack.kernel_container(kernel_id)
-        assert cold["Name"] == f"/alice-{kernel_id}"
-        assert cold["Config"]["Labels"]["mini-jupyter-sandbox.kernel-username"] == "alice"
+        assert cold["Name"] == f"/e2e-{kernel_id}"
+        assert cold["Config"]["Labels"]["mini-jupyter-sandbox.kernel-username"] == "e2e"
         assert runs_again(stack, kernel_id, kernelspec="python3")
     assert wait_no_network_of(kernel_id) == []
     assert wait_no_network_of(key) == []
