@@ -174,11 +174,25 @@ def spec_env_problem(session: Session) -> str | None:
     )
 
 
-def launch_env(session: Session) -> dict[str, str]:
+def owner_problem(session: Session, settings: ControllerSettings) -> str | None:
+    """Why the session's kernel has no owner to start it for, or None."""
+    if not settings.namespace_tenants or session.namespace in settings.namespace_tenants:
+        return None
+    return (
+        f"namespace {session.namespace!r} is mapped to no gateway tenant "
+        "(SANDBOX_NAMESPACE_TENANTS, the chart's controller.namespaceTenants)"
+    )
+
+
+def launch_env(session: Session, settings: ControllerSettings) -> dict[str, str]:
     """The kernel's launch environment: the spec's env plus what the gateway's process proxies
-    read (``KERNEL_CPUS``/``KERNEL_MEMORY`` and their ``_LIMIT`` twins: request = limit)."""
+    read (``KERNEL_CPUS``/``KERNEL_MEMORY`` and their ``_LIMIT`` twins: request = limit), and
+    the tenant the kernel is started for, when namespaces are mapped to tenants."""
     env = dict(session.env)
     env[SESSION_ENV] = session.key
+    owner = settings.namespace_tenants.get(session.namespace)
+    if owner is not None:
+        env["KERNEL_USERNAME"] = owner
     if session.cpu:
         env["KERNEL_CPUS"] = env["KERNEL_CPUS_LIMIT"] = session.cpu
     if session.memory:
@@ -333,17 +347,23 @@ async def _start(event: Event, *, restarting: bool, message: str = "") -> Outcom
     problem = spec_env_problem(session)
     if problem is not None:
         return _failed(event, "ReservedEnv", problem, permanent=True)
+    problem = owner_problem(session, event.settings)
+    if problem is not None:
+        return _failed(event, "NoTenant", problem, permanent=True)
     # A session with no phase yet is on its first attempt: its kernel almost never exists.
     probe_first = restarting or bool(event.status.get("phase"))
     try:
         kernel, started = await gateway.ensure_kernel(
-            session.kernel_id, session.kernel_name, launch_env(session), probe_first=probe_first
+            session.kernel_id,
+            session.kernel_name,
+            launch_env(session, event.settings),
+            probe_first=probe_first,
         )
         if kernel.dead:
             # The gateway still lists a dead kernel under our id: clear it, then start afresh.
             await gateway.shutdown_kernel(session.kernel_id)
             kernel, started = await gateway.ensure_kernel(
-                session.kernel_id, session.kernel_name, launch_env(session)
+                session.kernel_id, session.kernel_name, launch_env(session, event.settings)
             )
     except UnknownKernelNameError as exc:
         return _failed(event, "UnknownKernelName", str(exc), permanent=True)

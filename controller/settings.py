@@ -6,13 +6,18 @@ controller process.  Every field names its variable in its docstring.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from typing import Final
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jupyter_kernel_client import GatewayConfig
 from jupyter_kernel_client.protocol import ws_of
+
+_TENANT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+"""A gateway tenant's name (a KERNEL_USERNAME the gateway accepts)."""
 
 
 class ControllerSettings(BaseSettings):
@@ -37,6 +42,12 @@ class ControllerSettings(BaseSettings):
     gateway_auth_token: SecretStr | None = None
     """SANDBOX_GATEWAY_AUTH_TOKEN: sent as ``Authorization: token …`` when the gateway has
     ``EG_AUTH_TOKEN`` set."""
+
+    namespace_tenants: dict[str, str] = Field(default_factory=dict)
+    """SANDBOX_NAMESPACE_TENANTS: JSON object namespace -> gateway tenant that owns the kernels
+    of that namespace's sessions (sent as ``KERNEL_USERNAME``; only a ``delegate`` tenant's
+    token may name another owner).  Empty: kernels are the controller's own.  A session in a
+    namespace the map lacks then fails for good."""
 
     request_timeout_seconds: float = Field(default=60.0, gt=0)
     """SANDBOX_REQUEST_TIMEOUT_SECONDS: limit of one gateway request; a kernel start waits for the
@@ -82,6 +93,17 @@ class ControllerSettings(BaseSettings):
         if value and not value.startswith(("ws://", "wss://")):
             raise ValueError(f"must start with ws:// or wss://, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("namespace_tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for namespace, tenant in value.items():
+            if not _TENANT.fullmatch(tenant):
+                raise ValueError(
+                    f"tenant {tenant!r} of namespace {namespace!r} must be 1 to 64 letters, "
+                    "digits and . _ @ -, starting with a letter or digit"
+                )
+        return value
 
     @model_validator(mode="after")
     def _derive_public_urls(self) -> ControllerSettings:

@@ -157,6 +157,37 @@ async def test_ensure_starts_the_kernel_with_the_derived_id_and_launch_env() -> 
     assert status["conditions"][0]["status"] == "True"
 
 
+async def test_a_kernel_is_started_for_the_tenant_of_the_sessions_namespace() -> None:
+    settings = SETTINGS.model_copy(update={"namespace_tenants": {"ns": "team-a"}})
+    gateway = FakeGateway()
+
+    outcome = await reconcile.ensure_kernel(reconcile.Event(meta(), {}, {}, gateway, settings, NOW))
+
+    assert outcome.status["phase"] == "Ready"
+    assert gateway.started[0][2]["KERNEL_USERNAME"] == "team-a"
+    # The protocol's KERNEL_USERNAME is the launch env's: the start names that tenant.
+    config = settings.gateway_config().replace(launch_env=gateway.started[0][2])
+    assert proto.start_kernel_body(config)["env"]["KERNEL_USERNAME"] == "team-a"
+
+
+async def test_a_session_in_an_unmapped_namespace_fails_for_good_and_starts_nothing() -> None:
+    settings = SETTINGS.model_copy(update={"namespace_tenants": {"elsewhere": "team-b"}})
+    gateway = FakeGateway()
+
+    outcome = await reconcile.ensure_kernel(reconcile.Event(meta(), {}, {}, gateway, settings, NOW))
+
+    assert gateway.started == []
+    assert outcome.status["phase"] == "Failed"
+    assert outcome.permanent_error is not None
+    assert "namespace 'ns' is mapped to no gateway tenant" in outcome.status["message"]
+
+
+@pytest.mark.parametrize("tenant", ["", "two words", "x" * 65, "-lead"])
+def test_bad_tenant_names_are_refused_at_start_up(tenant: str) -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        ControllerSettings(namespace_tenants={"ns": tenant})
+
+
 async def test_ensure_adopts_a_kernel_started_before_a_crash() -> None:
     gateway = FakeGateway()
     gateway.add(derive_kernel_id(meta()["uid"]))
@@ -246,7 +277,7 @@ def test_every_variable_the_controller_sets_is_reserved() -> None:
     # What the controller itself puts into a launch (launch_env, then the gateway client's
     # KERNEL_ID and the protocol's KERNEL_USERNAME) is exactly what a spec must not override.
     session = reconcile.session_of(meta(), {"resources": {"cpu": "1", "memory": "1Gi"}}, SETTINGS)
-    config = SETTINGS.gateway_config().replace(launch_env=reconcile.launch_env(session))
+    config = SETTINGS.gateway_config().replace(launch_env=reconcile.launch_env(session, SETTINGS))
     body = proto.start_kernel_body(config)
     written = set(body["env"]) | {"KERNEL_ID"}
     assert written == {
