@@ -137,6 +137,33 @@ Call with (dict "root" $ "secretName" "..." "key" "token" "given" .Values.x.auth
 {{- end -}}
 {{- end -}}
 
+{{/*
+The gateway's tenants as JSON, name -> {token?, maxKernels?, delegate?, metrics?}: those of
+gateway.auth.tenants plus the release's own ("notebook", "controller" as a delegate,
+"prometheus" with the metrics right) for the components deployed.  Call with the root context.
+*/}}
+{{- define "mjs.gatewayTenants" -}}
+{{- $tenants := dict -}}
+{{- range $name, $tenant := .Values.gateway.auth.tenants -}}
+{{- $_ := set $tenants $name (deepCopy ($tenant | default dict)) -}}
+{{- end -}}
+{{- $own := dict -}}
+{{- if .Values.notebook.enabled -}}{{- $_ := set $own "notebook" (dict) -}}{{- end -}}
+{{- if .Values.controller.enabled -}}{{- $_ := set $own "controller" (dict "delegate" true) -}}{{- end -}}
+{{- if .Values.gateway.serviceMonitor.enabled -}}{{- $_ := set $own "prometheus" (dict "metrics" true) -}}{{- end -}}
+{{- range $name, $rights := $own -}}
+{{- $_ := set $tenants $name (merge $rights (index $tenants $name | default dict)) -}}
+{{- end -}}
+{{- toJson $tenants -}}
+{{- end -}}
+
+{{/* A gateway tenant's token, as a secretKeyRef: (dict "root" $ "tenant" "notebook"). */}}
+{{- define "mjs.gatewayTenantTokenRef" -}}
+secretKeyRef:
+  name: {{ include "mjs.tokenSecretName" (dict "root" .root "component" "gateway" "auth" .root.Values.gateway.auth) }}
+  key: {{ .tenant }}
+{{- end -}}
+
 {{/* Name of the Secret holding a component's token: (dict "root" $ "component" "gateway" "auth" .Values.gateway.auth). */}}
 {{- define "mjs.tokenSecretName" -}}
 {{- if .auth.existingSecret -}}

@@ -8,6 +8,7 @@ interrupt, restart, delete; each must look exactly like an id the gateway never 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import uuid
@@ -15,12 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import pytest
 import requests
 import websocket
+import yaml
 
 from jupyter_kernel_client import AuthenticationError, GatewayKernelSession, KernelClientError
-from testkit.gateway import Gateway, free_port
+from testkit.gateway import REPO, Gateway, free_port
 
 TOKENS = {
     "alice": "alice-token-" + uuid.uuid4().hex,
@@ -273,6 +276,39 @@ def test_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
         # Nothing but /metrics there.
         kernels = f"http://127.0.0.1:{port}/api/kernels"
         assert requests.get(kernels, headers=auth("alice"), timeout=10).status_code == 404
+    finally:
+        gateway.stop()
+
+
+def test_the_charts_tenants_file_is_one_the_gateway_runs_with(tmp_path: Path) -> None:
+    """What the chart writes into the gateway's Secret, read by a real gateway: each token is
+    its tenant, with the cap and rights the chart gave it."""
+    values = {"gateway": {"auth": {"tenants": {"alice": {"maxKernels": 1}}}}}
+    with helm_python.Chart.load(REPO / "charts" / "mini-jupyter-sandbox") as chart:
+        rendered = chart.render(values, name="demo", namespace="sandbox")
+    secret = next(
+        doc
+        for path, text in rendered.items()
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc and doc["kind"] == "Secret" and doc["metadata"]["name"].endswith("-gateway-token")
+    )
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    (tmp_path / "tenants.json").write_text(data["tenants.json"])
+    gateway = Gateway(env={"SANDBOX_TENANTS_FILE": str(tmp_path / "tenants.json")})
+    gateway.start(wait=False)
+
+    def call(tenant: str, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"token {data[tenant]}"}
+        return requests.request(method, gateway.http + path, headers=headers, timeout=60, **kwargs)
+
+    try:
+        gateway.wait_ready(headers={"Authorization": f"token {data['alice']}"})
+        body = {"name": "python3"}
+        kernel_id = call("alice", "POST", "/api/kernels", json=body).json()["id"]
+        assert call("alice", "POST", "/api/kernels", json=body).status_code == 403  # maxKernels
+        assert call("notebook", "GET", f"/api/kernels/{kernel_id}").status_code == 404
+        assert call("controller", "GET", f"/api/kernels/{kernel_id}").status_code == 200
     finally:
         gateway.stop()
 

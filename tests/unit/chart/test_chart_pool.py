@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
 
@@ -132,8 +134,9 @@ def test_gateway_monitor_scrapes_the_metrics_port_with_the_gateway_token() -> No
     )
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["sandbox"]}
     assert [p["name"] for p in service["spec"]["ports"]] == ["http", "metrics"]
-    # "token", not Bearer: the gateway accepts "Authorization: token <EG_AUTH_TOKEN>" only.
-    token_ref = {"name": "demo-mini-jupyter-sandbox-gateway-token", "key": "token"}
+    # "token", not Bearer: the gateway accepts "Authorization: token <token>" only; the token
+    # is the "prometheus" tenant's, the one that may read /metrics.
+    token_ref = {"name": "demo-mini-jupyter-sandbox-gateway-token", "key": "prometheus"}
     assert monitor["spec"]["endpoints"] == [
         {
             "port": "metrics",
@@ -142,8 +145,10 @@ def test_gateway_monitor_scrapes_the_metrics_port_with_the_gateway_token() -> No
             "authorization": {"type": "token", "credentials": token_ref},
         }
     ]
-    env = {e["name"]: e.get("valueFrom") for e in _gateway_env(docs)}
-    assert env["EG_AUTH_TOKEN"] == {"secretKeyRef": token_ref}
+    secret = one(docs, "Secret", "-gateway-token")
+    tenants = json.loads(base64.b64decode(secret["data"]["tenants.json"]))["tenants"]
+    assert tenants["prometheus"]["metrics"] is True
+    assert tenants["prometheus"]["token"] == base64.b64decode(secret["data"]["prometheus"]).decode()
     values = {e["name"]: e.get("value") for e in _gateway_env(docs)}
     assert values["SANDBOX_METRICS_PORT"] == "9464"
     ports = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0][
@@ -184,10 +189,10 @@ def test_gateway_monitor_lets_prometheus_reach_the_metrics_port_only() -> None:
 
 
 def test_gateway_monitor_uses_an_existing_secret_and_no_token_without_auth() -> None:
-    existing = {"enabled": True, "existingSecret": "gw-auth", "existingSecretKey": "eg-token"}
+    existing = {"enabled": True, "existingSecret": "gw-auth"}
     docs = render_docs({"gateway": {"serviceMonitor": {"enabled": True}, "auth": existing}})
     endpoint = one(docs, "ServiceMonitor", "-gateway")["spec"]["endpoints"][0]
-    assert endpoint["authorization"]["credentials"] == {"name": "gw-auth", "key": "eg-token"}
+    assert endpoint["authorization"]["credentials"] == {"name": "gw-auth", "key": "prometheus"}
     docs = render_docs(
         {"gateway": {"serviceMonitor": {"enabled": True}, "auth": {"enabled": False}}}
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 from pathlib import Path
 from typing import Any
 
@@ -588,25 +589,33 @@ def test_dynamic_storage_with_a_dedicated_kernel_namespace_is_refused() -> None:
 # --- tokens ----------------------------------------------------------------------------------
 
 
-def _token(docs: list[dict[str, Any]], component: str) -> str:
+def _token(docs: list[dict[str, Any]], component: str, key: str = "token") -> str:
     secret = one(docs, "Secret", f"-{component}-token")
-    return base64.b64decode(secret["data"]["token"]).decode()
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def _tenants(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gateway's tenants file, as the chart's Secret holds it."""
+    tenants: dict[str, Any] = json.loads(_token(docs, "gateway", "tenants.json"))["tenants"]
+    return tenants
 
 
 def test_given_tokens_are_used_verbatim() -> None:
     docs = render_docs(load_values(CHART_DIR / "ci" / "given-tokens-values.yaml"))
-    assert _token(docs, "gateway") == "gw-0123456789abcdef0123456789abcdef"
+    assert _token(docs, "gateway", "notebook") == "gw-0123456789abcdef0123456789abcdef"
+    assert _tenants(docs)["notebook"]["token"] == "gw-0123456789abcdef0123456789abcdef"
     assert _token(docs, "notebook") == "nb-0123456789abcdef0123456789abcdef"
     assert _token(docs, "fileserver") == "fs-0123456789abcdef0123456789abcdef"
 
 
 def test_generated_tokens_are_long_random_and_distinct() -> None:
     first, second = render_docs(), render_docs()
-    tokens = [_token(first, c) for c in ("gateway", "notebook", "fileserver")]
+    tokens = [_token(first, "gateway", t) for t in ("notebook", "controller")]
+    tokens += [_token(first, c) for c in ("notebook", "fileserver")]
     assert all(len(t) == 48 and t.isalnum() for t in tokens)
-    assert len(set(tokens)) == 3
+    assert len(set(tokens)) == 4
     # Offline there is no cluster to look up, so each fresh install gets a fresh token.
-    assert _token(second, "gateway") != tokens[0]
+    assert _token(second, "gateway", "notebook") != tokens[0]
 
 
 def test_existing_tokens_survive_an_upgrade() -> None:
@@ -614,7 +623,9 @@ def test_existing_tokens_survive_an_upgrade() -> None:
     # release's Secrets, as it would ask a real one during `helm upgrade`.
     with FakeKubeAPI() as api, cluster_render(api) as render_live:
         api.store_secret(
-            NAMESPACE, "demo-mini-jupyter-sandbox-gateway-token", {"token": "kept-gw-token"}
+            NAMESPACE,
+            "demo-mini-jupyter-sandbox-gateway-token",
+            {"notebook": "kept-gw-notebook-token"},
         )
         api.store_secret(
             NAMESPACE, "demo-mini-jupyter-sandbox-fileserver-token", {"token": "kept-fs-token"}
@@ -622,13 +633,18 @@ def test_existing_tokens_survive_an_upgrade() -> None:
         upgraded = render_live()
         again = render_live()
         assert any(p.startswith("/api/v1/namespaces/sandbox/secrets/") for p in api.requests)
-        assert _token(upgraded, "gateway") == _token(again, "gateway") == "kept-gw-token"
+        kept = _token(upgraded, "gateway", "notebook")
+        assert kept == _token(again, "gateway", "notebook") == "kept-gw-notebook-token"
+        assert _tenants(upgraded)["notebook"]["token"] == "kept-gw-notebook-token"
+        # The controller's token was not stored yet: generated now, and kept from then on.
+        assert len(_token(upgraded, "gateway", "controller")) == 48
         assert _token(upgraded, "fileserver") == "kept-fs-token"
         # The notebook had no Secret yet: generated, since nothing was there to keep.
         assert len(_token(upgraded, "notebook")) == 48
         # A token given in values still wins over the stored one (deliberate rotation).
-        rotated = render_live({"gateway": {"auth": {"token": "rotated-0123456789abcdef"}}})
-        assert _token(rotated, "gateway") == "rotated-0123456789abcdef"
+        given = {"tenants": {"notebook": {"token": "rotated-0123456789abcdef"}}}
+        rotated = render_live({"gateway": {"auth": given}})
+        assert _token(rotated, "gateway", "notebook") == "rotated-0123456789abcdef"
 
 
 def test_existing_secrets_replace_the_chart_secrets() -> None:
@@ -639,17 +655,43 @@ def test_existing_secrets_replace_the_chart_secrets() -> None:
         "secretKeyRef": {"name": "sandbox-files-auth", "key": "bearer"}
     }
     gw = _env(docs_container(docs, "-gateway"))
-    assert gw["EG_AUTH_TOKEN"] == {
-        "secretKeyRef": {"name": "sandbox-gateway-auth", "key": "eg-token"}
-    }
+    assert gw["SANDBOX_TENANTS_FILE"] == "/run/sandbox-tenants/tenants.json"
+    volumes = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["volumes"]
+    assert next(v for v in volumes if v["name"] == "tenants")["secret"]["secretName"] == (
+        "sandbox-gateway-auth"
+    )
+    notebook = _env(docs_container(docs, "-notebook"))["JUPYTER_GATEWAY_AUTH_TOKEN"]
+    assert notebook == {"secretKeyRef": {"name": "sandbox-gateway-auth", "key": "notebook"}}
 
 
 def test_tokens_reach_their_consumers_from_secrets_only() -> None:
     docs = render_docs()
-    gw_ref = {"secretKeyRef": {"name": "demo-mini-jupyter-sandbox-gateway-token", "key": "token"}}
-    assert _env(docs_container(docs, "-gateway"))["EG_AUTH_TOKEN"] == gw_ref
-    assert _env(docs_container(docs, "-notebook"))["JUPYTER_GATEWAY_AUTH_TOKEN"] == gw_ref
-    assert _env(docs_container(docs, "-controller"))["SANDBOX_GATEWAY_AUTH_TOKEN"] == gw_ref
+    secret = "demo-mini-jupyter-sandbox-gateway-token"
+    gateway = _env(docs_container(docs, "-gateway"))
+    assert "EG_AUTH_TOKEN" not in gateway  # every token is a tenant's
+    assert gateway["SANDBOX_TENANTS_FILE"] == "/run/sandbox-tenants/tenants.json"
+    pod = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    tenants_volume = next(v for v in pod["volumes"] if v["name"] == "tenants")
+    # The gateway mounts the tenants file only, not the tokens beside it.
+    assert tenants_volume["secret"] == {
+        "secretName": secret,
+        "defaultMode": 0o440,
+        "items": [{"key": "tenants.json", "path": "tenants.json"}],
+    }
+    notebook_ref = {"secretKeyRef": {"name": secret, "key": "notebook"}}
+    assert _env(docs_container(docs, "-notebook"))["JUPYTER_GATEWAY_AUTH_TOKEN"] == notebook_ref
+    controller_ref = {"secretKeyRef": {"name": secret, "key": "controller"}}
+    assert _env(docs_container(docs, "-controller"))["SANDBOX_GATEWAY_AUTH_TOKEN"] == (
+        controller_ref
+    )
+    # Each consumer's token is its tenant's in the gateway's file; the controller's delegates.
+    tenants = _tenants(docs)
+    assert tenants["notebook"]["token"] == _token(docs, "gateway", "notebook")
+    assert tenants["controller"] == {
+        "token": _token(docs, "gateway", "controller"),
+        "delegate": True,
+    }
+    assert sorted(tenants) == ["controller", "notebook"]
     # The gateway hands kernels only the variables it is told to: never a token.
     inherited = _env(docs_container(docs, "-gateway"))["EG_INHERITED_ENVS"].split(",")
     assert inherited == ["KERNEL_NAMESPACE"]
