@@ -3,9 +3,10 @@
 A kernel decides how large one Jupyter message is: a loop that writes 300 x 1 MB to stdout
 between two flushes makes ipykernel send one 300 MB ``stream`` message.  Stock Enterprise
 Gateway forwards it whole: the Python client refuses it (``TransportError``, the connection
-dropped) where its user expects a truncated result, and the notebook's browser tab receives all
-of it.  The gateway is the trusted middle and already holds every message it forwards, so it
-bounds them there, for every client.
+dropped) where its user expects a truncated result, the notebook's server loses its kernel
+connection (tornado's websocket client takes 10 MiB at most), and a client without a limit
+receives all of it.  The gateway is the trusted middle and already holds every message it
+forwards, so it bounds them there, for every client.
 
 Where
     jupyter_server 1.x's ``ZMQChannelsHandler._on_zmq_reply`` gets each kernel message as raw
@@ -37,8 +38,9 @@ the message is signed again with the kernel session's key (the legacy path verif
 
 The rewritten message is at most the limit plus its header and parent header (each at most
 :data:`ENVELOPE_LIMIT`; a message with a larger one cannot be routed cheaply and is dropped) and
-the notice, whatever its text is made of.  The legacy protocol's JSON escapes every non-ASCII
-character (``\\uXXXX``), so its frames can grow up to three times for non-ASCII text.
+the notice, whatever its text is made of, in either protocol: the legacy protocol's JSON
+escapes every non-ASCII character (``\\uXXXX``, up to three times its UTF-8), so on a legacy
+connection the text is measured in that form.
 
 Cost of the cut: only the start of the text is read and decoded (O(limit)), never the whole
 message, when ``name`` precedes ``text`` in the content, as every kernel writes it; in any other
@@ -104,9 +106,15 @@ class MessageSettings:
 # --- rewriting one message -----------------------------------------------------------------------
 
 
-def bound_message(frames: Frames, limit: int, sign: Sign) -> Frames | None:
+def bound_message(
+    frames: Frames, limit: int, sign: Sign, *, ascii_json: bool = False
+) -> Frames | None:
     """``frames`` if the message is within ``limit``, else its bounded rewrite (see the module
-    docstring), signed by ``sign``; ``None`` when it is dropped."""
+    docstring), signed by ``sign``; ``None`` when it is dropped.
+
+    ``ascii_json``: the message goes on in the legacy protocol, whose JSON escapes every
+    non-ASCII character; a stream's text is then measured in that form.
+    """
     try:
         split = list(frames).index(DELIMITER)
     except ValueError:
@@ -133,6 +141,8 @@ def bound_message(frames: Frames, limit: int, sign: Sign) -> Frames | None:
     cut = _stream_cut(bytes(parts[3]), limit) if msg_type == "stream" else None
     if cut is not None:
         name, kept = cut
+        if ascii_json and not kept.isascii():
+            kept = _string_prefix(json.dumps(kept).encode(), 1, limit) or ""
         separator = "" if not kept or kept.endswith("\n") else "\n"
         content: dict[str, Any] = {"name": name, "text": f"{kept}{separator}{notice}\n"}
     elif msg_type.endswith("_reply"):
@@ -278,7 +288,8 @@ def _bound_kernel_messages(limit: int) -> None:
     def _on_zmq_reply(self: Any, stream: Any, msg_list: Frames) -> Any:
         # The common case costs this sum: the frames are already in memory, nothing is parsed.
         if sum(map(len, msg_list)) > limit:
-            bounded = bound_message(msg_list, limit, self.session.sign)
+            legacy = self.subprotocol != "v1.kernel.websocket.jupyter.org"
+            bounded = bound_message(msg_list, limit, self.session.sign, ascii_json=legacy)
             if bounded is None:
                 return None
             msg_list = bounded

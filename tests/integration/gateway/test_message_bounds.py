@@ -41,6 +41,7 @@ NOTICE = "[sandbox gateway: a kernel message"
 ONE_WRITE = "import sys\nsys.stdout.write('x' * (20 * (1 << 20)))\nsys.stdout.flush()"
 # The finding: 300 x 1 MB between two flushes (one message, or a few if the kernel flushes).
 LOOP = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(300):\n    sys.stdout.write(chunk)\n"
+NON_ASCII = "import sys\nsys.stdout.write('€' * (1 << 20))\nsys.stdout.flush()"
 HUGE_DISPLAY = (
     "from IPython.display import display\ndisplay({'text/plain': 'y' * (20 * (1 << 20))}, raw=True)"
 )
@@ -145,6 +146,16 @@ def test_any_text_is_cut_to_its_longest_start_that_fits() -> None:
             continue  # the whole message fits
         kept = json.loads(out[5])["sandbox_truncated"]["kept"]
         assert json.loads(out[6])["text"][:kept] == longest_prefix(text, limit, ensure_ascii)
+
+
+def test_on_a_legacy_connection_the_text_is_measured_as_it_will_be_sent() -> None:
+    text = "€" * MIB  # \u20ac in the legacy protocol's JSON: 6 bytes each
+    content = json.dumps({"name": "stdout", "text": text}, ensure_ascii=False).encode()
+    out = messages().bound_message(frames("stream", content), LIMIT, sign, ascii_json=True)
+    assert out is not None
+    kept = json.loads(out[5])["sandbox_truncated"]["kept"]
+    assert json.loads(out[6])["text"][:kept] == longest_prefix(text, LIMIT, ensure_ascii=True)
+    assert len(json.dumps(json.loads(out[6]))) <= LIMIT + ENVELOPE
 
 
 def test_unpaired_surrogates_become_replacement_characters() -> None:
@@ -321,5 +332,9 @@ def test_a_raw_websocket_never_gets_a_frame_above_the_limit(
             assert after["largest"] <= LIMIT + ENVELOPE, after["largest"]
             assert after["texts"][0].startswith(f"{NOTICE} (display_data) of ")
             assert after["texts"][-1] == "after\n"
+            # Non-ASCII text, which the legacy protocol sends escaped (6 bytes a character).
+            euros = run_raw(ws, NON_ASCII, codec)
+            assert euros["largest"] <= LIMIT + ENVELOPE, euros["largest"]
+            assert euros["texts"][0].startswith("€" * 1000)
         finally:
             ws.close()
