@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sandbox_hosts
 import sandbox_notebook_files
+import sandbox_notebook_ws
 from sandbox_notebook_csp import (
     content_security_policy,
     inline_script_hashes,
@@ -50,6 +51,8 @@ c.GatewayClient.request_timeout = float(os.environ.get("JUPYTER_GATEWAY_REQUEST_
 c.ServerApp.kernel_websocket_connection_class = (
     "sandbox_notebook_ws.TranslatingGatewayWebSocketConnection"
 )
+# Messages up to the gateway's bound arrive (tornado's client would close on 10 MiB).
+sandbox_notebook_ws.apply()
 
 # DNS rebinding: a request whose Host is not localhost, an IP literal or a name listed in
 # SANDBOX_ALLOWED_HOSTS (compose adds "notebook", the chart its Service and ingress names) gets

@@ -13,6 +13,12 @@ Content-Security-Policy has to allow ``'unsafe-eval'`` for the UI's own schema v
 it cannot stop the renderers that ``eval`` output data.  Notebook 7.3 loads its built-in MIME
 renderers even when page_config.json disables them (only JupyterLab honours that), so the
 kernel's message is where they can be taken out: the browser never receives them, on any page.
+
+The notebook's connection to the gateway reads messages of up to
+:data:`GATEWAY_MAX_MESSAGE_BYTES` (:func:`apply`): tornado's websocket client closes the
+connection on anything above 10 MiB, below the gateway's own bound on kernel messages
+(``SANDBOX_MAX_MESSAGE_BYTES``, 16 MiB by default, past which the gateway cuts the message), so
+one large print broke the tab's kernel connection instead of arriving cut.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from jupyter_server.services.kernels.connection.base import (
 from traitlets import Unicode
 
 _PARTS = ("header", "parent_header", "metadata", "content")
+
+#: Largest message the notebook reads from the gateway: above the gateway's default bound on a
+#: kernel message (16 MiB and a notice line), with room for a gateway configured higher.
+GATEWAY_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 #: Output MIME types that a renderer turns into running code: JavaScript (``eval``ed by the
 #: javascript extension) and Vega / Vega-Lite specs (expressions compiled with ``Function``).
@@ -127,3 +137,23 @@ class TranslatingGatewayWebSocketConnection(GatewayWebSocketConnection):
             self.log.debug("notebook client closed its websocket; message dropped")
         except (ValueError, KeyError, TypeError):
             self.log.warning("dropping a gateway message that is not a kernel message")
+
+
+class _GatewayWebsocketModule:
+    """``tornado.websocket`` as jupyter_server's gateway connection calls it, with its client's
+    message size limit raised to :data:`GATEWAY_MAX_MESSAGE_BYTES`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(tornado_websocket, name)
+
+    @staticmethod
+    def websocket_connect(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("max_message_size", GATEWAY_MAX_MESSAGE_BYTES)
+        return tornado_websocket.websocket_connect(*args, **kwargs)
+
+
+def apply() -> None:
+    """Let the gateway connection read messages up to :data:`GATEWAY_MAX_MESSAGE_BYTES`."""
+    import jupyter_server.gateway.connections as connections
+
+    connections.tornado_websocket = _GatewayWebsocketModule()  # type: ignore[assignment]

@@ -151,6 +151,7 @@ def test_gateway_monitor_scrapes_the_metrics_port_with_the_gateway_token() -> No
     assert tenants["prometheus"]["token"] == base64.b64decode(secret["data"]["prometheus"]).decode()
     values = {e["name"]: e.get("value") for e in _gateway_env(docs)}
     assert values["SANDBOX_METRICS_PORT"] == "9464"
+    assert values["SANDBOX_MAX_MESSAGE_BYTES"] == "16m"
     ports = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0][
         "ports"
     ]
