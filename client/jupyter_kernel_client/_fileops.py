@@ -123,7 +123,8 @@ def file_op_result(op: str, path: str, result: ExecutionResult, *, binary: bool)
         )
     if result.truncated:
         raise FileOperationError(
-            f"{op} {path!r}: the kernel's answer exceeds max_output_bytes; "
+            f"{op} {path!r}: the kernel's answer exceeds max_output_bytes or the gateway's "
+            "SANDBOX_MAX_MESSAGE_BYTES; "
             "use download_from_kernel for large files"
         )
     answer = json.loads(result.stdout)
