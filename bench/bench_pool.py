@@ -470,6 +470,39 @@ def one_at_a_time_rows(stack: Stack, args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def baseline_warm_rows(stack: Stack, args: argparse.Namespace, current: list[Row]) -> list[Row]:
+    """Row 1 again with the gateway image ``--baseline-version`` (e.g. the release before a
+    change), in the same run and on the same machine, beside the current image's row 1."""
+    version = args.baseline_version
+    progress(f"recreating the gateway from mini-jupyter-sandbox/gateway:{version} (baseline)")
+    stack.env["SANDBOX_VERSION"] = version  # every image of the stack: tag them all
+    try:
+        stack.up(DEFAULT_POOL)
+        gateway = stack.gateway_container()
+        warm: list[float] = []
+        for i in range(args.runs + 1):
+            stack.settle(DEFAULT_POOL)
+            timed = start_to_result(stack, POOLED, gateway)
+            if i:
+                warm.append(timed.total)
+            progress(f"baseline: round {i} of {args.runs}")
+    finally:
+        stack.env["SANDBOX_VERSION"] = VERSION
+    now = next(row for row in current if row.number == "1")
+    value, unit = now.p50.split()
+    now_ms = float(value) / (1000 if unit == "µs" else 1)
+    return [
+        Row(
+            "1b",
+            f"start → first result, warm, gateway `{version}` (baseline of row 1)",
+            str(len(warm)),
+            ms(p50(warm)),
+            ms(p99(warm)),
+            f"row 1's p50 ({now.p50}) is {now_ms / (p50(warm) * 1000):.2f}x this",
+        )
+    ]
+
+
 def idle_rows(stack: Stack, pool_size: int, idle_seconds: float) -> list[Row]:
     """Rows 6 and 7: what a full, idle pool costs."""
     stack.settle(pool_size)
@@ -892,6 +925,11 @@ def main() -> None:
     parser.add_argument("--load-executes", type=int, default=100, help="executes per session")
     parser.add_argument("--load-rounds", type=int, default=2, help="gateway/raw alternations")
     parser.add_argument("--skip-load", action="store_true", help="leave out row 8")
+    parser.add_argument(
+        "--baseline-version",
+        default="",
+        help="also time row 1 with the images of this tag (row 1b: before/after in one run)",
+    )
     parser.add_argument("--raw-python", default=sys.executable, help="Python of the raw kernels")
     parser.add_argument("--project", default="mjsbench", help="compose project name")
     args = parser.parse_args()
@@ -937,6 +975,8 @@ def main() -> None:
         )
         stack.up(DEFAULT_POOL)
         rows += one_at_a_time_rows(stack, args)
+        if args.baseline_version:
+            rows += baseline_warm_rows(stack, args, rows)
         progress(f"recreating the gateway with a pool of {args.parallel}")
         stack.up(args.parallel)
         idle = idle_rows(stack, args.parallel, args.idle_seconds)

@@ -67,6 +67,14 @@ class Stack(ComposeProject):
     def notebook_url(self) -> str:
         return f"http://127.0.0.1:{self.notebook_port}"
 
+    def notebook_api(self) -> requests.Session:
+        """A session on the notebook's REST API, authorised as its page is (no token locally:
+        the ``_xsrf`` cookie, echoed in a header)."""
+        api = requests.Session()
+        api.get(f"{self.notebook_url}/tree", timeout=30)
+        api.headers["X-XSRFToken"] = api.cookies.get("_xsrf", "")
+        return api
+
     @property
     def file_server_url(self) -> str:
         return f"http://127.0.0.1:{self.file_server_port}"

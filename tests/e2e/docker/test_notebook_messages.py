@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 import websocket
 
 from .conftest import Stack
@@ -27,9 +26,7 @@ GATEWAY_BOUND = 16 * MIB  # the compose stack's SANDBOX_MAX_MESSAGE_BYTES
 
 @pytest.fixture
 def channels(stack: Stack) -> Iterator[websocket.WebSocket]:
-    notebook = requests.Session()
-    notebook.get(f"{stack.notebook_url}/tree", timeout=30)
-    notebook.headers["X-XSRFToken"] = notebook.cookies.get("_xsrf", "")
+    notebook = stack.notebook_api()
     started = notebook.post(
         f"{stack.notebook_url}/api/kernels", json={"name": "python3"}, timeout=120
     )

@@ -8,7 +8,6 @@ The stack's tenants file (conftest) holds "e2e" (the tests), "intruder" (at most
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,7 @@ import requests
 import websocket
 
 from jupyter_kernel_client import GatewayKernelSession
+from testkit.concurrent import at_once
 
 from .conftest import GATEWAY_TOKENS, INTRUDER_MAX, Stack, docker
 
@@ -90,9 +90,7 @@ def test_another_tenant_meets_a_kernel_as_an_unknown_id(
 
 
 def test_the_notebooks_kernels_are_the_notebooks(stack: Stack) -> None:
-    notebook = requests.Session()  # authorised as the page is: the _xsrf cookie, echoed
-    notebook.get(f"{stack.notebook_url}/tree", timeout=30)
-    notebook.headers["X-XSRFToken"] = notebook.cookies.get("_xsrf", "")
+    notebook = stack.notebook_api()
     started = notebook.post(
         f"{stack.notebook_url}/api/kernels", json={"name": "python3"}, timeout=120
     )
@@ -113,20 +111,13 @@ def test_concurrent_starts_with_one_id_from_two_tenants_make_one_container(
     """Seen before: two warm claims with one id both 201 (two tenants sharing one kernel), and
     cold ones each launching a container onto the same private network."""
     kernel_id, attempts = str(uuid.uuid4()), 6
-    barrier = threading.Barrier(attempts)
-    answers: list[tuple[str, requests.Response]] = []
 
-    def race(n: int) -> None:
+    def race(n: int) -> tuple[str, requests.Response]:
         tenant = ("e2e", "intruder")[n % 2]
         body = {"name": kernelspec, "env": {"KERNEL_ID": kernel_id}}
-        barrier.wait()
-        answers.append((tenant, api(stack, tenant, "POST", "/api/kernels", json=body)))
+        return tenant, api(stack, tenant, "POST", "/api/kernels", json=body)
 
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(attempts, race)
     try:
         statuses = sorted(answer.status_code for _, answer in answers)
         assert statuses == [201] + [409] * (attempts - 1), statuses
@@ -146,18 +137,9 @@ def test_concurrent_starts_with_one_id_from_two_tenants_make_one_container(
 
 def test_a_tenants_cap_holds_under_concurrent_starts(stack: Stack) -> None:
     attempts = INTRUDER_MAX + 3
-    barrier = threading.Barrier(attempts)
-    answers: list[requests.Response] = []
-
-    def race() -> None:
-        barrier.wait()
-        answers.append(api(stack, "intruder", "POST", "/api/kernels", json={"name": "python3"}))
-
-    threads = [threading.Thread(target=race) for _ in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(
+        attempts, lambda _: api(stack, "intruder", "POST", "/api/kernels", json={"name": "python3"})
+    )
     try:
         statuses = sorted(answer.status_code for answer in answers)
         assert statuses == [201] * INTRUDER_MAX + [403] * (attempts - INTRUDER_MAX), statuses

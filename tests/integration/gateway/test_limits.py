@@ -10,7 +10,6 @@ import functools
 import getpass
 import importlib.util
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from jupyter_kernel_client import (
     GatewayRefusedError,
     KernelLimitError,
 )
+from testkit.concurrent import at_once
 from testkit.gateway import GATEWAY_CONFIG, Gateway
 
 MAX_KERNELS = 3
@@ -174,19 +174,11 @@ def test_a_request_without_username_counts_as_the_gateways_user(gw: Gateway) -> 
 @pytest.mark.parametrize(("users", "limit"), [("distinct", MAX_KERNELS), ("same", MAX_PER_USER)])
 def test_concurrent_starts_never_overshoot(gw: Gateway, users: str, limit: int) -> None:
     attempts = 6
-    barrier = threading.Barrier(attempts)
-    answers: list[requests.Response] = []
 
-    def start(n: int) -> None:
-        env = {"KERNEL_USERNAME": f"racer{n}" if users == "distinct" else "racer"}
-        barrier.wait()
-        answers.append(start_raw(gw, env))
+    def start(n: int) -> requests.Response:
+        return start_raw(gw, {"KERNEL_USERNAME": f"racer{n}" if users == "distinct" else "racer"})
 
-    threads = [threading.Thread(target=start, args=(n,)) for n in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(attempts, start)
     statuses = sorted(a.status_code for a in answers)
     # Exactly attempts - limit are refused for the limit; the others were admitted (a local
     # kernel may still fail its launch on a port race, which gives its slot back: 5xx).
@@ -260,18 +252,10 @@ def test_concurrent_starts_with_one_kernel_id_start_one_kernel(gw: Gateway) -> N
     """Stock EG checked only kernels already in its map: every one of these launched, each on a
     slot the limits counted once, and on Docker every one joined the same private network."""
     attempts, kernel_id = 6, str(uuid.uuid4())
-    barrier = threading.Barrier(attempts)
-    answers: list[requests.Response] = []
-
-    def start(n: int) -> None:
-        barrier.wait()
-        answers.append(start_raw(gw, {"KERNEL_USERNAME": f"racer{n}", "KERNEL_ID": kernel_id}))
-
-    threads = [threading.Thread(target=start, args=(n,)) for n in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(
+        attempts,
+        lambda n: start_raw(gw, {"KERNEL_USERNAME": f"racer{n}", "KERNEL_ID": kernel_id}),
+    )
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [201] + [409] * (attempts - 1), statuses
     for answer in answers:

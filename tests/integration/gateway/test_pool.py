@@ -31,6 +31,7 @@ import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from jupyter_kernel_client import GatewayKernelSession
+from testkit.concurrent import at_once
 from testkit.gateway import Gateway, gateway_venv
 
 POOL_SIZE = 2
@@ -361,18 +362,9 @@ def test_concurrent_claims_with_one_kernel_id_serve_one_kernel(pool: Gateway) ->
     """The pool checked the id before it awaited the claim, then overwrote the map: both
     claims got 201, two users shared one kernel and the other pooled one ran on unmapped."""
     kernel_id, attempts = str(uuid.uuid4()), 3
-    barrier = threading.Barrier(attempts)
-    answers: list[requests.Response] = []
-
-    def claim(n: int) -> None:
-        barrier.wait()
-        answers.append(start_raw(pool, KERNEL_USERNAME=f"user{n}", KERNEL_ID=kernel_id))
-
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(
+        attempts, lambda n: start_raw(pool, KERNEL_USERNAME=f"user{n}", KERNEL_ID=kernel_id)
+    )
     assert sorted(a.status_code for a in answers) == [201] + [409] * (attempts - 1)
     assert [k["id"] for k in pool.kernels()] == [kernel_id]
     wait_full(pool)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import websocket
 import yaml
 
 from jupyter_kernel_client import AuthenticationError, GatewayKernelSession, KernelClientError
+from testkit.concurrent import at_once
 from testkit.gateway import REPO, Gateway, free_port
 
 TOKENS = {
@@ -199,20 +199,13 @@ def test_the_sessions_api_is_not_served(gw: Gateway) -> None:
 
 def test_a_tenants_cap_holds_under_concurrent_starts(gw: Gateway) -> None:
     attempts = 5
-    barrier = threading.Barrier(attempts)
-    answers: list[requests.Response] = []
 
-    def race(n: int) -> None:
-        barrier.wait()
+    def race(n: int) -> requests.Response:
         # Each racer claims to be someone else: the cap is the tenant's all the same.
         body = {"name": "python3", "env": {"KERNEL_USERNAME": f"racer{n}"}}
-        answers.append(api(gw, "alice", "POST", "/api/kernels", json=body))
+        return api(gw, "alice", "POST", "/api/kernels", json=body)
 
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = at_once(attempts, race)
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [201] * ALICE_MAX + [403] * (attempts - ALICE_MAX), statuses
     refused = next(a for a in answers if a.status_code == 403).json()["kernel_limit"]
