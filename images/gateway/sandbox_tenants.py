@@ -2,7 +2,8 @@
 
 Loaded by the gateway's config file (``apply()``) after ``sandbox_limits``.  Off unless
 ``SANDBOX_TENANTS_FILE`` names a file; without it the gateway keeps Enterprise Gateway's single
-optional ``EG_AUTH_TOKEN`` and every client is the same tenant.
+optional ``EG_AUTH_TOKEN`` and every client is the same tenant (that token is then compared in
+constant time too: Enterprise Gateway compared it with ``!=``).
 
 The tenants file (a secret of the deployment: mounted, never in git) is JSON::
 
@@ -207,6 +208,29 @@ def _authenticate(tenants: Tenants) -> None:
     TokenAuthorizationMixin.prepare = prepare
 
 
+def _single_token_in_constant_time() -> None:
+    from enterprise_gateway.mixins import TokenAuthorizationMixin
+
+    original_prepare = TokenAuthorizationMixin.prepare
+
+    def prepare(self: Any) -> Any:
+        expected = self.settings.get("eg_auth_token")
+        if expected and self.request.method != "OPTIONS":
+            presented = (_presented_token(self) or "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(presented, str(expected).encode("utf-8")):
+                raise sandbox_limits._http_error(
+                    401,
+                    {
+                        "reason": "Unauthorized",
+                        "message": "a valid API token is required (Authorization: token <token>)",
+                    },
+                )
+        # Checked: Enterprise Gateway's own comparison then passes, and runs the rest of prepare.
+        return original_prepare(self)
+
+    TokenAuthorizationMixin.prepare = prepare
+
+
 def _own_kernels(tenants: Tenants) -> None:
     from enterprise_gateway.services.kernels.handlers import MainKernelHandler
     from jupyter_server.services.kernels.handlers import json_default
@@ -272,6 +296,7 @@ def apply(env: Mapping[str, str] | None = None) -> Tenants | None:
     env = os.environ if env is None else env
     path = env.get("SANDBOX_TENANTS_FILE", "").strip()
     if not path:
+        _single_token_in_constant_time()
         return None
     if env.get("EG_AUTH_TOKEN", "").strip():
         raise SystemExit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from jupyter_kernel_client import (
     AsyncGatewayKernelSession,
@@ -54,3 +55,20 @@ async def test_token_from_the_environment_for_the_async_face(
         locked_gateway.http, locked_gateway.ws, "python3"
     ) as session:
         assert str(await session.execute("6 * 7")) == "42"
+
+
+@pytest.mark.parametrize(
+    "presented", ["", TOKEN[:-1], TOKEN + "x", TOKEN[:-1] + "X", "é" * len(TOKEN)]
+)
+def test_the_single_token_is_checked_by_the_sandboxs_comparison(
+    locked_gateway: Gateway, presented: str
+) -> None:
+    """A near miss (a prefix, one byte more or different, non-ASCII) is a 401 with the reason
+    from the sandbox's constant-time check (Enterprise Gateway compared with ``!=`` and said
+    nothing); the right token passes, in the header or as ``?token=``."""
+    url = f"{locked_gateway.http}/api/kernelspecs"
+    refused = requests.get(url, headers={"Authorization": f"token {presented}"}, timeout=10)
+    assert refused.status_code == 401
+    assert "a valid API token is required" in refused.json()["message"]
+    assert requests.get(url, params={"token": TOKEN}, timeout=10).status_code == 200
+    assert requests.get(url, headers={"Authorization": f"token {TOKEN}"}, timeout=10).ok
