@@ -46,6 +46,10 @@ POOL_USER = "sandbox-pool"  # sandbox_pool.POOL_USER: the user a pooled kernel i
 REMOVAL_WAIT_SECONDS = 30.0
 
 log = logging.getLogger("sandbox_docker")
+RENAME_DELAY = 1.0
+"""Seconds between a claim and the rename of its container: the Docker call contends with the
+session's first requests (measured: +3.5 ms on a warm start → first result when run at once),
+and the new owner's name can wait until the session is under way."""
 _cleanup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-network-cleanup")
 # The latest removal queued per network name, awaited by a relaunch of that kernel.
 _removals: dict[str, Future[None]] = {}
@@ -140,14 +144,17 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
         ``kernel-username`` label keeps "sandbox-pool", the user it was launched for; the owner
         is in the name and in the gateway's records.
 
-        The rename runs off the event loop (the claim is the pool's fast path); the claim has
-        happened by then, so a rename Docker refuses is logged, not raised.
+        The rename runs off the event loop, :data:`RENAME_DELAY` after the claim (the claim is
+        the pool's fast path); the claim has happened by then, so a rename Docker refuses is
+        logged, not raised.
         """
         kernel_id = self.kernel_manager.kernel_id or self.kernel_id
         new_name = f"{sanitize_name(user)}-{kernel_id}"
         current = self.container_name or f"{POOL_USER}-{self.kernel_id}"
         self.container_name = self.assigned_host = new_name
-        _cleanup.submit(rename_container, current, new_name)
+        asyncio.get_running_loop().call_later(
+            RENAME_DELAY, _cleanup.submit, rename_container, current, new_name
+        )
 
     def get_process_info(self) -> dict[str, Any]:
         info: dict[str, Any] = super().get_process_info()
