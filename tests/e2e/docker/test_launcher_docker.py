@@ -115,24 +115,28 @@ def scope() -> Iterator[Scope]:
         docker("volume", "rm", env["SANDBOX_SHARED_VOLUME"], check=False)
 
 
-def test_concurrent_starts_of_one_kernel_id_end_with_one_container_on_one_network(
-    scope: Scope,
-) -> None:
+def test_concurrent_starts_of_one_kernel_id_never_run_two_containers(scope: Scope) -> None:
+    """Before: all ten started, on one network.  Through the gateway a second start of an id
+    is a 409 before any launch; here the launcher alone must hold: at most one container runs,
+    alone with the gateway on its network, and every refused launch leaves nothing behind.
+    That none starts is allowed (fail closed): Docker 20.10 may create two networks of one name
+    when asked at once, and then every launch that sees another's container refuses."""
     kernel_id = str(uuid.uuid4())
     users = [f"user{n}" for n in range(CONCURRENT)]  # distinct names: Docker refuses no create
     with ThreadPoolExecutor(CONCURRENT) as pool:
         outcomes = list(pool.map(lambda user: scope.launch(kernel_id, user), users))
     started = [outcome for outcome in outcomes if outcome.returncode == 0]
-    assert len(started) == 1, [outcome.stderr for outcome in outcomes]
+    assert len(started) <= 1, [outcome.stderr for outcome in outcomes]
     for outcome in outcomes:
         if outcome.returncode:
             assert f"launch_docker: kernel {kernel_id}:" in outcome.stderr
     containers = scope.containers(kernel_id)
-    assert len(containers) == 1, [c["Name"] for c in containers]
-    network = scope.network(kernel_id)
-    assert network is not None
-    assert list(containers[0]["NetworkSettings"]["Networks"]) == [network["Name"]]
-    assert set(network["Containers"]) <= {containers[0]["Id"], scope.gateway}
+    assert len(containers) == len(started), [c["Name"] for c in containers]
+    if containers:
+        network = scope.network(kernel_id)
+        assert network is not None
+        assert list(containers[0]["NetworkSettings"]["Networks"]) == [network["Name"]]
+        assert set(network["Containers"]) <= {containers[0]["Id"], scope.gateway}
 
 
 def test_a_start_never_joins_the_network_of_a_kernel_still_starting(scope: Scope) -> None:
