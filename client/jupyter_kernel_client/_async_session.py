@@ -17,7 +17,7 @@ import aiohttp
 from . import _protocol as proto
 from ._base import SessionBase, SessionState
 from ._config import FileServerConfig
-from ._exceptions import ConnectionLostError, KernelClientError, TransportError
+from ._exceptions import ConnectionLostError, KernelClientError, TransportError, unsent
 from ._fileops import FileOp, FileOpValue
 from ._files import (
     CHUNK_SIZE,
@@ -86,7 +86,7 @@ class _AsyncChannel:
             else:
                 await self._ws.send_str(frame)
         except (*_TRANSPORT_ERRORS, ConnectionResetError) as exc:
-            raise ConnectionLostError(f"cannot send to the kernel websocket: {exc}") from exc
+            raise unsent(exc) from exc
 
     async def receive(self, timeout: float) -> Any:
         try:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from . import _protocol as proto
 from ._config import FileServerConfig, GatewayConfig, coerce_config
-from ._exceptions import KernelClientError, SessionStateError
+from ._exceptions import ConnectionLostError, KernelClientError, SessionStateError
 from ._fileops import FileOp, FileOpValue, file_op_code, file_op_result
 from ._protocol import KernelRef, Message, OutputCallback
 from ._result import ExecutionResult
@@ -169,15 +169,27 @@ class SessionBase:
         if not self._connected():
             yield from self._connect(ref.kernel_id)  # the websocket dropped since the last use
             ref = self._require_started()
-        request: Message = proto.execute_request(
-            code, session_id=ref.session_id, username=self.config.username
-        )
-        collector = proto.ExecutionCollector(
-            request["header"]["msg_id"],
-            on_output=on_output,
-            max_output_bytes=self.config.max_output_bytes,
-        )
-        return (yield from proto.execute_flow(ref, self._codec, request, collector, timeout))
+        for attempt in (1, 2):
+            request: Message = proto.execute_request(
+                code, session_id=ref.session_id, username=self.config.username
+            )
+            collector = proto.ExecutionCollector(
+                request["header"]["msg_id"],
+                on_output=on_output,
+                max_output_bytes=self.config.max_output_bytes,
+            )
+            try:
+                return (
+                    yield from proto.execute_flow(ref, self._codec, request, collector, timeout)
+                )
+            except ConnectionLostError as exc:
+                # The connection died between the check above and the send: the kernel never
+                # got the request, so it is sent again, once, on a new connection.
+                if exc.request_sent or attempt == 2:
+                    raise
+            yield from self._connect(ref.kernel_id)
+            ref = self._require_started()
+        raise AssertionError("unreachable")
 
     def _file_op_flow(
         self, op: FileOp, path: str, content: str | bytes | None, binary: bool, timeout: float

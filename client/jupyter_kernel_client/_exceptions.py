@@ -46,8 +46,18 @@ class ConnectionLostError(TransportError):
 
     The kernel was still there when this was raised; its outcome for that request is unknown.
     The session stays usable: its next use reconnects (with backoff) to the same kernel, or
-    raises :class:`KernelDiedError` if the kernel is gone by then.
+    raises :class:`KernelDiedError` if the kernel is gone by then.  ``request_sent`` is False
+    when the request never left the client (the connection was already gone when it was sent).
     """
+
+    request_sent: bool = True
+
+
+def unsent(cause: BaseException) -> ConnectionLostError:
+    """The error for a request the kernel's websocket could not take at all."""
+    error = ConnectionLostError(f"cannot send to the kernel websocket: {cause}")
+    error.request_sent = False
+    return error
 
 
 class GatewayError(KernelClientError):

@@ -19,7 +19,7 @@ import websocket
 from . import _files
 from . import _protocol as proto
 from ._base import SessionBase, SessionState
-from ._exceptions import ConnectionLostError, KernelClientError, TransportError
+from ._exceptions import ConnectionLostError, KernelClientError, TransportError, unsent
 from ._fileops import FileOp, FileOpValue
 from ._files import Download, ProgressCallback, Upload
 from ._net import quickack
@@ -130,7 +130,7 @@ class _Channel:
             else:
                 self._ws.send_text(frame)
         except (websocket.WebSocketException, OSError) as exc:
-            raise ConnectionLostError(f"cannot send to the kernel websocket: {exc}") from exc
+            raise unsent(exc) from exc
 
     def receive(self, timeout: float) -> Any:
         try:

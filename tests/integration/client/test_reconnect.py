@@ -118,3 +118,24 @@ async def test_async_kernel_gone_with_the_gateway_is_kernel_died() -> None:
                 await session.execute("x")
     finally:
         gateway.stop()
+
+
+def test_a_request_the_dead_connection_never_took_is_sent_again(gateway: Gateway) -> None:
+    """The socket dies between the session's check that it is open and the send (seen in CI:
+    ``[Errno 9] Bad file descriptor`` on send after a proxy cut): the kernel never got that
+    request, so the session reconnects and sends it, instead of raising ConnectionLostError."""
+    with GatewayKernelSession(gateway.http, gateway.ws, "python3") as session:
+        session.execute("x = 41").raise_for_error()
+        kernel_id = session.kernel_id
+        channel = session._channel
+        assert channel is not None
+        send = channel.send
+
+        def send_on_a_dead_socket(frame: str | bytes) -> None:
+            channel.send = send  # type: ignore[method-assign]
+            channel._ws.sock.close()  # gone under the session, unnoticed yet
+            send(frame)
+
+        channel.send = send_on_a_dead_socket  # type: ignore[method-assign]
+        assert str(session.execute("x + 1")) == "42"
+        assert session.kernel_id == kernel_id
