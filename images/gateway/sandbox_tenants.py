@@ -173,6 +173,17 @@ def _presented_token(handler: Any) -> str | None:
     return str(token) if token is not None else None
 
 
+def _unauthorized() -> Exception:
+    """The 401 of a request without a valid token, tenants or not."""
+    return sandbox_limits._http_error(
+        401,
+        {
+            "reason": "Unauthorized",
+            "message": "a valid API token is required (Authorization: token <token>)",
+        },
+    )
+
+
 def _unknown_kernel(kernel_id: str) -> Exception:
     from tornado import web
 
@@ -190,13 +201,7 @@ def _authenticate(tenants: Tenants) -> None:
             return original_prepare(self)
         tenant = tenants.identify(_presented_token(self))
         if tenant is None:
-            raise sandbox_limits._http_error(
-                401,
-                {
-                    "reason": "Unauthorized",
-                    "message": "a valid API token is required (Authorization: token <token>)",
-                },
-            )
+            raise _unauthorized()
         self.sandbox_tenant = tenant
         kernel_id = self.path_kwargs.get("kernel_id")
         if kernel_id is not None:
@@ -218,13 +223,7 @@ def _single_token_in_constant_time() -> None:
         if expected and self.request.method != "OPTIONS":
             presented = (_presented_token(self) or "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(presented, str(expected).encode("utf-8")):
-                raise sandbox_limits._http_error(
-                    401,
-                    {
-                        "reason": "Unauthorized",
-                        "message": "a valid API token is required (Authorization: token <token>)",
-                    },
-                )
+                raise _unauthorized()
         # Checked: Enterprise Gateway's own comparison then passes, and runs the rest of prepare.
         return original_prepare(self)
 
