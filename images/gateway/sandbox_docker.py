@@ -35,13 +35,13 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 from enterprise_gateway.services.processproxies.docker_swarm import DockerProcessProxy
+from sandbox_pool import POOL_USER
 
 APP = "mini-jupyter-sandbox"
 DEPLOYMENT_LABEL = f"{APP}.deployment"
 # A network younger than this may belong to a launch still in progress (its container does not
 # exist yet): the sweep leaves it alone.  Longer than any allowed launch timeout.
 LAUNCH_GRACE_SECONDS = 600.0
-POOL_USER = "sandbox-pool"  # sandbox_pool.POOL_USER: the user a pooled kernel is launched for
 # How long a relaunch waits for its kernel's previous network to be removed (it takes ~0.1 s).
 REMOVAL_WAIT_SECONDS = 30.0
 
