@@ -24,7 +24,7 @@ from typing import IO
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-GATEWAY_CONFIG = REPO / "images" / "gateway" / "jupyter_enterprise_gateway_config.py"
+GATEWAY_CONFIG = REPO / "sandbox_gateway" / "etc" / "jupyter_enterprise_gateway_config.py"
 GATEWAY_REQUIREMENTS = ["jupyter_enterprise_gateway==3.3.0", "ipykernel>=6.29,<7"]
 DEFAULT_VENV = Path.home() / ".cache" / "mini-jupyter-sandbox" / "eg-3.3.0"
 KERNEL_REQUIREMENTS = REPO / "images" / "kernel-python" / "requirements.txt"
@@ -188,6 +188,8 @@ class Gateway:
             "EG_PORT_RANGE": "20000..30000",
             **self._extra_env,
         }
+        # The config file imports sandbox_gateway from this checkout, as the image's venv does.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env.pop("VIRTUAL_ENV", None)
         with open(self.log_path, "ab") as log:
             self._proc = self._spawn(venv, env, log)

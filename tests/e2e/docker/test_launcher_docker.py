@@ -23,13 +23,11 @@ from typing import Any
 import pytest
 
 from testkit.compose import DEPLOYMENT_LABEL
-from testkit.gateway import REPO
 
 from .conftest import VERSION, docker, kernel_network_name, unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-LAUNCHER = REPO / "kernels" / "launcher" / "launch_docker.py"
 IMAGE = f"mini-jupyter-sandbox/kernel-python:{VERSION}"
 CONCURRENT = 10
 RESPONSE_SINK = """
@@ -56,7 +54,8 @@ class Scope:
         argv = [
             sys.executable,
             "-I",
-            str(LAUNCHER),
+            "-m",
+            "sandbox_gateway.launchers.docker",
             "--kernel-id",
             kernel_id,
             "--response-address",

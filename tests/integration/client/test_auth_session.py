@@ -15,8 +15,8 @@ from jupyter_kernel_client import (
     FileTooLargeError,
     RemoteFileNotFoundError,
 )
-from tests.integration.fileserver.fileserver_harness import FileServer, start_uvicorn
 from testkit.gateway import Gateway
+from tests.integration.fileserver.fileserver_harness import FileServer, start_uvicorn
 
 ALL_BYTES = bytes(range(256)) * 64
 

@@ -20,8 +20,8 @@ from jupyter_kernel_client import (
     KernelMetrics,
     RemoteFileNotFoundError,
 )
-from tests.integration.fileserver.fileserver_harness import FileServer, start_uvicorn
 from testkit.gateway import Gateway
+from tests.integration.fileserver.fileserver_harness import FileServer, start_uvicorn
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: more than one transfer chunk
 

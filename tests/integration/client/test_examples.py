@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.fileserver.fileserver_harness import start_uvicorn
 from testkit.gateway import Gateway, free_port
+from tests.integration.fileserver.fileserver_harness import start_uvicorn
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

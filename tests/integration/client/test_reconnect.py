@@ -18,8 +18,8 @@ from jupyter_kernel_client import (
     KernelDiedError,
     TransportError,
 )
-from tests.integration.client.tcp_proxy import TcpProxy
 from testkit.gateway import Gateway
+from tests.integration.client.tcp_proxy import TcpProxy
 
 SLOW = "import time; time.sleep(4); finished = True"
 

@@ -67,16 +67,16 @@ def _legacy_payload(info: dict[str, Any]) -> str:
 
 
 async def main() -> None:
-    patches_dir, launchers_dir = sys.argv[1], sys.argv[2]
+    repo, launchers_dir = sys.argv[1], sys.argv[2]
     stock = "--stock" in sys.argv[3:]
-    sys.path[:0] = [patches_dir, launchers_dir]
+    sys.path[:0] = [repo, launchers_dir]
     from enterprise_gateway.services.processproxies import processproxy
     from server_listener import ServerListener
 
     if not stock:
-        import sandbox_response
+        from sandbox_gateway import response
 
-        sandbox_response.apply()
+        response.apply()
     manager = processproxy.ResponseManager.instance()
     warnings = _Warnings()
     manager.log.addHandler(warnings)

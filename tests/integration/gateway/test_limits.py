@@ -1,20 +1,16 @@
 """Kernel-count limits, start-request checks and unknown kernel ids, on a real gateway.
 
-A real Enterprise Gateway 3.3 with the sandbox's config (``images/gateway/sandbox_limits.py``)
+A real Enterprise Gateway 3.3 with the sandbox's config (``sandbox_gateway.admission.limits``)
 and real local kernels.
 """
 
 from __future__ import annotations
 
-import functools
 import getpass
-import importlib.util
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,24 +22,12 @@ from jupyter_kernel_client import (
     GatewayRefusedError,
     KernelLimitError,
 )
+from sandbox_gateway.admission import limits as sandbox_limits
 from testkit.concurrent import at_once
-from testkit.gateway import GATEWAY_CONFIG, Gateway
+from testkit.gateway import Gateway
 
 MAX_KERNELS = 3
 MAX_PER_USER = 2
-
-
-@functools.cache
-def _sandbox_limits() -> ModuleType:
-    """The gateway module itself; its pure parts need no Enterprise Gateway."""
-    spec = importlib.util.spec_from_file_location(
-        "sandbox_limits", GATEWAY_CONFIG.parent / "sandbox_limits.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +330,7 @@ def test_invalid_settings_stop_the_gateway_with_a_message(env: dict[str, str], n
 
 
 def test_default_total_comes_from_host_memory_and_culled_kernels_free_their_slot() -> None:
-    fraction = _sandbox_limits().HOST_MEMORY_FRACTION
+    fraction = sandbox_limits.HOST_MEMORY_FRACTION
     mem_total_kb = next(
         int(line.split()[1])
         for line in Path("/proc/meminfo").read_text().splitlines()
@@ -379,7 +363,7 @@ def test_default_total_comes_from_host_memory_and_culled_kernels_free_their_slot
 
 
 def test_settings_default_and_refuse_as_documented(tmp_path: Path) -> None:
-    limits = _sandbox_limits()
+    limits = sandbox_limits
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:        8388608 kB\nMemFree:         1 kB\n")  # 8 GiB
 

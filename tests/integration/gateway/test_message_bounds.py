@@ -1,6 +1,6 @@
 """One kernel message above ``SANDBOX_MAX_MESSAGE_BYTES`` is cut by the gateway, for every client.
 
-A real Enterprise Gateway 3.3 with the sandbox's config (``images/gateway/sandbox_messages.py``)
+A real Enterprise Gateway 3.3 with the sandbox's config (``sandbox_gateway.http.messages``)
 and real local kernels that print one huge stream message or display one huge text.  The Python
 client gets a truncated result and keeps its session; a raw websocket client, as the notebook's
 server is (legacy JSON) or a browser (v1), never receives a frame much larger than the limit.
@@ -9,13 +9,11 @@ The rewriting itself is checked on hand-made frames first: it needs no gateway.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import itertools
 import json
 import random
-import sys
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
@@ -30,7 +28,8 @@ from jupyter_kernel_client import (
     GatewayKernelSession,
     protocol,
 )
-from testkit.gateway import GATEWAY_CONFIG, Gateway
+from sandbox_gateway.http import messages as sandbox_messages
+from testkit.gateway import Gateway
 
 MIB = 1024 * 1024
 LIMIT = MIB  # small, so that the tests move little data
@@ -47,12 +46,8 @@ HUGE_DISPLAY = (
 )
 
 
-@functools.cache
 def messages() -> ModuleType:
     """The gateway module itself; its pure parts need no Enterprise Gateway."""
-    sys.path.insert(0, str(GATEWAY_CONFIG.parent))  # it imports sandbox_limits
-    import sandbox_messages
-
     return sandbox_messages
 
 

@@ -1,4 +1,4 @@
-"""The gateway's warm kernel pool (``images/gateway/sandbox_pool.py``) on a real gateway.
+"""The gateway's warm kernel pool (``sandbox_gateway.pool``) on a real gateway.
 
 A real Enterprise Gateway 3.3 with the sandbox's config and real local kernels (the test
 gateway's ``python3`` is a local ipykernel): these tests check the pool's mechanism — claims,

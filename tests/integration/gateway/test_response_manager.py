@@ -1,9 +1,9 @@
 """The gateway's launch-response path against hostile kernels: real EG 3.3, real sockets.
 
 EG's ResponseManager runs in EG's own venv (``response_harness.py``) with the sandbox's
-``sandbox_response`` applied, bound to 127.0.0.1.  Hostile connections come from other loopback
-addresses (127.0.0.2, ...), the way another kernel's container has an address of its own, and the
-answers are encrypted by gateway_provisioners' own launcher code.
+``sandbox_gateway.response`` applied, bound to 127.0.0.1.  Hostile connections come from other
+loopback addresses (127.0.0.2, ...), the way another kernel's container has an address of its
+own, and the answers are encrypted by gateway_provisioners' own launcher code.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from testkit.gateway import (
-    GATEWAY_CONFIG,
+    REPO,
     Gateway,
     free_port,
     gateway_venv,
@@ -43,7 +43,7 @@ class Harness:
             [
                 str(gateway_venv() / "bin" / "python"),
                 HARNESS,
-                str(GATEWAY_CONFIG.parent),
+                str(REPO),
                 str(kernel_launchers()),
                 *(["--stock"] if stock else []),
             ],
@@ -535,7 +535,8 @@ def test_a_full_port_still_takes_a_new_kernels_answer(
 def test_stock_enterprise_gateway_stalls_on_one_silent_connection(
     harness: Callable[..., Harness], attack: Callable[[Harness], Attack]
 ) -> None:
-    # The defect sandbox_response exists for is still upstream: when this fails, EG fixed it.
+    # The defect sandbox_gateway.response exists for is still upstream: when this fails, EG fixed
+    # it.
     h = harness(stock=True)
     attack(h).hold("127.0.0.2")
     time.sleep(0.2)

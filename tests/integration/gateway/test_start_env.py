@@ -4,7 +4,7 @@ Stock Enterprise Gateway 3.3 handed a request's env to the kernel manager by swa
 manager's ``start_kernel`` for a ``functools.partial`` carrying it, and swapping it back when the
 request ended.  Two overlapping starts A and B with an env, A ending first, left A's partial in
 place for good: every later start without an env ran with A's env (user, KERNEL_* variables,
-kernel id).  ``sandbox_gateway_patches`` passes each request's env to its own start instead.
+kernel id).  ``sandbox_gateway.http.patches`` passes each request's env to its own start instead.
 
 The kernels run gateway_provisioners' real launcher through the test-only
 ``local_launcher_proxy.LocalLauncherProcessProxy``, whose ``KERNEL_TEST_LAUNCH_DELAY`` makes one

@@ -1,4 +1,4 @@
-"""Tenants on a real gateway (``images/gateway/sandbox_tenants.py``): tokens are identities, and
+"""Tenants on a real gateway (``sandbox_gateway.admission.tenants``): tokens are identities, and
 a kernel answers only to the tenant that owns it.
 
 A real Enterprise Gateway 3.3 with the sandbox's config, a tenants file and real local kernels.

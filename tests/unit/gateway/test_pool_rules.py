@@ -1,32 +1,20 @@
-"""The warm pool's rules (``images/gateway/sandbox_pool_rules.py``): settings, which requests
+"""The warm pool's rules (``sandbox_gateway.pool.rules``): settings, which requests
 go cold and why, and the code a claim runs inside the kernel.  The pool itself runs against a real
 gateway in ``tests/integration/gateway/test_pool.py`` and on Docker in the e2e suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from sandbox_gateway.launchers import docker as launcher
+from sandbox_gateway.pool import rules as pool
+
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-pool = _load("sandbox_pool_rules", REPO / "images" / "gateway" / "sandbox_pool_rules.py")
-launcher = _load("launch_docker", REPO / "kernels" / "launcher" / "launch_docker.py")
 IMAGE = "mini-jupyter-sandbox/kernel-python:0.1.0"
 
 

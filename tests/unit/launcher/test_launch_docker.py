@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import importlib.util
 import ipaddress
 import itertools
 import json
 import socketserver
-import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-LAUNCHER = Path(__file__).resolve().parents[3] / "kernels" / "launcher" / "launch_docker.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("launch_docker", LAUNCHER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["launch_docker"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-launch_docker = _load()
+from sandbox_gateway.launchers import docker as launch_docker
 
 GATEWAY_ENV = {
     "PATH": "/opt/eg/bin:/usr/bin",

@@ -1,30 +1,15 @@
-"""The notebook's file rules (``images/notebook/sandbox_notebook_paths.py``) on a real file
+"""The notebook's file rules (``sandbox_notebook.paths``) on a real file
 system: no symbolic link followed, regular files only, and which names are served inline.  The
 server around them runs in tests/e2e/docker/test_notebook_files.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-paths = _load("sandbox_notebook_paths", REPO / "images" / "notebook" / "sandbox_notebook_paths.py")
+from sandbox_notebook import paths
 
 
 @pytest.fixture

@@ -68,9 +68,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import sandbox_limits
-import sandbox_metrics
-from sandbox_pool_rules import (
+from sandbox_gateway.admission import limits
+from sandbox_gateway.metrics import Metrics, port_from_env
+from sandbox_gateway.metrics import serve as serve_metrics
+from sandbox_gateway.pool.rules import (
     PoolSettings,
     SettingsError,
     claim_code,
@@ -121,7 +122,7 @@ class KernelPool:
     """The pooled kernels of one gateway; every method runs on the gateway's event loop."""
 
     def __init__(
-        self, manager: Any, settings: PoolSettings, ledger: Any, metrics: sandbox_metrics.Metrics
+        self, manager: Any, settings: PoolSettings, ledger: Any, metrics: Metrics
     ) -> None:
         self.manager = manager  # Enterprise Gateway's RemoteMappingKernelManager
         self.settings = settings
@@ -188,10 +189,10 @@ class KernelPool:
                     self.ledger.hand_over(
                         pooled.reservation, user, set(self.manager.list_kernel_ids())
                     )
-                except sandbox_limits.KernelLimitReached as exc:
+                except limits.KernelLimitReached as exc:
                     queue.appendleft(pooled)  # untouched: it stays in the pool
                     self._publish(kernel_name)
-                    raise sandbox_limits.limit_refusal(exc) from None
+                    raise limits.limit_refusal(exc) from None
             new_id = kernel_id or pooled.key
             try:
                 variables = kernel_variables(
@@ -563,7 +564,7 @@ def _quietly(action: Any) -> None:
 
 
 def _is_limit(error: BaseException) -> bool:
-    return isinstance(error, sandbox_limits.KernelLimitReached)
+    return isinstance(error, limits.KernelLimitReached)
 
 
 def _describe(error: BaseException) -> str:
@@ -576,7 +577,7 @@ def _describe(error: BaseException) -> str:
 _pool: KernelPool | None = None
 
 
-def _serve_starts(metrics: sandbox_metrics.Metrics) -> None:
+def _serve_starts(metrics: Metrics) -> None:
     """Start requests try the pool first; every start is counted and timed."""
     from enterprise_gateway.services.kernels.remotemanager import RemoteMappingKernelManager
     from jupyter_client.kernelspec import NoSuchKernel
@@ -637,7 +638,7 @@ def _persist_container_key() -> None:
 
 
 def _run_with_the_gateway(
-    settings: PoolSettings, metrics: sandbox_metrics.Metrics, ledger: Any
+    settings: PoolSettings, metrics: Metrics, ledger: Any
 ) -> None:
     from enterprise_gateway.enterprisegatewayapp import EnterpriseGatewayApp
     from jupyter_client.kernelspec import NoSuchKernel
@@ -681,9 +682,9 @@ def apply(env: Mapping[str, str] | None = None, *, max_kernels: int | None = Non
             f"sandbox gateway: SANDBOX_POOL holds {settings.total} kernels, more than "
             f"SANDBOX_MAX_KERNELS ({max_kernels})"
         )
-    metrics = sandbox_metrics.Metrics()
+    metrics = Metrics()
     _serve_starts(metrics)
     _persist_container_key()
-    sandbox_metrics.serve(sandbox_metrics.port_from_env(os.environ if env is None else env))
-    _run_with_the_gateway(settings, metrics, sandbox_limits.LEDGER)
+    serve_metrics(port_from_env(os.environ if env is None else env))
+    _run_with_the_gateway(settings, metrics, limits.LEDGER)
     return settings

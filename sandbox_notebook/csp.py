@@ -9,7 +9,7 @@ page templates - never inline scripts, event-handler attributes or ``javascript:
 other fetch stays on the server's origin, so output cannot send data out through the browser
 either (a kernel has no network of its own).  "The server's own files" are its static assets:
 kernels write into the notebook root (shared-data/), and no byte of the root is served as script,
-style sheet or document (sandbox_notebook_files.py).
+style sheet or document (sandbox_notebook.files).
 
 The policy has to allow ``'unsafe-eval'``: JupyterLab validates every plugin's settings with Ajv,
 which compiles schemas with ``new Function``, and the UI does not start without it (measured:
@@ -17,7 +17,7 @@ every settings-backed plugin fails to activate).  Eval needs a script already ru
 opens nothing by itself; what it would open are the renderers that turn output *data* into code:
 application/javascript (``eval``ed) and Vega/Vega-Lite (expressions compiled with ``Function``,
 with a history of sandbox escapes).  Those MIME types never reach the browser: the kernel
-websocket drops them (sandbox_notebook_ws.py), and labconfig/page_config.json disables both
+websocket drops them (sandbox_notebook.ws), and labconfig/page_config.json disables both
 renderers where the front end honours it (JupyterLab at /lab; Notebook 7.3 does not for its
 built-in renderers).
 """

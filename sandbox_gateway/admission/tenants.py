@@ -14,7 +14,7 @@ The tenants file (a secret of the deployment: mounted, never in git) is JSON::
         "prometheus": {"token": "...", "metrics": true}
     }}
 
-A tenant's name is a ``KERNEL_USERNAME`` (``sandbox_limits.USERNAME_PATTERN``); tokens are
+A tenant's name is a ``KERNEL_USERNAME`` (``limits.USERNAME_PATTERN``); tokens are
 distinct.  ``max_kernels`` caps that tenant's kernels (default ``SANDBOX_MAX_KERNELS_PER_USER``).
 
 Identity
@@ -53,7 +53,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import sandbox_limits
+from sandbox_gateway.admission import limits
 
 MIN_TOKEN_LENGTH: Final = 16
 _TENANT_KEYS: Final = frozenset({"token", "max_kernels", "delegate", "metrics"})
@@ -121,7 +121,7 @@ class Tenants:
 
 
 def _tenant(name: Any, entry: Any, source: str) -> tuple[Tenant, bytes]:
-    if not isinstance(name, str) or not sandbox_limits.USERNAME_PATTERN.fullmatch(name):
+    if not isinstance(name, str) or not limits.USERNAME_PATTERN.fullmatch(name):
         raise SettingsError(
             f"{source}: tenant name {name!r} must be 1 to 64 letters, digits and . _ @ -"
         )
@@ -175,7 +175,7 @@ def _presented_token(handler: Any) -> str | None:
 
 def _unauthorized() -> Exception:
     """The 401 of a request without a valid token, tenants or not."""
-    return sandbox_limits._http_error(
+    return limits._http_error(
         401,
         {
             "reason": "Unauthorized",
@@ -249,7 +249,7 @@ def _own_kernels(tenants: Tenants) -> None:
         asked = env.get("KERNEL_USERNAME")
         if tenant.delegate and asked is not None:
             if asked not in tenants.by_name:
-                raise sandbox_limits._http_error(
+                raise limits._http_error(
                     400,
                     {"reason": "Bad Request", "message": f"no tenant named {asked!r}"[:200]},
                 )
@@ -306,7 +306,7 @@ def apply(env: Mapping[str, str] | None = None) -> Tenants | None:
         tenants = Tenants.load(path)
     except SettingsError as exc:
         raise SystemExit(f"sandbox gateway: invalid setting: {exc}") from None
-    ledger = sandbox_limits.LEDGER
+    ledger = limits.LEDGER
     if ledger is not None:
         for tenant in tenants.by_name.values():
             if tenant.max_kernels is not None:

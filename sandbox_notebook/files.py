@@ -1,4 +1,4 @@
-"""Every route of the notebook that serves bytes of its root, under sandbox_notebook_paths' rules.
+"""Every route of the notebook that serves bytes of its root, under sandbox_notebook.paths' rules.
 
 A kernel writes into ``shared-data/`` (the shared volume) and the notebook serves that tree on
 its own origin, where the page's Content-Security-Policy allows scripts: without these rules,
@@ -11,7 +11,7 @@ jupyter_server 2 / Notebook 7 / jupyterlab_server that hand out root bytes, and 
   ``application/octet-stream`` attachment; ``nosniff``; a response policy of
   ``default-src 'none'; sandbox`` (no ``allow-scripts``: a document opened from there, should a
   browser ever render one, runs nothing and has an opaque origin); read through
-  :func:`~sandbox_notebook_paths.open_beneath`, no link followed.
+  :func:`~sandbox_notebook.paths.open_beneath`, no link followed.
 - ``/nbconvert/<format>/<path>`` (:class:`SandboxNbconvertHandler`): the export of a notebook a
   kernel wrote is that kernel's bytes too - the "script" exporter serves the cells as
   ``text/javascript`` when the notebook's ``language_info`` says so.  Every export is an
@@ -36,7 +36,9 @@ from jupyter_core.paths import is_file_hidden
 from jupyter_server.base.handlers import AuthenticatedFileHandler
 from jupyter_server.nbconvert import handlers as nbconvert_handlers
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
-from sandbox_notebook_paths import (
+from tornado import web
+
+from sandbox_notebook.paths import (
     DOWNLOAD_TYPE,
     NotServed,
     first_link,
@@ -44,7 +46,6 @@ from sandbox_notebook_paths import (
     open_beneath,
     read_chunks,
 )
-from tornado import web
 
 #: The policy of every response carrying root bytes: nothing loads, nothing runs, and a document
 #: gets an opaque origin, whatever its type.
@@ -129,7 +130,7 @@ class SandboxNbconvertHandler(nbconvert_handlers.NbconvertFileHandler):
 
 
 class SandboxContentsManager(AsyncLargeFileManager):
-    """The contents API over the root, following no symbolic link (sandbox_notebook_paths)."""
+    """The contents API over the root, following no symbolic link (sandbox_notebook.paths)."""
 
     def _get_os_path(self, path: str) -> str:
         os_path: str = super()._get_os_path(path)

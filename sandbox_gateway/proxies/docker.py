@@ -35,7 +35,8 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 from enterprise_gateway.services.processproxies.docker_swarm import DockerProcessProxy
-from sandbox_pool import POOL_USER
+
+from sandbox_gateway.pool.manager import POOL_USER
 
 APP = "mini-jupyter-sandbox"
 DEPLOYMENT_LABEL = f"{APP}.deployment"

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from json.decoder import JSONDecodeError
 from typing import Any, Final
 
-from sandbox_limits import SettingsError, parse_size
+from sandbox_gateway.admission.limits import SettingsError, parse_size
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = "16m"
 MIN_MAX_MESSAGE_BYTES: Final = 64 * 1024

@@ -6,26 +6,18 @@ own hardened container.  No token locally: compose publishes the port on 127.0.0
 the Host allow-list keeps DNS-rebinding pages out.  Settings can be overridden from the
 environment (JUPYTER_GATEWAY_URL, NOTEBOOK_TOKEN, SANDBOX_ALLOWED_HOSTS).
 
-Kernel output is hostile (SPEC §5a): see sandbox_notebook_csp.py for the Content-Security-Policy
-set here, and sandbox_notebook_ws.py for the output types (JavaScript, Vega) that never reach
+Kernel output is hostile (SPEC §5a): see sandbox_notebook/csp.py for the Content-Security-Policy
+set here, and sandbox_notebook/ws.py for the output types (JavaScript, Vega) that never reach
 the browser.  Kernels write into shared-data/ (the shared volume, inside the root): see
-sandbox_notebook_files.py for why no byte of the root is served as something a browser runs, and
+sandbox_notebook/files.py for why no byte of the root is served as something a browser runs, and
 no symbolic link there is followed.  Terminals are off, and terminado is not installed.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import sandbox_hosts
-import sandbox_notebook_files
-import sandbox_notebook_ws
-from sandbox_notebook_csp import (
-    content_security_policy,
-    inline_script_hashes,
-    server_templates,
-)
+from sandbox_gateway.http import hosts
+from sandbox_notebook import files, ws
+from sandbox_notebook.csp import content_security_policy, inline_script_hashes, server_templates
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (injected by traitlets)
 
@@ -47,21 +39,21 @@ c.GatewayClient.connect_timeout = float(os.environ.get("JUPYTER_GATEWAY_CONNECT_
 c.GatewayClient.request_timeout = float(os.environ.get("JUPYTER_GATEWAY_REQUEST_TIMEOUT", "60"))
 
 # Chromium refuses the legacy-only kernel websocket of gateway mode; translate instead (see
-# sandbox_notebook_ws.py).
+# sandbox_notebook/ws.py).
 c.ServerApp.kernel_websocket_connection_class = (
-    "sandbox_notebook_ws.TranslatingGatewayWebSocketConnection"
+    "sandbox_notebook.ws.TranslatingGatewayWebSocketConnection"
 )
 # Messages up to the gateway's bound arrive (tornado's client would close on 10 MiB).
-sandbox_notebook_ws.apply()
+ws.apply()
 
 # DNS rebinding: a request whose Host is not localhost, an IP literal or a name listed in
 # SANDBOX_ALLOWED_HOSTS (compose adds "notebook", the chart its Service and ingress names) gets
 # 400 before routing, websocket upgrades included - the same rule, and the same code, as the
-# gateway's (images/gateway/sandbox_hosts.py).  jupyter_server's own check would not do:
+# gateway's (sandbox_gateway/http/hosts.py).  jupyter_server's own check would not do:
 # bound to 0.0.0.0 it is off by default (allow_remote_access), and it runs in
 # JupyterHandler.prepare only, which the "/" redirect and the public static files skip.  Both
 # read the Host header, never the peer address, so Docker's port forwarding changes nothing.
-sandbox_hosts.apply()
+hosts.apply()
 
 # Kernel output renders as content only (see content_security_policy()).
 c.ServerApp.tornado_settings = {
@@ -71,7 +63,7 @@ c.ServerApp.tornado_settings = {
 }
 
 # /files/, /nbconvert/ and the contents API: images or downloads, never script; no link followed.
-sandbox_notebook_files.apply(c)
+files.apply(c)
 
 # No shell in the notebook container: it sits outside every sandbox.
 c.ServerApp.terminals_enabled = False

@@ -1,0 +1,2 @@
+"""HTTP hardening: the Host allow-list (``hosts``), bounded kernel messages (``messages``), and
+fixes to Enterprise Gateway (``patches``)."""

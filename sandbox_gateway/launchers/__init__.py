@@ -1,0 +1,1 @@
+"""The kernel launchers Enterprise Gateway runs once per kernel: ``docker`` and ``kubernetes``."""

@@ -1,0 +1,1 @@
+"""The warm pool: the manager (``manager``) and the rules it applies (``rules``)."""

@@ -1,0 +1,1 @@
+"""Enterprise Gateway process proxies: Docker (``docker``)."""
