@@ -151,9 +151,9 @@ def before_kernelspec() -> dict[str, object]:
     spec["metadata"]["process_proxy"]["class_name"] = (
         "enterprise_gateway.services.processproxies.docker_swarm.DockerProcessProxy"
     )
-    spec["argv"][spec["argv"].index("/opt/sandbox/launcher/launch_docker.py")] = (
-        "/opt/launcher/launch_docker.py"
-    )
+    # The launcher of that time was a script, not the installed sandbox_gateway.launchers.docker.
+    module = spec["argv"].index("-m")
+    spec["argv"][module : module + 2] = ["/opt/launcher/launch_docker.py"]
     return dict(spec)
 
 

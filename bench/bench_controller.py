@@ -10,7 +10,7 @@ Two gateways, one after the other, each with its own API server and controller:
 - **no pool**: the gateway as before, every start cold.
 - **warm pool** (``SANDBOX_POOL=python3=<--pool-size>``, default one pooled kernel per session):
   each phase starts with the pool full, so every start of the phase is served warm
-  (``images/gateway/sandbox_pool.py``).  The controller is the same code, unchanged: it sends
+  (``sandbox_gateway.pool``).  The controller is the same code, unchanged: it sends
   the same start request with ``env.KERNEL_ID`` and the gateway answers it from the pool.
 
 On each gateway, two phases:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The gateway container's firewall, installed before Enterprise Gateway starts.
 #
-# Every kernel lives alone on a private network with the gateway (see launch_docker.py), so the
+# Every kernel lives alone on a private network with the gateway (see sandbox_gateway/launchers/docker.py), so the
 # gateway is the one neighbour a kernel can address.  Traffic from the kernel address pool
 # (SANDBOX_KERNEL_SUBNETS) may only
 #   * open a connection to the launch-response port (EG_RESPONSE_PORT), and
