@@ -23,7 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fileserver.hosts import DEFAULT_ALLOWED_HOSTS, normalise_allowed_host
+from fileserver.hosts import DEFAULT_ALLOWED_HOSTS
+from sandbox_gateway.http.hosts import normalise_allowed_host
 
 _TOKEN_CHARS = frozenset(string.printable) - frozenset(string.whitespace)
 
@@ -83,9 +84,9 @@ class Settings(BaseSettings):
         default=(),
         description=(
             "FILE_SERVER_ALLOWED_HOSTS: comma-separated host names (or IP literals, IPv6 in "
-            "brackets) this server answers to, besides localhost, 127.0.0.1, [::1], fileserver "
-            "and the IP address a request arrives on; any port. Requests with another Host get "
-            "421 (DNS rebinding defence)."
+            "brackets; .example.org for the subdomains of example.org) this server answers to, "
+            "besides localhost, 127.0.0.1, [::1], fileserver and the IP address a request "
+            "arrives on; any port. Requests with another Host get 421 (DNS rebinding defence)."
         ),
     )
     sandbox_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -64,7 +64,7 @@ def serve(port: int | None = None) -> None:
         """Prometheus text format: the pool's metrics and jupyter_server's."""
 
         def get(self) -> None:
-            # With tenants (sandbox_tenants), only a "metrics" tenant reads them: they count
+            # With tenants (admission.tenants), only a "metrics" tenant reads them: they count
             # every tenant's kernels.
             tenant = getattr(self, "sandbox_tenant", None)
             if tenant is not None and not tenant.metrics:
@@ -80,7 +80,7 @@ def serve(port: int | None = None) -> None:
             # First: Enterprise Gateway's list ends with a catch-all 404 handler.
             return [(url_path_join("/", self.base_url, "/metrics"), MetricsHandler), *handlers]
 
-        EnterpriseGatewayApp._create_request_handlers = create_request_handlers
+        EnterpriseGatewayApp._create_request_handlers = create_request_handlers  # type: ignore[method-assign]
         return
 
     original_init = EnterpriseGatewayApp.init_http_server
@@ -96,4 +96,4 @@ def serve(port: int | None = None) -> None:
         self.sandbox_metrics_server.listen(port, self.ip)
         self.log.info("sandbox gateway: /metrics on port %d only", port)
 
-    EnterpriseGatewayApp.init_http_server = init_http_server
+    EnterpriseGatewayApp.init_http_server = init_http_server  # type: ignore[method-assign]

@@ -186,12 +186,13 @@ def _decode_answer(private_key: Any, data: bytes) -> _Answer:
     return _Answer(info["kernel_id"], plain)
 
 
-class SandboxResponseManager(ResponseManager):  # type: ignore[misc]  # EG is untyped
+class SandboxResponseManager(ResponseManager):
     """EG's ResponseManager with bounded, concurrent reads and answers bound to their sender."""
 
     _instance = None  # its own singleton slot (traitlets' SingletonConfigurable)
     limits: ClassVar[ResponseLimits] = ResponseLimits()
-    _response_socket: socket.socket | None
+    # EG's untyped __init__ sets None, which mypy takes for the attribute's type.
+    _response_socket: socket.socket | None  # type: ignore[assignment]
 
     def __init__(self, **kwargs: Any) -> None:
         self._server: asyncio.base_events.Server | None = None
@@ -477,8 +478,8 @@ def apply() -> None:
     if processproxy.ResponseManager is SandboxResponseManager:
         return
     # RemoteProcessProxy.__init__ looks the class up in this module at every launch.
-    processproxy.ResponseManager = SandboxResponseManager
-    RemoteProcessProxy.receive_connection_info = _receive_connection_info
+    processproxy.ResponseManager = SandboxResponseManager  # type: ignore[misc]
+    RemoteProcessProxy.receive_connection_info = _receive_connection_info  # type: ignore[method-assign]
 
     stock_log_and_raise = RemoteProcessProxy.log_and_raise
 
@@ -492,4 +493,4 @@ def apply() -> None:
             manager.unregister(self.kernel_id)
         stock_log_and_raise(self, http_status_code, reason)
 
-    RemoteProcessProxy.log_and_raise = log_and_raise
+    RemoteProcessProxy.log_and_raise = log_and_raise  # type: ignore[method-assign]

@@ -117,7 +117,7 @@ class TranslatingGatewayWebSocketConnection(GatewayWebSocketConnection):
     def _browser_protocol(self) -> str | None:
         """The subprotocol agreed with the browser; raises WebSocketClosedError once it left."""
         try:
-            return self.websocket_handler.selected_subprotocol  # type: ignore[no-any-return]
+            return self.websocket_handler.selected_subprotocol
         except AssertionError as exc:  # tornado asserts an open connection here
             raise tornado_websocket.WebSocketClosedError() from exc
 
@@ -129,7 +129,8 @@ class TranslatingGatewayWebSocketConnection(GatewayWebSocketConnection):
     def handle_outgoing_message(self, incoming_msg: Any, *args: Any) -> None:
         try:
             if self._browser_protocol() is None:
-                super().handle_outgoing_message(legacy_stripped(incoming_msg), *args)
+                # Annotated str, written as it is: a binary message (bytes) goes through too.
+                super().handle_outgoing_message(legacy_stripped(incoming_msg), *args)  # type: ignore[arg-type]
                 return
             frame = legacy_to_v1(incoming_msg)
             self.websocket_handler.write_message(frame, binary=True)
@@ -156,4 +157,4 @@ def apply() -> None:
     """Let the gateway connection read messages up to :data:`GATEWAY_MAX_MESSAGE_BYTES`."""
     import jupyter_server.gateway.connections as connections
 
-    connections.tornado_websocket = _GatewayWebsocketModule()  # type: ignore[assignment]
+    connections.tornado_websocket = _GatewayWebsocketModule()  # type: ignore[attr-defined, assignment]

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,30 +22,28 @@ from typing import IO
 
 import requests
 
+from testkit.venvs import TYPE_CHECK_REQUIREMENTS, cached_venv
+
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_CONFIG = REPO / "sandbox_gateway" / "etc" / "jupyter_enterprise_gateway_config.py"
-GATEWAY_REQUIREMENTS = ["jupyter_enterprise_gateway==3.3.0", "ipykernel>=6.29,<7"]
+GATEWAY_REQUIREMENTS = [
+    "jupyter_enterprise_gateway==3.3.0",
+    "ipykernel>=6.29,<7",
+    # mypy checks sandbox_gateway here, against EG's own code (tests/integration/gateway/
+    # test_gateway_types.py); the gateway never imports them.
+    *TYPE_CHECK_REQUIREMENTS,
+    "types-docker",
+    "types-PyYAML",
+]
 DEFAULT_VENV = Path.home() / ".cache" / "mini-jupyter-sandbox" / "eg-3.3.0"
 KERNEL_REQUIREMENTS = REPO / "images" / "kernel-python" / "requirements.txt"
 
 
 def gateway_venv() -> Path:
-    """The gateway's venv, created on first use (safe against concurrent creators)."""
+    """The gateway's venv, created on first use and given what ``GATEWAY_REQUIREMENTS`` adds
+    later (safe against concurrent creators)."""
     venv = Path(os.environ.get("SANDBOX_GATEWAY_VENV", DEFAULT_VENV))
-    marker = venv / ".complete"
-    if marker.exists():
-        return venv
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run(
-                [str(venv / "bin" / "pip"), "install", "-q", *GATEWAY_REQUIREMENTS], check=True
-            )
-            marker.touch()
-    return venv
+    return cached_venv(venv, GATEWAY_REQUIREMENTS)
 
 
 def kernel_launchers() -> Path:
@@ -157,12 +154,20 @@ class Gateway:
         port: int | None = None,
         env: dict[str, str] | None = None,
         config: Path | None = GATEWAY_CONFIG,
+        ip: str = "127.0.0.1",
+        command: list[str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
-        """``config=None`` runs stock Enterprise Gateway, without the sandbox's config/patches."""
+        """``config=None`` runs stock Enterprise Gateway, without the sandbox's config/patches;
+        ``command`` replaces ``jupyter enterprisegateway`` (the venv's), ``args`` follow the
+        test gateway's own options."""
         self.port = port or free_port()
         self._config = config
-        self.http = f"http://127.0.0.1:{self.port}"
-        self.ws = f"ws://127.0.0.1:{self.port}"
+        self._ip = ip
+        self._command = command
+        self._args = args
+        self.http = f"http://{ip}:{self.port}"
+        self.ws = f"ws://{ip}:{self.port}"
         self._extra_env = env or {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="eg-test-"))
@@ -200,12 +205,12 @@ class Gateway:
     def _spawn(self, venv: Path, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
-                str(venv / "bin" / "jupyter"),
-                "enterprisegateway",
-                "--ip=127.0.0.1",
+                *(self._command or [str(venv / "bin" / "jupyter"), "enterprisegateway"]),
+                f"--ip={self._ip}",
                 f"--port={self.port}",
                 "--port_retries=0",
                 *([f"--config={self._config}"] if self._config is not None else []),
+                *self._args,
             ],
             cwd=self._dir,
             env=env,

@@ -1,6 +1,6 @@
 """Kernel-count limits and start-request validation for Enterprise Gateway 3.3.
 
-Loaded by the gateway's config file (``apply()``), like ``sandbox_gateway_patches``.
+Loaded by the gateway's config file (``apply()``), like ``http.patches``.
 
 Kernel limits
     ``SANDBOX_MAX_KERNELS`` caps the kernels of the whole gateway, ``SANDBOX_MAX_KERNELS_PER_USER``
@@ -61,16 +61,17 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sandbox_gateway.launchers import rules
+from sandbox_gateway.launchers.rules import DEFAULT_KERNEL_MEMORY, MIN_KERNEL_MEMORY
+
 HOST_MEMORY_FRACTION: Final = 0.75
-DEFAULT_KERNEL_MEMORY: Final = "512m"
-MIN_KERNEL_MEMORY: Final = 64 * 1024**2  # the launcher refuses less, too
 DEFAULT_MAX_LAUNCH_TIMEOUT: Final = 300.0
 MIN_LAUNCH_TIMEOUT: Final = 1.0
-# sandbox_docker keeps a young kernel network for 600 s as "a launch may still be using it": no
+# proxies.docker keeps a young kernel network for 600 s as "a launch may still be using it": no
 # launch may be allowed to take longer than that.
 LAUNCH_TIMEOUT_CEILING: Final = 600.0
 USERNAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -81,9 +82,6 @@ MAX_ENV_VALUE: Final = 32 * 1024
 """Characters of one ``env`` value (Linux takes up to 128 KiB per variable; no kernel setting
 comes near 32 KiB, and a start request is no way to ship data into a kernel)."""
 MEMINFO: Final = "/proc/meminfo"
-
-_SIZE = re.compile(r"(\d+)([bkmg]?)", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 class SettingsError(ValueError):
@@ -98,11 +96,12 @@ class RequestRefused(ValueError):
 
 
 def parse_size(text: str) -> int:
-    """'512m' -> bytes, in Docker's syntax (the launcher reads the same variable the same way)."""
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise SettingsError(f"invalid size {text!r} (expected e.g. 512m, 1g)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+    """'512m' -> bytes, in Docker's syntax: ``launchers.rules.parse_size``, the launcher's own
+    reading of the same variables, with its refusal as a :class:`SettingsError`."""
+    try:
+        return rules.parse_size(text)
+    except rules.RuleError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def host_memory_bytes(meminfo: str = MEMINFO) -> int:
@@ -191,7 +190,7 @@ def check_start_request(model: Any, settings: LimitSettings) -> dict[str, Any] |
     ``None``.  Raises :class:`RequestRefused` with the reason for the client.
     """
     if not isinstance(model, dict) or "env" not in model:
-        return None  # the shape of the body itself is sandbox_gateway_patches' check
+        return None  # the shape of the body itself is http.patches' check
     env = model["env"]
     if not isinstance(env, dict):
         raise RequestRefused("env must be a JSON object of strings")
@@ -436,9 +435,9 @@ def _limit_kernels(ledger: KernelLedger) -> None:
             ledger.adopt(kernel_id, KernelSessionManager.get_kernel_username(env=env))
         return revived
 
-    RemoteMappingKernelManager.start_kernel = start_kernel
-    RemoteMappingKernelManager.new_kernel_id = new_kernel_id
-    RemoteMappingKernelManager.start_kernel_from_session = start_kernel_from_session
+    RemoteMappingKernelManager.start_kernel = start_kernel  # type: ignore[method-assign]
+    RemoteMappingKernelManager.new_kernel_id = new_kernel_id  # type: ignore[method-assign]
+    RemoteMappingKernelManager.start_kernel_from_session = start_kernel_from_session  # type: ignore[method-assign]
 
 
 def limit_refusal(exc: KernelLimitReached) -> Exception:
@@ -475,13 +474,13 @@ def _answer_plainly() -> None:
         self.finish(json.dumps(body))
         return None
 
-    JSONErrorsMixin.write_error = write_error
+    JSONErrorsMixin.write_error = write_error  # type: ignore[method-assign]
 
 
 def _validate_start_requests(ledger: KernelLedger) -> None:
     from enterprise_gateway.services.kernels.handlers import MainKernelHandler
 
-    original_post = MainKernelHandler.post
+    original_post: Callable[..., Any] = MainKernelHandler.post
 
     async def post(self: Any) -> Any:
         model = self.get_json_body()  # malformed JSON is already a 400 here
@@ -512,7 +511,7 @@ def _validate_start_requests(ledger: KernelLedger) -> None:
         finally:
             ledger.drop_id(kernel_id)
 
-    MainKernelHandler.post = post
+    MainKernelHandler.post = post  # type: ignore[method-assign]
 
 
 def requested_kernel_id(model: Any) -> str | None:

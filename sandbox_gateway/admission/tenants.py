@@ -1,6 +1,6 @@
 """Tenants: who a request is, from its API token, and which kernels are theirs.
 
-Loaded by the gateway's config file (``apply()``) after ``sandbox_limits``.  Off unless
+Loaded by the gateway's config file (``apply()``) after ``admission.limits``.  Off unless
 ``SANDBOX_TENANTS_FILE`` names a file; without it the gateway keeps Enterprise Gateway's single
 optional ``EG_AUTH_TOKEN`` and every client is the same tenant (that token is then compared in
 constant time too: Enterprise Gateway compared it with ``!=``).
@@ -49,7 +49,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -210,7 +210,7 @@ def _authenticate(tenants: Tenants) -> None:
                 raise _unknown_kernel(kernel_id)
         return original_prepare(self)
 
-    TokenAuthorizationMixin.prepare = prepare
+    TokenAuthorizationMixin.prepare = prepare  # type: ignore[method-assign]
 
 
 def _single_token_in_constant_time() -> None:
@@ -227,16 +227,16 @@ def _single_token_in_constant_time() -> None:
         # Checked: Enterprise Gateway's own comparison then passes, and runs the rest of prepare.
         return original_prepare(self)
 
-    TokenAuthorizationMixin.prepare = prepare
+    TokenAuthorizationMixin.prepare = prepare  # type: ignore[method-assign]
 
 
 def _own_kernels(tenants: Tenants) -> None:
     from enterprise_gateway.services.kernels.handlers import MainKernelHandler
-    from jupyter_server.services.kernels.handlers import json_default
+    from jupyter_server.services.kernels.handlers import json_default  # type: ignore[attr-defined]
     from jupyter_server.utils import ensure_async
     from tornado import web
 
-    original_post = MainKernelHandler.post
+    original_post: Callable[..., Any] = MainKernelHandler.post
 
     async def post(self: Any) -> Any:
         tenant: Tenant = self.sandbox_tenant
@@ -258,7 +258,7 @@ def _own_kernels(tenants: Tenants) -> None:
         self.request.body = json.dumps(model).encode()
         return await original_post(self)
 
-    MainKernelHandler.post = post
+    MainKernelHandler.post = post  # type: ignore[method-assign]
 
     async def get(self: Any) -> None:
         if not self.settings.get("eg_list_kernels"):
@@ -274,7 +274,7 @@ def _own_kernels(tenants: Tenants) -> None:
                     continue  # gone meanwhile
         self.finish(json.dumps(models, default=json_default))
 
-    MainKernelHandler.get = get
+    MainKernelHandler.get = get  # type: ignore[method-assign]
 
 
 def _no_sessions_api() -> None:
@@ -287,7 +287,7 @@ def _no_sessions_api() -> None:
         # Left to Enterprise Gateway's catch-all handler: 404.
         return [h for h in handlers if "/api/sessions" not in str(h[0])]
 
-    EnterpriseGatewayApp._create_request_handlers = create_request_handlers
+    EnterpriseGatewayApp._create_request_handlers = create_request_handlers  # type: ignore[method-assign]
 
 
 def apply(env: Mapping[str, str] | None = None) -> Tenants | None:

@@ -283,7 +283,7 @@ def _valid(text: str) -> str:
 def _bound_kernel_messages(limit: int) -> None:
     from jupyter_server.services.kernels.handlers import ZMQChannelsHandler
 
-    original = ZMQChannelsHandler._on_zmq_reply
+    original: Callable[..., Any] = ZMQChannelsHandler._on_zmq_reply
 
     def _on_zmq_reply(self: Any, stream: Any, msg_list: Frames) -> Any:
         # The common case costs this sum: the frames are already in memory, nothing is parsed.
@@ -295,7 +295,7 @@ def _bound_kernel_messages(limit: int) -> None:
             msg_list = bounded
         return original(self, stream, msg_list)
 
-    ZMQChannelsHandler._on_zmq_reply = _on_zmq_reply
+    ZMQChannelsHandler._on_zmq_reply = _on_zmq_reply  # type: ignore[method-assign]
 
 
 def apply(env: Mapping[str, str] | None = None) -> MessageSettings:

@@ -22,32 +22,33 @@ an env ran with A's env (A's user, A's ``KERNEL_*`` variables), a leak from one 
 others.  The start handler now calls ``start_kernel`` with the request's own arguments and
 mutates nothing shared; its checks, answers and their order are EG's (and jupyter_server's).
 Arguments rather than a context variable read further down: the ``start_kernel`` wrappers of
-``sandbox_limits`` and ``sandbox_pool`` take the user and the kernel variables from them.
+``admission.limits`` and ``pool.manager`` take the user and the kernel variables from them.
 
 Kernel activity read cheaply: jupyter_server tracks each kernel's last activity and execution
 state by fully deserialising (HMAC, JSON, date parsing) every iopub message twice; the gateway
 now reads the one field it needs from the raw frames (same result, about a quarter of the
 gateway's CPU per execute under load).
 
-The launch-response socket is replaced as a whole by ``sandbox_response``.
+The launch-response socket is replaced as a whole by ``sandbox_gateway.response``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 
 def _enable_nodelay() -> None:
     from enterprise_gateway.services.kernels.handlers import ZMQChannelsHandler
 
-    original_open = ZMQChannelsHandler.open
+    original_open: Callable[..., Any] = ZMQChannelsHandler.open
 
     def open_with_nodelay(self: Any, *args: Any, **kwargs: Any) -> Any:
         self.set_nodelay(True)
         return original_open(self, *args, **kwargs)
 
-    ZMQChannelsHandler.open = open_with_nodelay
+    ZMQChannelsHandler.open = open_with_nodelay  # type: ignore[method-assign]
 
 
 def _client_errors_without_tracebacks() -> None:
@@ -81,10 +82,10 @@ def _client_errors_without_tracebacks() -> None:
             status_code, kwargs["exc_info"] = plain_error(self, status_code, kwargs.get("exc_info"))
             return _original(self, status_code, **kwargs)
 
-        cls.write_error = write_error
+        cls.write_error = write_error  # type: ignore[method-assign]
 
     # A start request whose body has the wrong shape failed deep inside jupyter_server (500).
-    original_post = MainKernelHandler.post
+    original_post: Callable[..., Any] = MainKernelHandler.post
 
     async def post(self: Any) -> Any:
         model = self.get_json_body()  # malformed JSON is already a 400 here
@@ -96,13 +97,13 @@ def _client_errors_without_tracebacks() -> None:
                 raise web.HTTPError(400, "the kernel name must be a non-empty string")
         return await original_post(self)
 
-    MainKernelHandler.post = post
+    MainKernelHandler.post = post  # type: ignore[method-assign]
 
 
 def _env_per_start_request() -> None:
     import jupyter_server.services.kernels.handlers as jupyter_server_handlers
     from enterprise_gateway.services.kernels.handlers import MainKernelHandler
-    from jupyter_server.auth import authorized
+    from jupyter_server.auth import authorized  # type: ignore[attr-defined]  # no __all__ in 1.24
     from jupyter_server.utils import ensure_async, url_escape, url_path_join
     from tornado import web
 
@@ -124,7 +125,9 @@ def _env_per_start_request() -> None:
         location = url_path_join(self.base_url, "api", "kernels", url_escape(kernel_id))
         self.set_header("Location", location)
         self.set_status(201)
-        self.finish(json.dumps(model, default=jupyter_server_handlers.json_default))
+        self.finish(
+            json.dumps(model, default=jupyter_server_handlers.json_default)  # type: ignore[attr-defined]
+        )
 
     # EG 3.3's MainKernelHandler.post, but the env and headers travel as arguments of this call.
     async def post(self: Any) -> None:
@@ -140,16 +143,17 @@ def _env_per_start_request() -> None:
                 raise web.HTTPError(400)
             start_args["env"] = self._build_kernel_env(model["env"])
             start_args["kernel_headers"] = self._build_kernel_headers()
-        await start(self, start_args)
+        # tornado types what its decorators return as maybe not awaitable: start is a coroutine.
+        await cast(Awaitable[None], start(self, start_args))
 
-    MainKernelHandler.post = post
+    MainKernelHandler.post = post  # type: ignore[method-assign]
 
 
 def _light_activity_tracking() -> None:
     from jupyter_server._tz import utcnow
     from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 
-    original = MappingKernelManager.start_watching_activity
+    original: Callable[..., Any] = MappingKernelManager.start_watching_activity
 
     def start_watching_activity(self: Any, kernel_id: str) -> None:
         original(self, kernel_id)
@@ -172,7 +176,7 @@ def _light_activity_tracking() -> None:
 
         kernel._activity_stream.on_recv(record_activity)
 
-    MappingKernelManager.start_watching_activity = start_watching_activity
+    MappingKernelManager.start_watching_activity = start_watching_activity  # type: ignore[method-assign]
 
 
 def apply() -> None:

@@ -1,14 +1,16 @@
 """Start one kernel in its own hardened Docker container on its own network (run by Enterprise
 Gateway).
 
-Enterprise Gateway's process proxy (``sandbox_docker.SandboxDockerProcessProxy``) runs a
-kernelspec's ``argv`` inside the gateway container and then waits for a container labelled
-``kernel_id=<id>`` to report the kernel's connection info to the gateway's response address.
+Enterprise Gateway's process proxy (``sandbox_gateway.proxies.docker``) runs a kernelspec's
+``argv`` inside the gateway container and then waits for a container labelled ``kernel_id=<id>``
+to report the kernel's connection info to the gateway's response address.
 This launcher creates the kernel's private network, attaches the gateway to it, then creates and
 starts the container, and exits.  It replaces gateway_provisioners' ``launch_docker.py`` because
 that one copies the gateway's whole environment into the kernel (every gateway secret would be
 readable by untrusted code), reads ``DOCKER_MODE`` while EG 3.3 sets ``EG_DOCKER_MODE``, and
 applies no isolation at all.
+The rules it shares with the Kubernetes launcher and the gateway (sizes, kernel ids, the
+variables a kernel is given, container names) are in ``sandbox_gateway.launchers.rules``.
 
 Containment between kernels is structural: each kernel sits alone on an internal bridge network
 (a /28 from ``SANDBOX_KERNEL_SUBNETS``, no host address, no route out) whose only other member is
@@ -25,7 +27,7 @@ container on its private network, and two launches of one id cannot both end wit
 container (each checks again once its container exists; the later of the two refuses).  A
 failed launch removes its own container and network, never anything it found.  A restart reuses
 nothing either: the gateway removes the old network before it relaunches
-(``sandbox_docker.SandboxDockerProcessProxy``).
+(``sandbox_gateway.proxies.docker.SandboxDockerProcessProxy``).
 
 Every setting fails closed: a value meaning "unlimited" (memory ``0``, CPUs ``0``, pids ``-1``)
 or a network that cannot be created refuses the launch; nothing falls back to Docker's
@@ -76,6 +78,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox_gateway.launchers import rules
+
 DOCKER_API = "/v1.41"  # Docker 20.10; newer engines keep serving it.
 SHARED_MOUNT = "/data/shared"
 KERNEL_HOME = "/home/jovyan"
@@ -84,28 +88,7 @@ DEPLOYMENT_LABEL = f"{CONTAINER_LABEL_APP}.deployment"
 KERNEL_NETWORK_PREFIX = 28  # 16 addresses: Docker's reserved gateway, the kernel, the gateway
 NETWORK_ATTEMPTS = 8
 
-# KERNEL_* variables that steer the gateway or this launcher; they are consumed here and never
-# reach the kernel (a client could otherwise, e.g., pick the container's uid).  KERNEL_WORKING_DIR
-# does reach it: the image's bootstrap starts the kernel there if it is an existing directory, as
-# a kernel from the gateway's warm pool does.
-_LAUNCH_CONTROL_VARS = frozenset(
-    {
-        "KERNEL_IMAGE",
-        "KERNEL_EXECUTOR_IMAGE",
-        "KERNEL_UID",
-        "KERNEL_GID",
-        "KERNEL_LAUNCH_TIMEOUT",
-        "KERNEL_GATEWAY",
-        "KERNEL_NAMESPACE",
-        "KERNEL_SERVICE_ACCOUNT_NAME",
-    }
-)
-_ENV_NAME = re.compile(r"^KERNEL_[A-Z0-9_]+$")
-_SIZE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_KERNEL_ID = re.compile(r"^[0-9a-fA-F-]{1,64}$")
 _CONTAINER_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-_MIN_MEMORY = 64 * 1024**2  # below this ipykernel cannot start: a typo, not a choice
 # A container in one of these states holds (or is about to hold) the kernel's label and network;
 # "exited", "dead" and "removing" ones are a previous kernel's remains, off every network.
 _LIVE_STATES = frozenset({"created", "running", "restarting", "paused"})
@@ -113,20 +96,6 @@ _LIVE_STATES = frozenset({"created", "running", "restarting", "paused"})
 
 class LaunchError(RuntimeError):
     """The kernel container could not be created; the message is shown in the gateway log."""
-
-
-def parse_size(text: str) -> int:
-    """'512m' -> bytes (Docker's units: b, k, m, g; powers of 1024)."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise LaunchError(f"invalid size {text!r} (expected e.g. 512m, 1g)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
-
-
-def sanitize_name(text: str) -> str:
-    """Docker container names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; KERNEL_USERNAME is client input."""
-    cleaned = re.sub(r"[^a-zA-Z0-9_.-]", "-", text).strip("-_.")
-    return cleaned[:32] or "kernel"
 
 
 @dataclass(frozen=True)
@@ -148,8 +117,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        memory = _size(env, "SANDBOX_KERNEL_MEMORY", "512m")
-        if memory < _MIN_MEMORY:
+        memory = _size(env, "SANDBOX_KERNEL_MEMORY", rules.DEFAULT_KERNEL_MEMORY)
+        if memory < rules.MIN_KERNEL_MEMORY:
             raise LaunchError(
                 f"SANDBOX_KERNEL_MEMORY must be at least 64m (0 would mean unlimited), "
                 f"got {env.get('SANDBOX_KERNEL_MEMORY')!r}"
@@ -209,8 +178,8 @@ class Settings:
 
 def _size(env: Mapping[str, str], name: str, default: str) -> int:
     try:
-        return parse_size(env.get(name, default))
-    except LaunchError as exc:
+        return rules.parse_size(env.get(name, default))
+    except rules.RuleError as exc:
         raise LaunchError(f"{name}: {exc}") from None
 
 
@@ -233,12 +202,9 @@ def kernel_environment(
     transport_encryption: str | None,
 ) -> dict[str, str]:
     """The kernel container's whole environment: what the in-container launcher needs, plus the
-    client's own ``KERNEL_*`` variables.  Nothing else of the gateway's environment passes."""
-    kernel_env = {
-        name: value
-        for name, value in env.items()
-        if _ENV_NAME.match(name) and name not in _LAUNCH_CONTROL_VARS
-    }
+    client's own ``KERNEL_*`` variables (``rules.request_variables``).  Nothing else of the
+    gateway's environment passes."""
+    kernel_env = rules.request_variables(env)
     kernel_env.update(
         {
             "KERNEL_ID": kernel_id,
@@ -260,7 +226,7 @@ def network_name(kernel_id: str) -> str:
 
 
 def container_name(env: Mapping[str, str], kernel_id: str) -> str:
-    return f"{sanitize_name(env.get('KERNEL_USERNAME', 'kernel'))}-{kernel_id}"
+    return rules.container_name(env.get("KERNEL_USERNAME", "kernel"), kernel_id)
 
 
 def network_spec(settings: Settings, *, kernel_id: str, subnet: str) -> dict[str, Any]:
@@ -479,8 +445,10 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     mode = env.get("EG_DOCKER_MODE", env.get("DOCKER_MODE", "docker")).lower()
     if mode != "docker":
         raise LaunchError(f"unsupported EG_DOCKER_MODE {mode!r}")
-    if not _KERNEL_ID.match(args.kernel_id):
-        raise LaunchError(f"invalid kernel id {args.kernel_id!r}")
+    try:
+        rules.check_kernel_id(args.kernel_id)
+    except rules.RuleError as exc:
+        raise LaunchError(str(exc)) from None
     image = env.get("KERNEL_IMAGE") or args.image
     if not image:
         raise LaunchError("no kernel image (KERNEL_IMAGE / --image)")
@@ -503,7 +471,7 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     engine = DockerEngine(settings.docker_socket)
     _refuse_if_running(engine, args.kernel_id, own=None)
     network_id = engine.create_network(settings, args.kernel_id)
-    username = sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
+    username = rules.sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
     spec = container_spec(
         settings,
         kernel_id=args.kernel_id,

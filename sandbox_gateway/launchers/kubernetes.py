@@ -3,8 +3,8 @@
 Enterprise Gateway's KubernetesProcessProxy runs a kernelspec's ``argv`` inside the gateway pod
 and then waits for a pod labelled ``kernel_id=<id>,component=kernel`` in ``KERNEL_NAMESPACE``
 to return the kernel's connection info to the gateway's response address. This launcher renders
-``kernel-pod.yaml.j2`` (next to it) and creates that pod. It replaces EG's stock
-``launch_kubernetes.py`` because that one
+the chart's pod template (``--pod-template``, the kernelspec's ``scripts/kernel-pod.yaml.j2``)
+and creates that pod. It replaces EG's stock ``launch_kubernetes.py`` because that one
 
 * copies its whole environment into the pod - and EG 3.3 gives a launcher the gateway's *entire*
   environment whenever a start request carries no ``env``, gateway token included;
@@ -14,8 +14,10 @@ to return the kernel's connection info to the gateway's response address. This l
 Here the template receives a fixed set of keywords, each validated (pod name, kernel id, the
 kernel's CPU and memory); everything else in the pod (namespace, image, identity, security
 context, volumes) is fixed by the chart. The kernel's environment is an allowlist: what its
-bootstrap needs, the ``KERNEL_*`` variables (set by the client or by EG, never secret), and the
-client variables named in ``SANDBOX_CLIENT_ENVS`` (from the kernelspec, i.e. the chart).
+bootstrap needs, the ``KERNEL_*`` variables (set by the client or by EG, never secret) except
+those that steer the gateway or a launcher, and the client variables named in
+``SANDBOX_CLIENT_ENVS`` (from the kernelspec, i.e. the chart). That rule, and the kernel id's,
+are the Docker launcher's too: ``sandbox_gateway.launchers.rules``.
 
 Size of a kernel: one value per resource, used as both request and limit, so the scheduler
 reserves everything a kernel may use and kernels never overcommit a node. The value is the
@@ -26,7 +28,9 @@ is finer than 1m CPU or one byte, or exceeds the chart's maximum (``--max-cpu`` 
 ``--max-memory``, from the kernelspec's argv, which no client can change) refuses the launch.
 
 Only the standard library plus Jinja2 and PyYAML (both in the gateway's environment) are used;
-the API server is called over HTTPS with the gateway's service account token.
+the API server is called over HTTPS with the gateway's service account token. The gateway image
+installs this package; the chart's kernelspecs run
+``<launcherPython> -I -m sandbox_gateway.launchers.kubernetes --pod-template <path> ...``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from typing import Any, Protocol
 import jinja2
 import yaml
 
-TEMPLATE = "kernel-pod.yaml.j2"
+from sandbox_gateway.launchers import rules
+
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # Kubernetes quantities (cpu "500m", "0.5", "2"; memory "512Mi", "1G", "129e6").
@@ -59,8 +64,6 @@ SUFFIXES = {
     **{f"{s}i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
 }
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-KERNEL_ID = re.compile(r"^[0-9a-fA-F-]{32,36}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Template keyword -> the client's variables for it (the limit's name wins), the smallest amount
 # Kubernetes can express for it, and its unit in messages.
 RESOURCES = {
@@ -120,8 +123,10 @@ def kernel_size(env: Mapping[str, str], maxima: Mapping[str, str]) -> dict[str, 
 def template_keywords(env: Mapping[str, str], args: argparse.Namespace) -> dict[str, str]:
     """The only values the pod template sees, each checked."""
     kernel_id = args.kernel_id
-    if not KERNEL_ID.match(kernel_id):
-        raise LaunchError(f"invalid kernel id {kernel_id!r}")
+    try:
+        rules.check_kernel_id(kernel_id)
+    except rules.RuleError as exc:
+        raise LaunchError(str(exc)) from None
     pod_name = env.get("KERNEL_POD_NAME", "")
     if not DNS_LABEL.match(pod_name):
         raise LaunchError(f"invalid KERNEL_POD_NAME {pod_name!r}")
@@ -132,10 +137,8 @@ def template_keywords(env: Mapping[str, str], args: argparse.Namespace) -> dict[
 
 def kernel_environment(env: Mapping[str, str], args: argparse.Namespace) -> list[dict[str, str]]:
     """The kernel container's environment: an allowlist, never the launcher's whole environment."""
-    chosen = {name: value for name, value in env.items() if name.startswith("KERNEL_")}
-    for name in filter(None, env.get("SANDBOX_CLIENT_ENVS", "").split(",")):
-        if ENV_NAME.match(name) and name in env:
-            chosen[name] = env[name]
+    client_envs = rules.client_env_names(env.get("SANDBOX_CLIENT_ENVS", ""))
+    chosen = rules.request_variables(env, client_envs)
     chosen.update(
         {
             "KERNEL_ID": args.kernel_id,
@@ -149,26 +152,38 @@ def kernel_environment(env: Mapping[str, str], args: argparse.Namespace) -> list
     return [{"name": name, "value": value} for name, value in sorted(chosen.items())]
 
 
-def render_pod(template_dir: Path, keywords: Mapping[str, str]) -> dict[str, Any]:
+def read_template(path: str) -> str:
+    """The pod template's text (``--pod-template``), or a one-line reason it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LaunchError(f"cannot read the pod template {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LaunchError(f"cannot read the pod template {path}: it is not UTF-8 text") from None
+
+
+def render_pod(template: str, keywords: Mapping[str, str]) -> dict[str, Any]:
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir)),
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,  # YAML, not HTML; values are validated above instead
         undefined=jinja2.Undefined,
     )
-    rendered = environment.get_template(TEMPLATE).render(**keywords)
-    documents = [d for d in yaml.safe_load_all(rendered) if d]
-    if len(documents) != 1 or documents[0].get("kind") != "Pod":
-        raise LaunchError(f"{TEMPLATE} must describe exactly one Pod")
-    pod: dict[str, Any] = documents[0]
+    try:
+        rendered = environment.from_string(template).render(**keywords)
+        documents = [d for d in yaml.safe_load_all(rendered) if d]
+    except (jinja2.TemplateError, yaml.YAMLError) as exc:
+        reason = (str(exc) or type(exc).__name__).splitlines()[0]  # one line in the log
+        raise LaunchError(f"the pod template is invalid: {reason}") from None
+    pods = [d for d in documents if isinstance(d, dict) and d.get("kind") == "Pod"]
+    if len(documents) != 1 or len(pods) != 1:
+        raise LaunchError("the pod template must describe exactly one Pod")
+    pod: dict[str, Any] = pods[0]
     return pod
 
 
-def build_pod(
-    template_dir: Path, env: Mapping[str, str], args: argparse.Namespace
-) -> dict[str, Any]:
-    pod = render_pod(template_dir, template_keywords(env, args))
+def build_pod(template: str, env: Mapping[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    pod = render_pod(template, template_keywords(env, args))
     namespace = pod["metadata"]["namespace"]
     # The gateway looks for (and later deletes) the pod in KERNEL_NAMESPACE, which a client can
     # set: a pod created elsewhere would be orphaned, so refuse instead.
@@ -177,7 +192,7 @@ def build_pod(
     container = pod["spec"]["containers"][0]
     resources = container.get("resources") or {}
     if not resources.get("limits") or resources.get("requests") != resources["limits"]:
-        raise LaunchError(f"{TEMPLATE} must give the kernel requests equal to its limits")
+        raise LaunchError("the pod template must give the kernel requests equal to its limits")
     fixed = [e for e in container.get("env") or [] if e.get("name")]
     given = kernel_environment(env, args)
     names = {e["name"] for e in given}
@@ -235,9 +250,10 @@ def check_response(status: int, body: str) -> None:
 
 
 def launch(
-    args: argparse.Namespace, env: Mapping[str, str], api: PodAPI, template_dir: Path
+    args: argparse.Namespace, env: Mapping[str, str], api: PodAPI, template: str
 ) -> dict[str, Any]:
-    pod = build_pod(template_dir, env, args)
+    """Create the kernel's pod from the pod template's text; returns the pod."""
+    pod = build_pod(template, env, args)
     api.create_pod(pod["metadata"]["namespace"], pod)
     return pod
 
@@ -249,6 +265,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--response-address", required=True)
     parser.add_argument("--public-key", required=True)
     parser.add_argument("--kernel-class-name", default="")
+    # The chart's kernel pod template (Jinja), mounted from the kernelspec ConfigMap.
+    parser.add_argument("--pod-template", required=True)
     # The largest kernel (the kernel namespace's LimitRange maximum), from the kernelspec.
     parser.add_argument("--max-cpu", required=True)
     parser.add_argument("--max-memory", required=True)
@@ -258,7 +276,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        launch(args, os.environ, InClusterAPI(), Path(__file__).parent)
+        # Before the API server: a template that cannot be read is said so, in a pod or not.
+        template = read_template(args.pod_template)
+        launch(args, os.environ, InClusterAPI(), template)
     except (LaunchError, OSError) as exc:
         # One line on stderr (the gateway's log); the environment is never printed.
         print(f"launch_kubernetes: kernel {args.kernel_id}: {exc}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """A warm pool of kernels in the gateway: ``POST /api/kernels`` answered by a kernel already up.
 
-Loaded by the gateway's config file (``apply()``), after ``sandbox_limits``.  Every client gains
+Loaded by the gateway's config file (``apply()``), after ``admission.limits``.  Every client gains
 from it — the Python client, the notebook, the controller and plain REST — because the pool sits
 behind Enterprise Gateway's own start path.
 
@@ -38,7 +38,7 @@ Faults
     streak is logged as one error with the reason, the recovery as one line, and the metrics
     carry the count and a "failing" gauge.  Kernels started for the pool and not yet handed out
     are shut down with the gateway; after a crash their containers are removed at the next start
-    (``sandbox_docker``), since the gateway persists sessions only for kernels it handed out.
+    (``proxies.docker``), since the gateway persists sessions only for kernels it handed out.
 
 Metrics (``GET /metrics``, Prometheus text, the API's token when one is set)
     ``sandbox_pool_kernels{kernelspec,state}`` (ready, starting), ``sandbox_pool_target``,
@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sandbox_gateway.admission import limits
+from sandbox_gateway.launchers.rules import client_env_names
 from sandbox_gateway.metrics import Metrics, port_from_env
 from sandbox_gateway.metrics import serve as serve_metrics
 from sandbox_gateway.pool.rules import (
@@ -126,7 +127,7 @@ class KernelPool:
     ) -> None:
         self.manager = manager  # Enterprise Gateway's RemoteMappingKernelManager
         self.settings = settings
-        self.ledger = ledger  # sandbox_limits' KernelLedger (None without limits)
+        self.ledger = ledger  # admission.limits' KernelLedger (None without limits)
         self.metrics = metrics
         self.ready: dict[str, collections.deque[Pooled]] = {
             name: collections.deque() for name in settings.sizes
@@ -311,7 +312,8 @@ class KernelPool:
             self.ledger.named(reservation, key)
         self.starting[name] += 1
         self._publish(name)
-        manager = shell = None
+        manager: Any = None
+        shell: Any = None
         try:
             manager = self.manager.kernel_manager_factory(
                 connection_file=os.path.join(self.manager.connection_dir, f"kernel-{key}.json"),
@@ -393,8 +395,9 @@ class KernelPool:
         self, kernel_id: str, pooled: Pooled, kwargs: dict[str, Any], env: dict[str, str], user: str
     ) -> None:
         """Put a claimed kernel in the gateway's map as Enterprise Gateway's own start would."""
+        # jupyter_server defines the gauge in both branches of a try: mypy sees no export of it.
         from jupyter_server._tz import utcnow
-        from jupyter_server.prometheus.metrics import KERNEL_CURRENTLY_RUNNING_TOTAL
+        from jupyter_server.prometheus.metrics import KERNEL_CURRENTLY_RUNNING_TOTAL  # type: ignore[attr-defined]
 
         manager, km = self.manager, pooled.manager
         km.kernel_id = kernel_id
@@ -430,7 +433,7 @@ class KernelPool:
         manager.parent.kernel_session_manager.create_session(kernel_id, **session_args)
         self._publish(km.kernel_name)
         # The container or pod is then named as a cold start for this user would be (Docker:
-        # sandbox_docker; a process proxy without the hook keeps its name).
+        # proxies.docker; a process proxy without the hook keeps its name).
         getattr(km.process_proxy, "handed_over", lambda user: None)(user)
         log.info(
             "kernel %s (%s) served from the pool to %s (container key %s)",
@@ -511,7 +514,7 @@ class KernelPool:
         if code is None:
             request = km.session.msg("kernel_info_request", {})
         else:
-            content = {
+            content: dict[str, Any] = {
                 "code": code,
                 "silent": silent,
                 "store_history": False,
@@ -539,7 +542,7 @@ class KernelPool:
         finally:
             if own:
                 channel.close()
-        content: dict[str, Any] = reply["content"]
+        content = reply["content"]
         if content.get("status", "ok") != "ok":
             raise RuntimeError(f"{content.get('ename')}: {content.get('evalue')}")
         return content
@@ -552,8 +555,8 @@ def _image(spec: Any) -> str | None:
 
 
 def _client_envs(spec: Any) -> frozenset[str]:
-    names = (getattr(spec, "env", None) or {}).get("SANDBOX_CLIENT_ENVS", "")
-    return frozenset(filter(None, str(names).split(",")))
+    # The launchers' own reading of the kernelspec's list: a claim passes what a cold start would.
+    return client_env_names(str((getattr(spec, "env", None) or {}).get("SANDBOX_CLIENT_ENVS", "")))
 
 
 def _quietly(action: Any) -> None:
@@ -604,7 +607,7 @@ def _serve_starts(metrics: Metrics) -> None:
         metrics.start_seconds.labels(name, source).observe(time.perf_counter() - began)
         return kernel_id
 
-    RemoteMappingKernelManager.start_kernel = start_kernel
+    RemoteMappingKernelManager.start_kernel = start_kernel  # type: ignore[method-assign]
 
     original_remove = RemoteMappingKernelManager.remove_kernel
 
@@ -613,7 +616,7 @@ def _serve_starts(metrics: Metrics) -> None:
         if _pool is not None:
             _pool.slot_freed()
 
-    RemoteMappingKernelManager.remove_kernel = remove_kernel
+    RemoteMappingKernelManager.remove_kernel = remove_kernel  # type: ignore[method-assign]
 
 
 def _persist_container_key() -> None:
@@ -633,8 +636,8 @@ def _persist_container_key() -> None:
         original_load(self, process_info)
         self.kernel_id = process_info.get("sandbox_kernel_key") or self.kernel_id
 
-    BaseProcessProxyABC.get_process_info = get_process_info
-    BaseProcessProxyABC.load_process_info = load_process_info
+    BaseProcessProxyABC.get_process_info = get_process_info  # type: ignore[method-assign]
+    BaseProcessProxyABC.load_process_info = load_process_info  # type: ignore[method-assign]
 
 
 def _run_with_the_gateway(
@@ -667,8 +670,8 @@ def _run_with_the_gateway(
             asyncio.get_event_loop().run_until_complete(_pool.close())
         original_shutdown(self)
 
-    EnterpriseGatewayApp.start = start
-    EnterpriseGatewayApp.shutdown = shutdown
+    EnterpriseGatewayApp.start = start  # type: ignore[method-assign]
+    EnterpriseGatewayApp.shutdown = shutdown  # type: ignore[method-assign]
 
 
 def apply(env: Mapping[str, str] | None = None, *, max_kernels: int | None = None) -> PoolSettings:

@@ -1,7 +1,7 @@
 """The warm pool's rules, free of Enterprise Gateway: its settings, which start requests a
 pooled kernel can serve (and why not), and the code a claim runs inside the kernel.
 
-Used by ``sandbox_pool``; tested on their own in ``tests/unit/gateway``.
+Used by ``sandbox_gateway.pool.manager``; tested on their own in ``tests/unit/gateway``.
 """
 
 from __future__ import annotations
@@ -12,23 +12,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-_SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-KERNEL_ENV_NAME: Final = re.compile(r"KERNEL_[A-Z0-9_]+")
-"""The request variables a kernel is given, cold (the Docker launcher's ``_ENV_NAME``) or warm."""
+from sandbox_gateway.launchers.rules import request_variables
 
-# What a cold start would not pass into the kernel's process (the launchers consume these).
-_NOT_IN_KERNEL: Final = frozenset(
-    {
-        "KERNEL_IMAGE",
-        "KERNEL_EXECUTOR_IMAGE",
-        "KERNEL_UID",
-        "KERNEL_GID",
-        "KERNEL_LAUNCH_TIMEOUT",
-        "KERNEL_GATEWAY",
-        "KERNEL_NAMESPACE",
-        "KERNEL_SERVICE_ACCOUNT_NAME",
-    }
-)
+_SPEC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # What shapes the container or pod, and the reason a request setting it goes cold.
 CONTAINER_VARS: Final = {
     "KERNEL_EXECUTOR_IMAGE": "image",
@@ -118,17 +104,13 @@ def kernel_variables(
     working_dir: bool = True,
     client_envs: Collection[str] = (),
 ) -> dict[str, str]:
-    """The variables a cold start would put in the kernel's environment from this request: its
-    ``KERNEL_*`` variables (``KERNEL_ENV_NAME``, the launchers' rule) and those it may set
-    besides, ``client_envs`` (the kernelspec's ``SANDBOX_CLIENT_ENVS``, which the Kubernetes
-    launcher passes on).  ``working_dir=False``: Enterprise Gateway drops ``KERNEL_WORKING_DIR``
-    for this kernel."""
-    dropped = _NOT_IN_KERNEL if working_dir else _NOT_IN_KERNEL | {"KERNEL_WORKING_DIR"}
-    variables = {
-        name: value
-        for name, value in env.items()
-        if (KERNEL_ENV_NAME.fullmatch(name) and name not in dropped) or name in client_envs
-    }
+    """The variables a cold start would put in the kernel's environment from this request: the
+    launchers' rule (``launchers.rules.request_variables``) for its ``KERNEL_*`` variables and
+    those it may set besides, ``client_envs`` (the kernelspec's ``SANDBOX_CLIENT_ENVS``).
+    ``working_dir=False``: Enterprise Gateway drops ``KERNEL_WORKING_DIR`` for this kernel."""
+    variables = request_variables(env, client_envs)
+    if not working_dir:
+        variables.pop("KERNEL_WORKING_DIR", None)
     variables.update(KERNEL_ID=kernel_id, KERNEL_USERNAME=user)
     return variables
 

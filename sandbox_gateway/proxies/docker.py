@@ -1,6 +1,6 @@
 """Docker containment on the gateway's side: one private network per kernel.
 
-The launcher (``kernels/launcher/launch_docker.py``) gives every kernel container a network of
+The launcher (``sandbox_gateway.launchers.docker``) gives every kernel container a network of
 its own and attaches the gateway to it.  This module is the gateway's half of that design:
 
 * ``SandboxDockerProcessProxy`` (named by the kernelspecs) finds the kernel's address on its own
@@ -30,12 +30,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 from docker.errors import APIError, NotFound
 from enterprise_gateway.services.processproxies.docker_swarm import DockerProcessProxy
 
+from sandbox_gateway.launchers import rules
 from sandbox_gateway.pool.manager import POOL_USER
 
 APP = "mini-jupyter-sandbox"
@@ -86,7 +87,11 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
 
     kernel_network_id: str | None = None
 
-    async def launch_process(self, kernel_cmd: str, **kwargs: Any) -> SandboxDockerProcessProxy:
+    # EG annotates its DockerProcessProxy.launch_process as returning the proxy; it returns its
+    # base's coroutine, as this one is.
+    async def launch_process(  # type: ignore[override]
+        self, kernel_cmd: str, **kwargs: Any
+    ) -> SandboxDockerProcessProxy:
         pending = _removals.get(network_name(self.kernel_id))
         if pending is not None:
             try:
@@ -98,7 +103,7 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
                 self.log.warning(
                     f"the previous network of kernel {self.kernel_id} is not removed: {exc!r}"
                 )
-        await super().launch_process(kernel_cmd, **kwargs)
+        await super().launch_process(kernel_cmd, **kwargs)  # type: ignore[misc]
         return self
 
     def get_container_status(self, iteration: int | None) -> str:
@@ -108,7 +113,8 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
         status = ""
         container = self._get_container()
         if container:
-            self.container_name = container.name
+            # EG declares a str; docker's stubs say a name may be None (never a container's).
+            self.container_name = container.name  # type: ignore[assignment]
             status = (container.status or "").lower()
             if status == "running" and not self.assigned_host:
                 networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
@@ -140,7 +146,7 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
 
     def handed_over(self, user: str) -> None:
         """The warm pool gave this kernel to ``user``: rename its container to the name a cold
-        start of that user's kernel would have had (``launch_docker.container_name``), so that
+        start of that user's kernel would have had (``launchers.rules.container_name``), so that
         ``docker ps`` and audits show the owner.  Docker cannot change a label, so the
         ``kernel-username`` label keeps "sandbox-pool", the user it was launched for; the owner
         is in the name and in the gateway's records.
@@ -150,7 +156,7 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
         logged, not raised.
         """
         kernel_id = self.kernel_manager.kernel_id or self.kernel_id
-        new_name = f"{sanitize_name(user)}-{kernel_id}"
+        new_name = rules.container_name(user, kernel_id)
         current = self.container_name or f"{POOL_USER}-{self.kernel_id}"
         self.container_name = self.assigned_host = new_name
         asyncio.get_running_loop().call_later(
@@ -165,12 +171,6 @@ class SandboxDockerProcessProxy(DockerProcessProxy):
     def load_process_info(self, process_info: dict[str, Any]) -> None:
         super().load_process_info(process_info)
         self.kernel_network_id = process_info.get("sandbox_kernel_network_id")
-
-
-def sanitize_name(text: str) -> str:
-    """Exactly ``launch_docker.sanitize_name`` (the launcher runs without this module)."""
-    cleaned = re.sub(r"[^a-zA-Z0-9_.-]", "-", text).strip("-_.")
-    return cleaned[:32] or "kernel"
 
 
 def _forget(name: str, removal: Future[None]) -> None:
@@ -252,7 +252,7 @@ def sweep(deployment: str, gateway: str, alias: str) -> None:
                 except APIError as exc:
                     log.warning("cannot re-attach the gateway to %s: %s", network.name, exc)
         elif _age_seconds(network.attrs.get("Created", "")) > LAUNCH_GRACE_SECONDS:
-            remove_network(network.id)
+            remove_network(cast(str, network.id))  # a network the engine listed has an id
 
 
 def remove_orphans(deployment: str, known: set[str]) -> int:
@@ -299,7 +299,7 @@ def _remove_orphans_at_start(deployment: str) -> None:
             log.warning("orphaned kernel containers not checked: %s", exc)
         original_start(self)
 
-    EnterpriseGatewayApp.start = start
+    EnterpriseGatewayApp.start = start  # type: ignore[method-assign]
 
 
 def _age_seconds(created: str) -> float:

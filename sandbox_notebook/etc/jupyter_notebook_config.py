@@ -46,13 +46,15 @@ c.ServerApp.kernel_websocket_connection_class = (
 # Messages up to the gateway's bound arrive (tornado's client would close on 10 MiB).
 ws.apply()
 
-# DNS rebinding: a request whose Host is not localhost, an IP literal or a name listed in
-# SANDBOX_ALLOWED_HOSTS (compose adds "notebook", the chart its Service and ingress names) gets
-# 400 before routing, websocket upgrades included - the same rule, and the same code, as the
-# gateway's (sandbox_gateway/http/hosts.py).  jupyter_server's own check would not do:
-# bound to 0.0.0.0 it is off by default (allow_remote_access), and it runs in
-# JupyterHandler.prepare only, which the "/" redirect and the public static files skip.  Both
-# read the Host header, never the peer address, so Docker's port forwarding changes nothing.
+# DNS rebinding: a request whose Host is not a loopback name (localhost, 127.0.0.1, [::1]), a
+# name in SANDBOX_ALLOWED_HOSTS (compose adds "notebook", the chart its Service and ingress
+# names; ".example.org" allows its subdomains) or the address the request arrived on gets 421
+# (400 when missing or malformed) before routing, websocket upgrades included: the one rule, and
+# the one module, of the gateway and the file server (sandbox_gateway/http/hosts.py).
+# jupyter_server's own check would not do: bound to 0.0.0.0 it is off by default
+# (allow_remote_access), and it runs in JupyterHandler.prepare only, which the "/" redirect and
+# the public static files skip.  The peer address is never read, so Docker's port forwarding
+# changes nothing.
 hosts.apply()
 
 # Kernel output renders as content only (see content_security_policy()).

@@ -63,7 +63,8 @@ app.kubernetes.io/part-of: {{ include "mjs.name" .root }}
 {{/*
 SANDBOX_ALLOWED_HOSTS of a component, (dict "root" $ "component" "gateway"): the names its
 Service answers to in the cluster, its ingress host and .Values.allowedHosts.  A request for any
-other name (DNS rebinding) is refused; localhost and IP addresses (kubelet probes) always pass.
+other name (DNS rebinding) is refused with 421; loopback and the pod's own address (kubelet
+probes, scrapes of the pod IP) always pass, other IP addresses only when listed.
 */}}
 {{- define "mjs.allowedHosts" -}}
 {{- $name := include "mjs.componentName" . -}}

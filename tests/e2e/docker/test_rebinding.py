@@ -59,14 +59,14 @@ def test_foreign_host_cannot_start_a_kernel(stack: Stack) -> None:
         headers={**stack.auth, "Host": f"{FOREIGN}:{stack.gateway_port}"},
         timeout=60,
     )
-    assert response.status_code == 400
+    assert response.status_code == 421
     after = requests.get(f"{stack.gateway_http}/api/kernels", headers=stack.auth, timeout=10).json()
     assert {k["id"] for k in after} == {k["id"] for k in before}
 
 
 def test_foreign_host_websocket_upgrade_is_refused(stack: Stack, kernel_id: str) -> None:
     gateway_path = f"/api/kernels/{kernel_id}/channels"
-    assert upgrade_status(stack.gateway_port, gateway_path, f"{FOREIGN}:1", stack.auth) == 400
+    assert upgrade_status(stack.gateway_port, gateway_path, f"{FOREIGN}:1", stack.auth) == 421
     assert upgrade_status(stack.gateway_port, gateway_path, "127.0.0.1", stack.auth) == 101
     notebook_path = f"/api/kernels/{kernel_id}/channels"
     assert 400 <= upgrade_status(stack.notebook_port, notebook_path, f"{FOREIGN}:1") < 500

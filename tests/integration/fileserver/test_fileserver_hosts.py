@@ -119,7 +119,7 @@ def configured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[File
         base / "server.log",
         extra_env={
             "FILE_SERVER_ALLOWED_HOSTS": "files.example.org,[2001:db8::7]",
-            "SANDBOX_ALLOWED_HOSTS": "sandbox.example.org, notebook-files.internal",
+            "SANDBOX_ALLOWED_HOSTS": "sandbox.example.org, notebook-files.internal, .corp.example",
         },
     )
     try:
@@ -136,6 +136,7 @@ def configured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[File
         "[2001:db8::7]:8080",
         "sandbox.example.org",
         "notebook-files.internal:80",
+        "files.team.corp.example:8080",
         "localhost:8080",
     ],
 )
@@ -144,7 +145,9 @@ def test_configured_names_are_served(configured_server: FileServer, host: str) -
     assert response.status == 200
 
 
-@pytest.mark.parametrize("host", [FOREIGN, "example.org", "evil.files.example.org"])
+@pytest.mark.parametrize(
+    "host", [FOREIGN, "example.org", "evil.files.example.org", "corp.example", "10.42.0.7"]
+)
 def test_configured_names_do_not_open_other_names(configured_server: FileServer, host: str) -> None:
     assert configured_server.request("GET", "/files", headers={"Host": host}).status == 421
 

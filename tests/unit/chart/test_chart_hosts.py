@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 from chart_testlib import CHART_DIR, NAMESPACE, load_values, one, render_docs
+
+ALLOWED_HOST_SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())["properties"][
+    "allowedHosts"
+]["items"]
 
 
 def allowed_hosts(docs: list[dict], suffix: str) -> list[str]:
@@ -53,3 +60,15 @@ def test_kernel_limits_are_set_explicitly() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SANDBOX_MAX_KERNELS"] == "50"
     assert env["SANDBOX_MAX_KERNELS_PER_USER"] == "10"
+
+
+@pytest.mark.parametrize("entry", ["a..b", ".0.5", ".", "-a", "files.example.org:443", "*.x"])
+def test_the_schema_refuses_entries_the_host_rule_would_refuse(entry: str) -> None:
+    # The gateway, notebook and file server exit on such an entry: refused at install instead.
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(entry, ALLOWED_HOST_SCHEMA)
+
+
+@pytest.mark.parametrize("entry", ["sandbox.internal", ".corp.example", "10.0.0.5", "localhost"])
+def test_the_schema_takes_names_addresses_and_domains(entry: str) -> None:
+    jsonschema.validate(entry, ALLOWED_HOST_SCHEMA)

@@ -713,6 +713,7 @@ def test_gateway_environment_matches_enterprise_gateway() -> None:
     assert env["EG_LIST_KERNELS"] == "True"
     assert env["EG_MIRROR_WORKING_DIRS"] == "False"
     assert int(env["SANDBOX_CULL_IDLE_TIMEOUT"]) == 3600
+    assert docs_container(docs, "-gateway")["command"] == ["jupyter", "sandbox-gateway"]
     args = docs_container(docs, "-gateway")["args"]
     assert "--config=/etc/sandbox-gateway/jupyter_enterprise_gateway_config.py" in args
     assert "--log-level=INFO" in args
@@ -731,6 +732,7 @@ def test_gateway_environment_matches_enterprise_gateway() -> None:
 
 
 def test_kernelspecs_are_kubernetes_launched() -> None:
+    import importlib.util
     import json
 
     docs = render_docs()
@@ -748,22 +750,29 @@ def test_kernelspecs_are_kubernetes_launched() -> None:
             == "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy"
         )
         assert proxy["config"]["image_name"] == "mini-jupyter-sandbox/kernel-python:0.1.0"
-        assert spec["argv"][:3] == [
+        # The launcher is the gateway image's module; the argv names the pod template the
+        # gateway mounts beside this kernelspec's kernel.json.
+        assert spec["argv"][:6] == [
             "/opt/eg/bin/python",
             "-I",
-            f"/opt/sandbox/share/jupyter/kernels/{name}/scripts/launch_kubernetes.py",
+            "-m",
+            "sandbox_gateway.launchers.kubernetes",
+            "--pod-template",
+            f"/opt/sandbox/share/jupyter/kernels/{name}/scripts/kernel-pod.yaml.j2",
         ]
         assert "{response_address}" in spec["argv"]
-    # The gateway mounts exactly these, each beside its launcher and the pod template.
+        # That module is installed with the gateway's package (the one the gateway image holds).
+        assert importlib.util.find_spec(spec["argv"][3]) is not None
+    # The ConfigMap carries no launcher, only the kernelspecs and the pod template...
+    assert set(data) == {"python3.kernel.json", "sandbox-python.kernel.json", "kernel-pod.yaml.j2"}
+    # ...and the gateway mounts exactly these.
     volumes = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["volumes"]
     (kernelspecs,) = [v for v in volumes if v["name"] == "kernelspecs"]
     assert {i["path"] for i in kernelspecs["configMap"]["items"]} == {
         f"{name}/{path}"
         for name in ("python3", "sandbox-python")
-        for path in ("kernel.json", "scripts/launch_kubernetes.py", "scripts/kernel-pod.yaml.j2")
+        for path in ("kernel.json", "scripts/kernel-pod.yaml.j2")
     }
-    shipped = (CHART_DIR / "files" / "launch_kubernetes.py").read_text()
-    assert data["launch_kubernetes.py"] == shipped
 
 
 def test_controller_publishes_the_public_gateway_urls() -> None:

@@ -1,6 +1,7 @@
-"""The chart's kernel launcher (files/launch_kubernetes.py), run as the gateway would run it.
+"""The Kubernetes kernel launcher (``sandbox_gateway.launchers.kubernetes``), run with the chart's
+kernelspec as the gateway would run it.
 
-The launcher and the pod template are taken from the rendered kernelspec ConfigMap and laid out
+The kernelspec and the pod template are taken from the rendered kernelspec ConfigMap and laid out
 as the gateway's volume mounts them; the pod goes to an HTTPS server that checks what the API
 server would receive (path, bearer token, body).
 """
@@ -8,8 +9,6 @@ server would receive (path, bearer token, body).
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import json
 import re
 import shutil
@@ -20,14 +19,16 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from chart_testlib import NAMESPACE, one, render_docs
 
+from sandbox_gateway.launchers import kubernetes as launcher
+
 pytestmark = pytest.mark.unit
 
+MODULE = "sandbox_gateway.launchers.kubernetes"
 KERNEL_NS = f"{NAMESPACE}-kernels"
 KERNEL_ID = "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f"
 SECRET = "gateway-secret-token-do-not-leak"
@@ -41,48 +42,38 @@ def scripts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     directory = tmp_path_factory.mktemp("kernelspecs") / "python3" / "scripts"
     directory.mkdir(parents=True)
-    for key in ("launch_kubernetes.py", "kernel-pod.yaml.j2"):
-        (directory / key).write_text(data[key])
+    (directory / "kernel-pod.yaml.j2").write_text(data["kernel-pod.yaml.j2"])
     (directory.parent / "kernel.json").write_text(data["python3.kernel.json"])
     return directory
 
 
-@functools.cache
-def _load(scripts: Path) -> ModuleType:
-    """The launcher module as the gateway would run it (loaded once per scripts directory)."""
-    spec = importlib.util.spec_from_file_location(
-        "launch_kubernetes", scripts / "launch_kubernetes.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def launcher(scripts: Path) -> ModuleType:
-    return _load(scripts)
-
-
 def _argv(scripts: Path) -> list[str]:
-    """The kernelspec's argv after the gateway's substitutions, launcher path included."""
+    """The kernelspec's argv after the gateway's substitutions, with the test's copy of the pod
+    template where the gateway mounts it."""
     argv: list[str] = json.loads((scripts.parent / "kernel.json").read_text())["argv"]
+    mounted = f"/opt/sandbox/share/jupyter/kernels/{scripts.parent.name}/scripts/kernel-pod.yaml.j2"
     values = {
         "{kernel_id}": KERNEL_ID,
         "{port_range}": "0..0",
         "{response_address}": "10.1.2.3:8877",
         "{public_key}": "PUBKEY",
+        mounted: str(scripts / "kernel-pod.yaml.j2"),
     }
+    assert argv[:4] == ["/opt/eg/bin/python", "-I", "-m", MODULE] and mounted in argv
     return [values.get(arg, arg) for arg in argv]
 
 
 def _args(scripts: Path, **overrides: str) -> argparse.Namespace:
     """The launcher's parsed arguments, as the chart's kernelspec gives them."""
-    launcher_args = _argv(scripts)[3:]  # after python, -I and the script
-    parsed: argparse.Namespace = _load(scripts).parse_args(launcher_args)
+    parsed = launcher.parse_args(_argv(scripts)[4:])  # after python, -I, -m and the module
     for name, value in overrides.items():
         setattr(parsed, name, value)
     return parsed
+
+
+def _template(scripts: Path) -> str:
+    """The pod template the launcher reads from ``--pod-template``."""
+    return launcher.read_template(_args(scripts).pod_template)
 
 
 def _gateway_env(scripts: Path, **extra: str) -> dict[str, str]:
@@ -110,11 +101,10 @@ class Recorder:
         self.created.append((namespace, pod))
 
 
-def test_creates_the_hardened_pod_with_an_allowlisted_environment(
-    launcher: ModuleType, scripts: Path
-) -> None:
+def test_creates_the_hardened_pod_with_an_allowlisted_environment(scripts: Path) -> None:
     api = Recorder()
-    launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
+    asked = {"KERNEL_PROJECT": "demo", "KERNEL_UID": "0", "KERNEL_IMAGE": "evil/image:1"}
+    launcher.launch(_args(scripts), _gateway_env(scripts, **asked), api, _template(scripts))
     ((namespace, pod),) = api.created
     assert namespace == pod["metadata"]["namespace"] == KERNEL_NS
     assert pod["metadata"]["name"] == f"jovyan-{KERNEL_ID}"
@@ -127,23 +117,40 @@ def test_creates_the_hardened_pod_with_an_allowlisted_environment(
     assert env["PORT_RANGE"] == "0..0"
     assert env["KERNEL_USERNAME"] == "jovyan"
     assert env["DATASET"] == "/data/shared/in.csv"  # listed in gateway.clientEnvs
+    assert env["KERNEL_PROJECT"] == "demo"  # a client's own KERNEL_* variable
     for leaked in (
         "EG_AUTH_TOKEN",
         "HOME",
         "KUBERNETES_SERVICE_HOST",
         "UNLISTED",
         "SANDBOX_CLIENT_ENVS",
+        # What steers the launch stays out of the kernel, as on Docker (launchers.rules).
+        "KERNEL_NAMESPACE",
+        "KERNEL_UID",
+        "KERNEL_IMAGE",
     ):
         assert leaked not in env
     assert SECRET not in json.dumps(pod)
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
-def _resources(launcher: ModuleType, scripts: Path, **asked: str) -> dict[str, Any]:
+def _resources(scripts: Path, **asked: str) -> dict[str, Any]:
     api = Recorder()
-    launcher.launch(_args(scripts), _gateway_env(scripts, **asked), api, scripts)
+    launcher.launch(_args(scripts), _gateway_env(scripts, **asked), api, _template(scripts))
     resources: dict[str, Any] = api.created[0][1]["spec"]["containers"][0]["resources"]
     return resources
+
+
+def _refusal(scripts: Path, template: str | None = None, **asked: str) -> str:
+    """Why the launch is refused (one line); it creates nothing."""
+    api = Recorder()
+    with pytest.raises(launcher.LaunchError) as refused:
+        launcher.launch(
+            _args(scripts), _gateway_env(scripts, **asked), api, template or _template(scripts)
+        )
+    assert api.created == []
+    assert "\n" not in str(refused.value)
+    return str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -161,9 +168,9 @@ def _resources(launcher: ModuleType, scripts: Path, **asked: str) -> dict[str, A
     ],
 )
 def test_requests_always_equal_limits(
-    launcher: ModuleType, scripts: Path, asked: dict[str, str], size: dict[str, str]
+    scripts: Path, asked: dict[str, str], size: dict[str, str]
 ) -> None:
-    resources = _resources(launcher, scripts, **asked)
+    resources = _resources(scripts, **asked)
     assert resources["requests"] == resources["limits"]
     assert size.items() <= resources["limits"].items()
 
@@ -191,19 +198,15 @@ def test_requests_always_equal_limits(
     ],
 )
 def test_refuses_sizes_that_escape_the_rule(
-    launcher: ModuleType, scripts: Path, asked: dict[str, str], reason: str
+    scripts: Path, asked: dict[str, str], reason: str
 ) -> None:
-    api = Recorder()
-    with pytest.raises(launcher.LaunchError, match=reason) as refused:
-        launcher.launch(_args(scripts), _gateway_env(scripts, **asked), api, scripts)
-    assert api.created == []
+    refusal = _refusal(scripts, **asked)
+    assert re.search(reason, refusal)
     # The message names the variable the client set, so the client can fix it.
-    assert any(name in str(refused.value) for name in asked)
+    assert any(name in refusal for name in asked)
 
 
-def test_the_maximum_comes_from_the_chart_not_the_client(
-    launcher: ModuleType, scripts: Path
-) -> None:
+def test_the_maximum_comes_from_the_chart_not_the_client(scripts: Path) -> None:
     args = _args(scripts)
     data = one(render_docs(), "LimitRange")["spec"]["limits"][0]["max"]
     assert (args.max_cpu, args.max_memory) == (data["cpu"], data["memory"])
@@ -211,19 +214,33 @@ def test_the_maximum_comes_from_the_chart_not_the_client(
     assert not [a for a in _argv(scripts) if "{" in a or a.startswith("KERNEL_")]
     # A launch that lost its maximum refuses to run rather than allow anything.
     with pytest.raises(SystemExit):
-        launcher.parse_args(_argv(scripts)[3:-4])
+        launcher.parse_args(_argv(scripts)[4:-4])
 
 
-def test_a_template_that_drifts_from_requests_equal_limits_is_refused(
-    launcher: ModuleType, scripts: Path, tmp_path: Path
-) -> None:
-    template = (scripts / "kernel-pod.yaml.j2").read_text()
+def test_a_template_that_drifts_from_requests_equal_limits_is_refused(scripts: Path) -> None:
     # One more request than limits: the pod would no longer have requests equal to limits.
-    drifted = re.sub(r"\n( +)requests:\n", r"\n\1requests:\n\1  ephemeral-storage: 1Gi\n", template)
+    drifted = re.sub(
+        r"\n( +)requests:\n", r"\n\1requests:\n\1  ephemeral-storage: 1Gi\n", _template(scripts)
+    )
     assert drifted.count("ephemeral-storage") == 1
-    (tmp_path / "kernel-pod.yaml.j2").write_text(drifted)
     with pytest.raises(launcher.LaunchError, match="requests equal to its limits"):
-        launcher.launch(_args(scripts), _gateway_env(scripts), Recorder(), tmp_path)
+        launcher.launch(_args(scripts), _gateway_env(scripts), Recorder(), drifted)
+
+
+@pytest.mark.parametrize(
+    "template, reason",
+    [
+        ("kind: Pod\nmetadata: {{ broken", "the pod template is invalid: "),
+        ("kind: Pod\n  bad: [indent", "the pod template is invalid: "),
+        ("- kind: Pod", "exactly one Pod"),
+        ("kind: ConfigMap", "exactly one Pod"),
+        ("kind: Pod\n---\nkind: Pod", "exactly one Pod"),
+    ],
+)
+def test_a_template_that_is_no_pod_is_refused_in_one_line(
+    scripts: Path, template: str, reason: str
+) -> None:
+    assert reason in _refusal(scripts, template)
 
 
 @pytest.mark.parametrize(
@@ -237,18 +254,18 @@ def test_a_template_that_drifts_from_requests_equal_limits_is_refused(
     ],
 )
 def test_refuses_client_values_that_could_reshape_or_move_the_pod(
-    launcher: ModuleType, scripts: Path, variable: str, value: str
+    scripts: Path, variable: str, value: str
 ) -> None:
-    api = Recorder()
-    with pytest.raises(launcher.LaunchError):
-        launcher.launch(_args(scripts), _gateway_env(scripts, **{variable: value}), api, scripts)
-    assert api.created == []
+    _refusal(scripts, **{variable: value})
 
 
-def test_refuses_a_malformed_kernel_id(launcher: ModuleType, scripts: Path) -> None:
+def test_refuses_a_malformed_kernel_id(scripts: Path) -> None:
     with pytest.raises(launcher.LaunchError):
         launcher.launch(
-            _args(scripts, kernel_id="../../x"), _gateway_env(scripts), Recorder(), scripts
+            _args(scripts, kernel_id="../../x"),
+            _gateway_env(scripts),
+            Recorder(),
+            _template(scripts),
         )
 
 
@@ -340,10 +357,10 @@ def api_server(tls: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAPISe
 
 
 def test_posts_the_pod_with_the_service_account_token(
-    launcher: ModuleType, scripts: Path, tls: Path, api_server: FakeAPIServer
+    scripts: Path, tls: Path, api_server: FakeAPIServer
 ) -> None:
     api = launcher.InClusterAPI(sa_dir=tls)
-    launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
+    launcher.launch(_args(scripts), _gateway_env(scripts), api, _template(scripts))
     (request,) = api_server.requests
     assert request["path"] == f"/api/v1/namespaces/{KERNEL_NS}/pods"
     assert request["authorization"] == "Bearer sa-token-123"
@@ -352,14 +369,14 @@ def test_posts_the_pod_with_the_service_account_token(
 
 
 def test_an_existing_pod_is_accepted_and_a_refusal_is_reported(
-    launcher: ModuleType, scripts: Path, tls: Path, api_server: FakeAPIServer
+    scripts: Path, tls: Path, api_server: FakeAPIServer
 ) -> None:
     api = launcher.InClusterAPI(sa_dir=tls)
     # EG retrying a start with the same kernel id: the pod is there already, which is fine.
     api_server.answers.append(
         (409, {"kind": "Status", "reason": "AlreadyExists", "message": 'pods "x" already exists'})
     )
-    launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
+    launcher.launch(_args(scripts), _gateway_env(scripts), api, _template(scripts))
     api_server.answers.append(
         (
             403,
@@ -371,15 +388,13 @@ def test_an_existing_pod_is_accepted_and_a_refusal_is_reported(
         )
     )
     with pytest.raises(launcher.LaunchError, match=r"403.*PodSecurity"):
-        launcher.launch(_args(scripts), _gateway_env(scripts), api, scripts)
+        launcher.launch(_args(scripts), _gateway_env(scripts), api, _template(scripts))
 
 
-def test_command_line_failure_is_one_line_without_the_environment(scripts: Path) -> None:
-    # Outside a pod: no service account. The gateway's log gets one line and no secret.
-    # The kernelspec's own command line, with this interpreter and the test's copy of the script.
-    argv = [sys.executable, "-I", str(scripts / "launch_kubernetes.py"), *_argv(scripts)[3:]]
-    result = subprocess.run(
-        argv,
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """The kernelspec's own command line, with this interpreter (it has the package installed)."""
+    return subprocess.run(
+        [sys.executable, *argv[1:]],
         env={
             "EG_AUTH_TOKEN": SECRET,
             "KERNEL_POD_NAME": f"jovyan-{KERNEL_ID}",
@@ -389,6 +404,43 @@ def test_command_line_failure_is_one_line_without_the_environment(scripts: Path)
         text=True,
         timeout=60,
     )
+
+
+def test_command_line_failure_is_one_line_without_the_environment(scripts: Path) -> None:
+    # Outside a pod: no service account. The gateway's log gets one line and no secret.
+    result = _run(_argv(scripts))
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "KUBERNETES_SERVICE_HOST" in result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "template, reason",
+    [
+        ("missing", "No such file or directory"),
+        ("directory", "Is a directory"),
+        ("binary", "it is not UTF-8 text"),
+    ],
+)
+def test_a_pod_template_that_cannot_be_read_is_one_line(
+    scripts: Path, tmp_path: Path, template: str, reason: str
+) -> None:
+    path = tmp_path / template
+    if template == "directory":
+        path.mkdir()
+    elif template == "binary":
+        path.write_bytes(b"kind: Pod\n\xff\xfe")
+    argv = _argv(scripts)
+    argv[argv.index("--pod-template") + 1] = str(path)
+    result = _run(argv)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"launch_kubernetes: kernel {KERNEL_ID}: cannot read the pod template {path}: {reason}\n"
+    )
+
+
+def test_a_kernelspec_without_a_pod_template_is_refused(scripts: Path) -> None:
+    argv = _argv(scripts)
+    at = argv.index("--pod-template")
+    result = _run(argv[:at] + argv[at + 2 :])
+    assert result.returncode == 2 and "--pod-template" in result.stderr

@@ -1,4 +1,4 @@
-"""The Host allow-list: parsing, and the middleware in front of the whole app (no server)."""
+"""The Host allow-list's middleware in front of the whole app (no server)."""
 
 from __future__ import annotations
 
@@ -8,115 +8,33 @@ import httpx
 import pytest
 from starlette.types import Message
 
+from fileserver import hosts
 from fileserver.app import create_app
-from fileserver.hosts import DEFAULT_ALLOWED_HOSTS, local_address_name, refusal, split_host
 from fileserver.settings import Settings
+from sandbox_gateway.http import hosts as rule
 
 pytestmark = pytest.mark.unit
 
-ALLOWED = frozenset(DEFAULT_ALLOWED_HOSTS)
 
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("localhost", ("localhost", None)),
-        ("LocalHost:8080", ("localhost", "8080")),
-        ("localhost.:8080", ("localhost", "8080")),
-        ("127.0.0.1:8080", ("127.0.0.1", "8080")),
-        ("[::1]", ("[::1]", None)),
-        ("[0:0:0:0:0:0:0:1]:80", ("[::1]", "80")),
-        ("fileserver:8080", ("fileserver", "8080")),
-        ("localhost:", ("localhost", "")),
-        ("files.example.org", ("files.example.org", None)),
-        ("under_score.internal:1", ("under_score.internal", "1")),
-    ],
-)
-def test_split_host(value: str, expected: tuple[str, str | None]) -> None:
-    assert split_host(value) == expected
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        ":8080",
-        "::1",
-        "[::1",
-        "[::1]x",
-        "[not-ipv6]",
-        "[fe80::1%25eth0]",
-        "localhost:80:80",
-        "localhost:port",
-        "localhost:123456",
-        "local host",
-        "a..b",
-        ".localhost",
-        "user@localhost",
-        "localhost/path",
-        "http://localhost",
-        "*",
-        "é.example",
-    ],
-)
-def test_split_host_refuses_malformed_values(value: str) -> None:
-    assert split_host(value) is None
-
-
-@pytest.mark.parametrize(
-    ("headers", "status"),
-    [
-        ([], 400),
-        ([(b"host", b"localhost"), (b"host", b"localhost")], 400),
-        ([(b"host", b"local host")], 400),
-        ([(b"host", b"rebind.attacker.example:8080")], 421),
-        ([(b"host", b"localhost.attacker.example")], 421),
-        ([(b"host", b"127.0.0.1.nip.io")], 421),
-        ([(b"host", b"[::ffff:127.0.0.1]")], 421),
-        ([(b"host", b"0.0.0.0:8080")], 421),
-        ([(b"host", b"fileserver.attacker.example")], 421),
-    ],
-)
-def test_refusal(headers: list[tuple[bytes, bytes]], status: int) -> None:
-    refused = refusal(headers, ALLOWED)
-    assert refused is not None and refused[0] == status
-
-
-@pytest.mark.parametrize(
-    "host", ["localhost", "localhost:1", "127.0.0.1:8080", "[::1]:8080", "fileserver:8080"]
-)
-def test_allowed_hosts_pass(host: str) -> None:
-    assert refusal([(b"accept", b"*/*"), (b"host", host.encode())], ALLOWED) is None
-
-
-@pytest.mark.parametrize(
-    ("server", "expected"),
-    [
-        (("10.1.2.3", 8080), "10.1.2.3"),
-        (("::1", 8080), "[::1]"),
-        (("fd00:0::5", 8080), "[fd00::5]"),
-        (("::ffff:10.1.2.3", 8080), "10.1.2.3"),
-        (None, None),
-        (("/run/fileserver.sock", None), None),
-    ],
-)
-def test_local_address_name(server: tuple[str, int] | None, expected: str | None) -> None:
-    assert local_address_name(server) == expected
-
-
-def test_the_address_the_request_arrived_on_is_allowed() -> None:
-    # A kubelet probe of http://<pod IP>:8080/health sends the pod IP as Host.
-    assert refusal([(b"host", b"10.1.2.3:8080")], ALLOWED, "10.1.2.3") is None
-    assert refusal([(b"host", b"[fd00::5]:8080")], ALLOWED, "[fd00::5]") is None
-    refused = refusal([(b"host", b"10.9.9.9:8080")], ALLOWED, "10.1.2.3")
-    assert refused is not None and refused[0] == 421
+def test_the_rule_is_the_gateways() -> None:
+    # Parsing and deciding are tested with the rule (tests/unit/gateway/test_hosts.py); the
+    # file server adds only its service name to the loopback names.
+    assert hosts.refusal is rule.refusal
+    assert hosts.local_address_name is rule.local_address_name
+    assert hosts.DEFAULT_ALLOWED_HOSTS[:-1] == rule.LOOPBACK_HOSTS
+    assert hosts.DEFAULT_ALLOWED_HOSTS[-1] == "fileserver"
 
 
 @pytest.fixture
 def app_client(tmp_path: Path) -> httpx.AsyncClient:
     (tmp_path / "f.txt").write_bytes(b"content")
     app = create_app(
-        Settings(shared_data_dir=tmp_path, token="tok", sandbox_allowed_hosts="files.example.org")
+        Settings(
+            shared_data_dir=tmp_path,
+            token="tok",
+            sandbox_allowed_hosts="files.example.org",
+            allowed_hosts=".corp.example",
+        )
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
@@ -145,7 +63,8 @@ async def test_foreign_host_is_refused_on_every_route(
                 headers["Authorization"] = "Bearer tok"
             response = await app_client.request(method, url, headers=headers, content=b"pwned")
             assert response.status_code == 421
-            assert "rebind.attacker.example" in response.json()["detail"]
+            detail = response.json()["detail"]
+            assert "rebind.attacker.example" in detail and "FILE_SERVER_ALLOWED_HOSTS" in detail
     assert (tmp_path / "f.txt").read_bytes() == b"content"
 
 
@@ -157,14 +76,23 @@ async def test_configured_and_default_hosts_are_served(app_client: httpx.AsyncCl
             "[::1]:1",
             "fileserver:8080",
             "FILES.example.org",
+            "files.team.CORP.example:443",
         ):
             response = await app_client.get(
                 "/files/f.txt", headers={"Host": host, "Authorization": "Bearer tok"}
             )
             assert (response.status_code, response.content) == (200, b"content"), host
+        for host in (
+            "corp.example",
+            "files.example.org.attacker.example",
+            "fileserver.attacker.example",
+            "10.42.0.7",
+        ):
+            response = await app_client.get("/health", headers={"Host": host})
+            assert response.status_code == 421, host
 
 
-async def test_missing_host_is_400_and_a_foreign_websocket_is_closed(tmp_path: Path) -> None:
+async def test_raw_requests_and_a_foreign_websocket(tmp_path: Path) -> None:
     app = create_app(Settings(shared_data_dir=tmp_path, token="t"))
     sent: list[Message] = []
 
@@ -191,6 +119,17 @@ async def test_missing_host_is_400_and_a_foreign_websocket_is_closed(tmp_path: P
     await app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
     assert b"no Host header" in sent[1]["body"]
+
+    # The address the request arrived on (a kubelet probe of the pod IP), and no other IP.
+    for host, status in [(b"10.1.2.3:8080", 200), (b"10.9.9.9:8080", 421)]:
+        sent.clear()
+        probe = {**scope, "headers": [(b"host", host)], "server": ("10.1.2.3", 8080)}
+        await app(probe, receive, send)
+        assert sent[0]["status"] == status, host
+
+    sent.clear()
+    await app({**scope, "headers": [(b"host", b"localhost")] * 2}, receive, send)
+    assert sent[0]["status"] == 400 and b"more than one Host" in sent[1]["body"]
 
     sent.clear()
 

@@ -47,7 +47,7 @@ def test_defaults() -> None:
 
 def test_allowed_hosts_from_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FILE_SERVER_ALLOWED_HOSTS", " Files.Example.org ,[2001:DB8:0::1],")
-    monkeypatch.setenv("SANDBOX_ALLOWED_HOSTS", "sandbox.example.org.")
+    monkeypatch.setenv("SANDBOX_ALLOWED_HOSTS", "sandbox.example.org., .SVC.cluster.local")
     settings = Settings(token="t")
     assert settings.host_allow_list == {
         "localhost",
@@ -57,12 +57,22 @@ def test_allowed_hosts_from_both_variables(monkeypatch: pytest.MonkeyPatch) -> N
         "files.example.org",
         "[2001:db8::1]",
         "sandbox.example.org",
+        ".svc.cluster.local",
     }
 
 
 @pytest.mark.parametrize(
     "entry",
-    ["files.example.org:8080", "*", "*.example.org", "https://files.example.org", "a/b", "::1"],
+    [
+        "files.example.org:8080",
+        "*",
+        "*.example.org",
+        "https://files.example.org",
+        "a/b",
+        "::1",
+        ".",
+        ".0.5",
+    ],
 )
 @pytest.mark.parametrize("variable", ["FILE_SERVER_ALLOWED_HOSTS", "SANDBOX_ALLOWED_HOSTS"])
 def test_allowed_hosts_refuse_what_is_not_a_bare_name(
@@ -71,7 +81,7 @@ def test_allowed_hosts_refuse_what_is_not_a_bare_name(
     monkeypatch.setenv(variable, f"ok.example.org,{entry}")
     with pytest.raises(ValidationError) as exc:
         Settings(token="t")
-    assert "is not a host name or IP literal" in describe_invalid(exc.value)
+    assert "is not a host name, IP literal or .domain" in describe_invalid(exc.value)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_gateway.launchers import docker as launcher
+from sandbox_gateway.launchers import rules
 from sandbox_gateway.pool import rules as pool
 
 REPO = Path(__file__).resolve().parents[3]
@@ -71,9 +71,17 @@ def test_which_requests_go_cold(env: dict[str, str], reason: str | None) -> None
     assert pool.cold_reason(env, pooled_env, IMAGE) == reason
 
 
-def test_the_pool_and_the_docker_launcher_agree_on_what_reaches_a_kernel() -> None:
-    """A claim sets what a cold start would: the variables the launcher keeps from a kernel."""
-    assert pool._NOT_IN_KERNEL == launcher._LAUNCH_CONTROL_VARS
+def test_a_claim_sets_no_variable_that_steers_a_launch_and_the_listed_client_ones() -> None:
+    """A claim sets what a cold start would (the launchers' rule, ``launchers.rules``; that the
+    launchers themselves pass the same is tested in ``tests/unit/launcher/test_rules.py``)."""
+    env = {name: "steers" for name in rules.LAUNCH_CONTROL_VARS}
+    env.update(KERNEL_PROJECT="demo", DATASET="in.csv", UNLISTED="x")
+    assert pool.kernel_variables(env, "id-1", "alice", client_envs={"DATASET"}) == {
+        "KERNEL_PROJECT": "demo",
+        "DATASET": "in.csv",
+        "KERNEL_ID": "id-1",
+        "KERNEL_USERNAME": "alice",
+    }
 
 
 def test_kernel_variables_are_what_a_cold_start_passes_into_the_kernel() -> None:

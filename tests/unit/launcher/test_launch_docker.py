@@ -462,6 +462,11 @@ def test_swarm_mode_is_refused(engine: FakeEngine) -> None:
     assert engine.calls == []
 
 
-@pytest.mark.parametrize(("text", "size"), [("512m", 512 * 1024**2), ("1g", 1024**3), ("100", 100)])
-def test_parse_size(text: str, size: int) -> None:
-    assert launch_docker.parse_size(text) == size
+@pytest.mark.parametrize("kernel_id", ["../../x", "k-1", "0f6e7c2a" * 8])
+def test_a_malformed_kernel_id_is_refused_before_docker_is_touched(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str], kernel_id: str
+) -> None:
+    argv = [kernel_id if arg == KERNEL_ID else arg for arg in ARGV]
+    assert launch_docker.main(argv, _env(engine)) == 1
+    assert f"invalid kernel id {kernel_id!r}" in capsys.readouterr().err
+    assert engine.calls == []
