@@ -159,6 +159,10 @@ def configured_gateway(config: Config) -> GatewayApp:
 def test_the_gateway_gets_the_sandbox_settings_unless_its_config_sets_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Every SANDBOX_* variable of the gateway's environment is inherited: start from none (the
+    # test run's own, e.g. SANDBOX_REQUIRE_DOCKER in CI, would be added).
+    for name in [name for name in os.environ if name.startswith("SANDBOX_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("SANDBOX_CULL_IDLE_TIMEOUT", "10")
     monkeypatch.setenv("SANDBOX_SESSION_PERSISTENCE", "true")
     monkeypatch.setenv("SANDBOX_SESSION_ROOT", "/sessions")
