@@ -118,7 +118,11 @@ class ControlPlane:
                 "--profiling=false",
             ],
         )
-        self._wait_ready(timeout)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()  # a start that fails leaves no etcd or API server behind
+            raise
         return self
 
     def stop(self) -> None:
