@@ -212,8 +212,8 @@ class SandboxHosts(Configurable):
 
     allowed = _names(
         "SANDBOX_ALLOWED_HOSTS",
-        "Host names served besides localhost and IP literals; '.example.org' allows its "
-        "subdomains.  Other Host headers are refused with 400.",
+        "Host names served besides loopback and the address a request arrived on; "
+        "'.example.org' allows its subdomains.  Any other name is refused with 421.",
         "none",
     )
 

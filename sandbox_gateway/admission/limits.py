@@ -104,6 +104,16 @@ def parse_size(text: str) -> int:
         raise SettingsError(str(exc)) from None
 
 
+def size_setting(env: Mapping[str, str], name: str, default: str) -> tuple[int, str]:
+    """Setting ``name`` of ``env`` (``default`` when unset) in bytes, and the text it was read
+    from; a malformed value raises :class:`SettingsError` naming the setting."""
+    text = env.get(name, "").strip() or default
+    try:
+        return parse_size(text), text
+    except SettingsError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
 def host_memory_bytes(meminfo: str = MEMINFO) -> int:
     """``MemTotal`` of ``/proc/meminfo`` in bytes."""
     try:
@@ -148,11 +158,9 @@ class LimitSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str], meminfo: str = MEMINFO) -> LimitSettings:
         # Checked whether or not it sizes the default: a bad value is refused at start-up.
-        memory_text = env.get("SANDBOX_KERNEL_MEMORY", "").strip() or DEFAULT_KERNEL_MEMORY
-        try:
-            kernel_memory = parse_size(memory_text)
-        except SettingsError as exc:
-            raise SettingsError(f"SANDBOX_KERNEL_MEMORY: {exc}") from None
+        kernel_memory, memory_text = size_setting(
+            env, "SANDBOX_KERNEL_MEMORY", DEFAULT_KERNEL_MEMORY
+        )
         if kernel_memory < MIN_KERNEL_MEMORY:
             raise SettingsError(f"SANDBOX_KERNEL_MEMORY must be at least 64m, got {memory_text!r}")
         max_kernels = _positive_int(env, "SANDBOX_MAX_KERNELS")

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from json.decoder import JSONDecodeError
 from typing import Any, Final
 
-from sandbox_gateway.admission.limits import SettingsError, parse_size
+from sandbox_gateway.admission.limits import SettingsError, size_setting
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = "16m"
 MIN_MAX_MESSAGE_BYTES: Final = 64 * 1024
@@ -93,11 +93,7 @@ class MessageSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MessageSettings:
-        text = env.get("SANDBOX_MAX_MESSAGE_BYTES", "").strip() or DEFAULT_MAX_MESSAGE_BYTES
-        try:
-            limit = parse_size(text)
-        except SettingsError as exc:
-            raise SettingsError(f"SANDBOX_MAX_MESSAGE_BYTES: {exc}") from None
+        limit, text = size_setting(env, "SANDBOX_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)
         if limit < MIN_MAX_MESSAGE_BYTES:
             raise SettingsError(f"SANDBOX_MAX_MESSAGE_BYTES must be at least 64k, got {text!r}")
         return cls(limit)
