@@ -16,8 +16,10 @@ each other.  A second run reuses it.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -26,6 +28,13 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
+# The node's runtime and the cluster's add-ons: each a plain ``go install`` of a published module.
+CONTAINERD = ("github.com/containerd/containerd/v2", "v2.4.2")
+RUNC = ("github.com/opencontainers/runc", "v1.5.2")
+COREDNS = ("github.com/coredns/coredns", "v1.14.7")
+HELM = ("helm.sh/helm/v3", "v3.22.0")
+# v3.7 replaces a nested module by a local path, which a module zip leaves out; v3.6 does not.
+TRAEFIK = ("github.com/traefik/traefik/v3", "v3.6.12")
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
     "kube-controller-manager",
@@ -60,6 +69,119 @@ def etcd_binary(version: str = ETCD_VERSION) -> Path:
     progress requests Kubernetes >= 1.31 needs)."""
     target = cache_dir() / f"etcd-{version}" / "bin" / "etcd"
     return _cached(target, lambda work: _build_etcd(work, version, target))
+
+
+def containerd_binaries() -> Path:
+    """containerd, its runc shim and ``ctr``; returns their directory."""
+    module, version = CONTAINERD
+    commands = ("containerd", "containerd-shim-runc-v2", "ctr")
+    flags = f"-s -w -X {module}/version.Version={version}"
+    return go_install("containerd", version, [f"{module}/cmd/{c}" for c in commands], flags)
+
+
+def runc_binary() -> Path:
+    """runc with seccomp (cgo, against Debian's libseccomp-dev)."""
+    module, version = RUNC
+    flags = f"-s -w -X main.version={version.removeprefix('v')}"
+    bin_dir = go_install("runc", version, [module], flags, cgo=True, tags="seccomp")
+    return bin_dir / "runc"
+
+
+def coredns_binary() -> Path:
+    module, version = COREDNS
+    return go_install("coredns", version, [module]) / "coredns"
+
+
+def helm_binary() -> Path:
+    module, version = HELM
+    flags = f"-s -w -X helm.sh/helm/v3/internal/version.version={version}"
+    return go_install("helm", version, [f"{module}/cmd/helm"], flags) / "helm"
+
+
+def traefik_binary() -> Path:
+    """The ingress controller."""
+    module, version = TRAEFIK
+    flags = f"-s -w -X {module}/pkg/version.Version={version}"
+    return go_build_module("traefik", module, version, [f"{module}/cmd/traefik"], flags) / "traefik"
+
+
+def pause_binary() -> Path:
+    """The pod sandbox's process: this project's own ``pause`` (testkit/cluster/pause)."""
+    source = Path(__file__).parent / "pause" / "main.go"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    target = cache_dir() / f"pause-{digest}" / "bin" / "pause"
+
+    def build_pause(work: Path) -> None:
+        partial = target.with_suffix(".partial")
+        _go(["build", "-ldflags", "-s -w", "-o", str(partial), str(source)], work)
+        partial.rename(target)
+
+    return _cached(target, build_pause)
+
+
+def go_install(
+    component: str,
+    version: str,
+    packages: list[str],
+    ldflags: str = "-s -w",
+    cgo: bool = False,
+    tags: str = "",
+) -> Path:
+    """``go install`` of ``packages`` (one module, at ``version``) into the cache; returns the
+    directory holding the commands, built on first use."""
+    bin_dir = cache_dir() / f"{component}-{version}" / "bin"
+    names = [_command_name(package) for package in packages]
+
+    def install(work: Path) -> None:
+        staging = work / "bin"
+        args = ["install", "-ldflags", ldflags] + (["-tags", tags] if tags else [])
+        _go(
+            [*args, *[f"{package}@{version}" for package in packages]],
+            work,
+            env={"GOBIN": str(staging), "CGO_ENABLED": "1" if cgo else "0"},
+        )
+        for name in names:
+            (staging / name).rename(bin_dir / name)
+
+    # The last command to land marks the install complete (each rename is atomic).
+    _cached(bin_dir / names[-1], install)
+    return bin_dir
+
+
+def go_build_module(
+    component: str, module: str, version: str, packages: list[str], ldflags: str = "-s -w"
+) -> Path:
+    """Like :func:`go_install`, for a module whose go.mod has replace directives (which
+    ``go install`` refuses): a wrapper module requires it and repeats its replacements."""
+    bin_dir = cache_dir() / f"{component}-{version}" / "bin"
+    names = [_command_name(package) for package in packages]
+
+    def build_wrapped(work: Path) -> None:
+        (work / "go.mod").write_text("module mini-jupyter-sandbox.local/probe\n\ngo 1.26.0\n")
+        info = json.loads(_go(["mod", "download", "-json", f"{module}@{version}"], work))
+        gomod = json.loads(_go(["mod", "edit", "-json", info["GoMod"]], work))
+        _wrapper(work, component, {module: version}, packages)
+        for replace in gomod.get("Replace") or []:
+            old, new = replace["Old"], replace["New"]
+            if "Version" not in new:
+                raise BuildError(f"{module} replaces {old['Path']} by a local path: {new['Path']}")
+            source = old["Path"] + (f"@{old['Version']}" if "Version" in old else "")
+            _go(["mod", "edit", f"-replace={source}={new['Path']}@{new['Version']}"], work)
+        _go(["mod", "tidy"], work)
+        staging = work / "bin"
+        _go(["build", "-ldflags", ldflags, "-o", f"{staging}/", *packages], work)
+        for name in names:
+            (staging / name).rename(bin_dir / name)
+
+    _cached(bin_dir / names[-1], build_wrapped)
+    return bin_dir
+
+
+def _command_name(package: str) -> str:
+    """The file ``go install`` writes: the last path element, or the one before a major version
+    suffix (``…/kube-router/v2`` installs ``kube-router``)."""
+    parts = package.split("/")
+    return parts[-2] if re.fullmatch(r"v\d+", parts[-1]) else parts[-1]
 
 
 def _cached(target: Path, build: object) -> Path:

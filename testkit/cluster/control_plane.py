@@ -8,18 +8,17 @@ etcd's data, logs and an admin kubeconfig (``KUBECONFIG`` for kubectl and helm).
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 import yaml  # type: ignore[import-untyped]
 
 from testkit.cluster import build, pki
+from testkit.cluster.processes import ProcessError, Processes
 from testkit.gateway import free_port
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -27,7 +26,7 @@ API_SERVICE_IP = "10.96.0.1"  # the first address of SERVICE_CIDR: the "kubernet
 ADMISSION = "NodeRestriction,LimitRanger,ResourceQuota,PodSecurity,ServiceAccount"
 
 
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(ProcessError):
     """A process of the control plane did not start; the message carries its log's tail."""
 
 
@@ -56,7 +55,7 @@ class ControlPlane:
         self.api_port = free_port()
         self.address = node_address()
         self.url = f"https://{self.address}:{self.api_port}"
-        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.processes = Processes(directory)
         self.kubeconfig = directory / "admin.kubeconfig"
 
     # --- life -----------------------------------------------------------------------------------
@@ -65,7 +64,7 @@ class ControlPlane:
         etcd = build.etcd_binary()
         apiserver = build.kubernetes_binary("kube-apiserver")
         pki_dir = self.directory / "pki"
-        authority = pki.Authority(pki_dir)
+        self.authority = authority = pki.Authority(pki_dir)
         self.ca = authority.cert
         serving = authority.issue(
             "apiserver",
@@ -82,9 +81,13 @@ class ControlPlane:
             ),
         )
         self.admin = authority.issue("admin", "admin", organizations=("system:masters",))
-        accounts = pki.signing_key(pki_dir)
-        self._write_kubeconfig()
-        self._spawn(
+        # The API server's identity towards kubelets (logs, exec, port-forward).
+        kubelet_client = authority.issue(
+            "apiserver-kubelet-client", "kube-apiserver", organizations=("system:masters",)
+        )
+        self.accounts = accounts = pki.signing_key(pki_dir)
+        self.write_kubeconfig(self.kubeconfig, self.admin)
+        self.processes.spawn(
             "etcd",
             [
                 str(etcd),
@@ -96,7 +99,7 @@ class ControlPlane:
                 "--log-level=warn",
             ],
         )
-        self._spawn(
+        self.processes.spawn(
             "kube-apiserver",
             [
                 str(apiserver),
@@ -116,6 +119,10 @@ class ControlPlane:
                 f"--enable-admission-plugins={ADMISSION}",
                 "--allow-privileged=false",
                 "--profiling=false",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                f"--kubelet-certificate-authority={authority.cert}",
+                "--kubelet-preferred-address-types=InternalIP",
             ],
         )
         try:
@@ -126,16 +133,7 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        for _, proc in reversed(self._procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in reversed(self._procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self._procs.clear()
+        self.processes.stop()
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -160,26 +158,17 @@ class ControlPlane:
             )
 
     def log(self, name: str) -> str:
-        return (self.directory / f"{name}.log").read_text(errors="replace")
+        return self.processes.log(name)
 
     # --- inside ---------------------------------------------------------------------------------
-
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        log: IO[bytes]
-        with open(self.directory / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self._procs.append((name, proc))
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, proc in self._procs:
-                if proc.poll() is not None:
-                    raise ControlPlaneError(
-                        f"{name} exited with {proc.returncode}:\n{self.log(name)[-3000:]}"
-                    )
+            try:
+                self.processes.check()
+            except ProcessError as exc:
+                raise ControlPlaneError(str(exc)) from None
             try:
                 if self.request("GET", "/readyz").status_code == 200:
                     return
@@ -190,7 +179,8 @@ class ControlPlane:
             f"kube-apiserver not ready in {timeout:.0f}s:\n{self.log('kube-apiserver')[-3000:]}"
         )
 
-    def _write_kubeconfig(self) -> None:
+    def write_kubeconfig(self, path: Path, user: pki.Pair) -> Path:
+        """A kubeconfig for the API server's URL that authenticates with ``user``'s certificate."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -204,12 +194,14 @@ class ControlPlane:
                 {
                     "name": "admin",
                     "user": {
-                        "client-certificate": str(self.admin.cert),
-                        "client-key": str(self.admin.key),
+                        "client-certificate": str(user.cert),
+                        "client-key": str(user.key),
                     },
                 }
             ],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
             "current-context": "test",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path

@@ -212,7 +212,7 @@ metadata:
   namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "mjs.labels" $c | nindent 4 }}
-  {{- with $root.Values.ingress.annotations }}
+  {{- with merge (deepCopy (.rule.annotations | default dict)) $root.Values.ingress.annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
