@@ -64,6 +64,15 @@ def _apply(app: Any) -> None:
     tenants.apply()  # SANDBOX_TENANTS_FILE: tokens are tenants, kernels have owners
     messages.apply()  # a kernel message above SANDBOX_MAX_MESSAGE_BYTES is cut
     response.apply()
+    if _env_bool("SANDBOX_KEEP_KERNELS_ON_STOP", False):  # before the pool wraps the shutdown
+        if not _env_bool("SANDBOX_SESSION_PERSISTENCE", False):
+            raise SystemExit(
+                "sandbox gateway: SANDBOX_KEEP_KERNELS_ON_STOP needs SANDBOX_SESSION_PERSISTENCE:"
+                " kernels kept without a persisted session could never be reached again"
+            )
+        from sandbox_gateway import stop
+
+        stop.apply()
     pool.apply(max_kernels=limit_settings.max_kernels)  # warm kernels per kernelspec, /metrics
     if os.environ.get("SANDBOX_KERNEL_SUBNETS"):  # Docker kernels, each on a network of its own
         from sandbox_gateway.proxies import docker

@@ -255,6 +255,12 @@ class SandboxSessions(Configurable):
         "Persist kernel sessions and load them all at start-up (availability mode standalone).",
         "false",
     )
+    keep_kernels = _bool(
+        "SANDBOX_KEEP_KERNELS_ON_STOP",
+        "A stopping gateway leaves its kernels running for the next one to re-adopt (a "
+        "rescheduled pod); needs persistence on a volume that outlives the gateway.",
+        "false",
+    )
     root = _text(
         "SANDBOX_SESSION_ROOT",
         "Directory of the persisted sessions (one that outlives the gateway's container).",

@@ -122,9 +122,7 @@ class Pooled:
 class KernelPool:
     """The pooled kernels of one gateway; every method runs on the gateway's event loop."""
 
-    def __init__(
-        self, manager: Any, settings: PoolSettings, ledger: Any, metrics: Metrics
-    ) -> None:
+    def __init__(self, manager: Any, settings: PoolSettings, ledger: Any, metrics: Metrics) -> None:
         self.manager = manager  # Enterprise Gateway's RemoteMappingKernelManager
         self.settings = settings
         self.ledger = ledger  # admission.limits' KernelLedger (None without limits)
@@ -640,9 +638,7 @@ def _persist_container_key() -> None:
     BaseProcessProxyABC.load_process_info = load_process_info  # type: ignore[method-assign]
 
 
-def _run_with_the_gateway(
-    settings: PoolSettings, metrics: Metrics, ledger: Any
-) -> None:
+def _run_with_the_gateway(settings: PoolSettings, metrics: Metrics, ledger: Any) -> None:
     from enterprise_gateway.enterprisegatewayapp import EnterpriseGatewayApp
     from jupyter_client.kernelspec import NoSuchKernel
     from tornado.ioloop import IOLoop

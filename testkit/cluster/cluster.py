@@ -288,10 +288,14 @@ class Cluster:
             time.sleep(0.2)
 
     def install_chart(self) -> None:
-        shared = self.state / "shared"
-        # The shared volume's host directory, owned by the kernels' user (uid 1000, gid 100).
-        shared.mkdir(exist_ok=True)
-        os.chown(shared, 1000, 100)
+        # Host directories owned by the pods' user (uid 1000, gid 100): the shared volume, and
+        # the claim the gateway keeps its kernel sessions on (gateway.sessionClaim).
+        shared, sessions = self.state / "shared", self.state / "gateway-sessions"
+        for directory in (shared, sessions):
+            directory.mkdir(exist_ok=True)
+            os.chown(directory, 1000, 100)
+        sessions.chmod(0o700)
+        self.apply(session_claim(sessions))
         self.helm(
             "upgrade",
             "--install",
@@ -348,3 +352,36 @@ class Cluster:
         node.remove_cgroup_root()
         shutil.rmtree(self.paths.run, ignore_errors=True)
         shutil.rmtree(self.state, ignore_errors=True)
+
+
+def session_claim(directory: Path) -> list[dict[str, Any]]:
+    """The release namespace and a claim pre-bound to a host directory: what an operator
+    provisions for gateway.sessionClaim on a cluster without a StorageClass."""
+    name = "gateway-sessions"
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{RELEASE_NAMESPACE}-{name}"},
+            "spec": {
+                "capacity": {"storage": "64Mi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(directory), "type": "Directory"},
+                "claimRef": {"namespace": RELEASE_NAMESPACE, "name": name},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": RELEASE_NAMESPACE},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": f"{RELEASE_NAMESPACE}-{name}",
+                "resources": {"requests": {"storage": "64Mi"}},
+            },
+        },
+    ]
