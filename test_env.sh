@@ -7,11 +7,21 @@
 #   ./test_env.sh --local      no Docker at all: gateway :8889 and file server :8080 with kernels
 #                              as plain local processes, for trying the API — NOT ISOLATED
 #   ./test_env.sh --secrets    only write the per-install secrets into .env (done by every run)
+#   ./test_env.sh --kubernetes all of the above, then a single-node Kubernetes cluster on this
+#                              machine (root, Linux; binaries built from Go modules on the first
+#                              run) with the chart installed by helm; prints, last, the exports
+#                              (KUBECONFIG, GATEWAY_HTTP, ...): eval "$(./test_env.sh --kubernetes)"
+#   ./test_env.sh --kubernetes down   stops that cluster and removes its state
 set -euo pipefail
 cd "$(dirname "$0")"
 
 python="${PYTHON:-python3}"
 [[ "${1:-}" == --local ]] && SKIP_STACK=1
+if [[ "${1:-}" == --kubernetes ]]; then
+    [[ "${2:-}" == down ]] && exec "$python" -m testkit.cluster down
+    # Only the exports reach stdout (fd 3); every step's progress goes to stderr.
+    exec 3>&1 1>&2
+fi
 
 compose() {
     if command -v docker-compose >/dev/null 2>&1; then
@@ -99,6 +109,12 @@ fi
 "$python" -m pip install -e ".[dev]"
 if [[ "${1:-}" == --local ]]; then
     exec "$python" -m testkit.local_stack
+fi
+if [[ "${1:-}" == --kubernetes ]]; then
+    # The images were built above; the cluster imports them. Progress goes to stderr, the
+    # exports to stdout, last.
+    echo "Starting the Kubernetes cluster (the first run builds its binaries: ~20 minutes)." >&2
+    exec "$python" -m testkit.cluster up >&3
 fi
 echo
 echo "Test environment ready.  Run:  python -m pytest tests/"

@@ -10,7 +10,7 @@ dropped.  Traffic from the node itself to pods is always let through (kubelet pr
 On exit it leaves its rules in place (they keep enforcing), and v2.1.0's ``--cleanup-config``
 removes none of them: :func:`remove` does.  :func:`stop` turns enforcement off; the tests use it
 to show that a probe gets through without it.  Its health port would also serve pprof to every
-pod, so it is off; readiness is its chains appearing.
+pod, so it is off; it is ready once its first full sync is done.
 
 Only kube-router v2.1.0 is published as a Go module here.  kind's enforcer, kube-network-policies,
 needs nftables' ``queue`` statement, which this machine's kernel lacks.
@@ -19,6 +19,7 @@ needs nftables' ``queue`` statement, which this machine's kernel lacks.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -84,6 +85,8 @@ def rbac() -> list[dict[str, Any]]:
 
 def start(cluster: Cluster, kubeconfig: Path) -> None:
     cluster.apply(rbac())
+    log = cluster.state / f"{NAME}.log"
+    start_at = log.stat().st_size if log.exists() else 0
     cluster.processes.spawn(
         NAME,
         [
@@ -102,7 +105,14 @@ def start(cluster: Cluster, kubeconfig: Path) -> None:
         ],
     )
     deadline = time.monotonic() + 60
-    while not enforcing():
+
+    def synced() -> bool:
+        # Its jumps come first, its pods' chains with the first full sync: wait for both.
+        with open(log, "rb") as lines:
+            lines.seek(start_at)
+            return b"sync iptables took" in lines.read() and enforcing()
+
+    while not synced():
         cluster.processes.check()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{NAME} never synced:\n{cluster.processes.log(NAME)[-3000:]}")
@@ -134,7 +144,7 @@ def remove() -> None:
         for table in ("filter", "mangle", "nat"):
             rules = _iptables(tool, "-t", table, "-S").splitlines()
             for rule in rules:
-                parts = rule.split()
+                parts = shlex.split(rule)
                 jump = parts[parts.index("-j") + 1] if "-j" in parts else ""
                 from_own = OWN_CHAIN.fullmatch(parts[1]) if len(parts) > 1 else None
                 if rule.startswith("-A ") and OWN_CHAIN.fullmatch(jump) and not from_own:

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -353,7 +354,7 @@ def remove_network() -> None:
         rules = _run(tool, "-t", "nat", "-S").stdout.splitlines()
         for rule in rules:
             if rule.startswith("-A POSTROUTING") and re.search(r"-j CNI-[0-9a-f]+\b", rule):
-                _run(tool, "-t", "nat", "-D", *rule.split()[1:])
+                _run(tool, "-t", "nat", "-D", *shlex.split(rule)[1:])
         for rule in rules:
             match = re.fullmatch(r"-N (CNI-[0-9a-f]+)", rule)
             if match:

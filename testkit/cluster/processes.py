@@ -10,6 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+# Every daemon this process started, for its exit status; kept for the life of the process (a
+# daemon outlives the object that started it, and its Popen must not be collected while it runs).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class ProcessError(RuntimeError):
     """A daemon exited; the message carries its log's tail."""
@@ -21,7 +25,6 @@ class Processes:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._pids = directory / "pids"
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -34,7 +37,7 @@ class Processes:
                 start_new_session=True,
                 env=env,
             )
-        self._children[proc.pid] = proc
+        _CHILDREN[proc.pid] = proc
         with open(self._pids, "a") as pids:
             pids.write(f"{proc.pid} {name}\n")
 
@@ -47,7 +50,7 @@ class Processes:
     def check(self) -> None:
         """Raise if a daemon started here has exited."""
         for pid, name in self.running():
-            if not _alive(pid, self._children.get(pid)):
+            if not _alive(pid, _CHILDREN.get(pid)):
                 raise ProcessError(f"{name} exited:\n{self.log(name)[-3000:]}")
 
     def log(self, name: str) -> str:
@@ -62,7 +65,7 @@ class Processes:
             if name is not None and daemon != name:
                 kept.append((pid, daemon))
                 continue
-            child = self._children.pop(pid, None)
+            child = _CHILDREN.pop(pid, None)
             _signal(pid, signal.SIGTERM)
             deadline = time.monotonic() + grace
             while _alive(pid, child) and time.monotonic() < deadline:

@@ -12,8 +12,8 @@ An object is checked as the API server checks it, in two parts:
   server's). A rule that does not compile fails the tests, so no rule goes untested.
 
 What this cannot prove is the API server's own behaviour (defaulting, CEL type checking and cost
-limits, status subresource isolation): the kind e2e suite applies the same samples to a real API
-server with a server-side dry run.
+limits, status subresource isolation): tests/integration/k8s and the Kubernetes e2e suite apply
+the same samples to a real API server.
 """
 
 from __future__ import annotations
