@@ -19,7 +19,6 @@ needs nftables' ``queue`` statement, which this machine's kernel lacks.
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from testkit.cluster import build
 from testkit.cluster.control_plane import SERVICE_CIDR
-from testkit.cluster.node import NODE_NAME
+from testkit.cluster.node import NODE_NAME, remove_chains
 
 if TYPE_CHECKING:
     from testkit.cluster.cluster import Cluster
@@ -140,24 +139,7 @@ OWN_CHAIN = re.compile(r"KUBE-(ROUTER|NWPLCY|POD-FW)-[A-Z0-9-]+")
 
 def remove() -> None:
     """Every jump, chain and ipset of the enforcer's (and nothing else)."""
-    for tool in ("iptables", "ip6tables"):
-        for table in ("filter", "mangle", "nat"):
-            rules = _iptables(tool, "-t", table, "-S").splitlines()
-            for rule in rules:
-                parts = shlex.split(rule)
-                jump = parts[parts.index("-j") + 1] if "-j" in parts else ""
-                from_own = OWN_CHAIN.fullmatch(parts[1]) if len(parts) > 1 else None
-                if rule.startswith("-A ") and OWN_CHAIN.fullmatch(jump) and not from_own:
-                    subprocess.run([tool, "-t", table, "-D", *parts[1:]], capture_output=True)
-            chains = [
-                r.split()[1]
-                for r in rules
-                if r.startswith("-N ") and OWN_CHAIN.fullmatch(r.split()[1])
-            ]
-            for chain in chains:
-                subprocess.run([tool, "-t", table, "-F", chain], capture_output=True)
-            for chain in chains:
-                subprocess.run([tool, "-t", table, "-X", chain], capture_output=True)
+    remove_chains(OWN_CHAIN)
     sets = _iptables("ipset", "list", "-n").split()
     for name in sets:
         # Its policy sets, and the TMP-<hash> sets it swaps them through.

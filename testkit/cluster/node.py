@@ -42,16 +42,6 @@ DNS_SERVICE_IP = "10.96.0.10"
 PAUSE_IMAGE = "mini-jupyter-sandbox/pause:local"
 CNI_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 CGROUP_V1 = ("systemd", "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
-# Chains the kubelet (iptables-nft) and the CNI bridge/firewall plugins create.
-KUBELET_CHAINS = (
-    ("filter", "KUBE-FIREWALL"),
-    ("filter", "KUBE-KUBELET-CANARY"),
-    ("nat", "KUBE-KUBELET-CANARY"),
-    ("mangle", "KUBE-KUBELET-CANARY"),
-    ("mangle", "KUBE-IPTABLES-HINT"),
-    ("filter", "CNI-FORWARD"),
-    ("filter", "CNI-ADMIN"),
-)
 
 
 class Paths:
@@ -335,31 +325,37 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
+# The chains the kubelet (iptables-nft) and the CNI plugins (bridge masquerade, portmap's host
+# ports, the firewall plugin) create: CNI-* in any table, and the kubelet's own three.
+NODE_CHAINS = re.compile(r"CNI-[A-Za-z0-9-]+|KUBE-(FIREWALL|KUBELET-CANARY|IPTABLES-HINT)")
+
+
 def remove_network() -> None:
     """The node's bridge, kube-proxy's tables and every chain the kubelet and CNI added."""
     _run("ip", "link", "del", BRIDGE)
     for family in ("ip", "ip6"):
         _run("nft", "delete", "table", family, "kube-proxy")
+    remove_chains(NODE_CHAINS)
+
+
+def remove_chains(own: re.Pattern[str]) -> None:
+    """Every iptables/ip6tables chain whose name matches ``own``, and every jump into one."""
     for tool in ("iptables", "ip6tables"):
-        for chain in ("INPUT", "OUTPUT"):
-            while _run(tool, "-t", "filter", "-D", chain, "-j", "KUBE-FIREWALL").returncode == 0:
-                pass
-        forward = ["-m", "comment", "--comment", "CNI firewall plugin rules", "-j", "CNI-FORWARD"]
-        while _run(tool, "-t", "filter", "-D", "FORWARD", *forward).returncode == 0:
-            pass
-        for table, chain in KUBELET_CHAINS:
-            _run(tool, "-t", table, "-F", chain)
-            _run(tool, "-t", table, "-X", chain)
-        # The bridge plugin's masquerade: one CNI-<hash> chain per pod, jumped to from POSTROUTING.
-        rules = _run(tool, "-t", "nat", "-S").stdout.splitlines()
-        for rule in rules:
-            if rule.startswith("-A POSTROUTING") and re.search(r"-j CNI-[0-9a-f]+\b", rule):
-                _run(tool, "-t", "nat", "-D", *shlex.split(rule)[1:])
-        for rule in rules:
-            match = re.fullmatch(r"-N (CNI-[0-9a-f]+)", rule)
-            if match:
-                _run(tool, "-t", "nat", "-F", match.group(1))
-                _run(tool, "-t", "nat", "-X", match.group(1))
+        for table in ("filter", "nat", "mangle"):
+            rules = _run(tool, "-t", table, "-S").stdout.splitlines()
+            chains = [
+                r.split()[1] for r in rules if r.startswith("-N ") and own.fullmatch(r.split()[1])
+            ]
+            for rule in rules:
+                parts = shlex.split(rule)
+                if parts[0] != "-A" or own.fullmatch(parts[1]):
+                    continue  # a rule inside one of ours goes with its chain
+                if "-j" in parts and own.fullmatch(parts[parts.index("-j") + 1]):
+                    _run(tool, "-t", table, "-D", *parts[1:])
+            for chain in chains:
+                _run(tool, "-t", table, "-F", chain)
+            for chain in chains:
+                _run(tool, "-t", table, "-X", chain)
 
 
 def kill_shims(paths: Paths) -> None:
