@@ -64,6 +64,10 @@ SUFFIXES = {
     **{f"{s}i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
 }
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A kernel pod's owner, in a label: the tenant that started it ("sandbox-pool" for a warm
+# kernel until a claim relabels it, proxies.kubernetes).  Tenant names are valid label values.
+OWNER_LABEL = "minisandbox.dev/kernel-username"
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 # Template keyword -> the client's variables for it (the limit's name wins), the smallest amount
 # Kubernetes can express for it, and its unit in messages.
 RESOURCES = {
@@ -189,6 +193,9 @@ def build_pod(template: str, env: Mapping[str, str], args: argparse.Namespace) -
     # set: a pod created elsewhere would be orphaned, so refuse instead.
     if env.get("KERNEL_NAMESPACE", namespace) != namespace:
         raise LaunchError(f"kernels run only in namespace {namespace!r}")
+    owner = env.get("KERNEL_USERNAME", "")
+    if owner and LABEL_VALUE.match(owner):
+        pod["metadata"].setdefault("labels", {})[OWNER_LABEL] = owner
     container = pod["spec"]["containers"][0]
     resources = container.get("resources") or {}
     if not resources.get("limits") or resources.get("requests") != resources["limits"]:
@@ -214,25 +221,45 @@ class InClusterAPI:
         self._tls = ssl.create_default_context(cafile=str(sa_dir / "ca.crt"))
 
     def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> None:
+        status, body = self._call("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        check_response(status, body)
+
+    def label_pod(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
+        """Merge ``labels`` into a pod's (a JSON merge patch)."""
+        status, body = self._call(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            {"metadata": {"labels": dict(labels)}},
+            content_type="application/merge-patch+json",
+        )
+        if status != 200:
+            raise LaunchError(f"labelling pod {name}: {status} {body[:300]}")
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        document: Mapping[str, Any],
+        content_type: str = "application/json",
+    ) -> tuple[int, str]:
         connection = http.client.HTTPSConnection(
             self._host, self._port, context=self._tls, timeout=30
         )
         try:
             connection.request(
-                "POST",
-                f"/api/v1/namespaces/{namespace}/pods",
-                body=json.dumps(pod),
+                method,
+                path,
+                body=json.dumps(document),
                 headers={
                     "Authorization": f"Bearer {self._token}",
-                    "Content-Type": "application/json",
+                    "Content-Type": content_type,
                     "Accept": "application/json",
                 },
             )
             response = connection.getresponse()
-            body = response.read().decode("utf-8", "replace")
+            return response.status, response.read().decode("utf-8", "replace")
         finally:
             connection.close()
-        check_response(response.status, body)
 
 
 def check_response(status: int, body: str) -> None:

@@ -17,7 +17,7 @@ import yaml  # type: ignore[import-untyped]
 
 from jupyter_kernel_client import GatewayKernelSession
 from testkit.cluster import build
-from testkit.cluster.cluster import RELEASE_NAMESPACE, Cluster
+from testkit.cluster.cluster import RELEASE_NAMESPACE, TENANT, Cluster
 
 from .conftest import (
     KERNEL_NS,
@@ -91,6 +91,7 @@ def test_a_cold_session_runs_code_under_restricted_and_is_removed_with_its_pod(
         after = starts(gateway_metrics(cluster, exports["JUPYTER_GATEWAY_AUTH_TOKEN"]), "cold")
         assert after == before + 1
         (pod,) = kernel_pods(cluster, f"kernel_id={status['kernelId']}")
+        assert pod["metadata"]["labels"]["minisandbox.dev/kernel-username"] == TENANT
         spec = pod["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
         container = spec["containers"][0]
@@ -129,8 +130,16 @@ def test_a_session_without_resources_is_served_from_the_warm_pool(
         pod_name, kernel_id, owner = str(seen.stdout).split()
         assert (kernel_id, owner) == (status["kernelId"], f"{SESSION_NS}/{status['name']}")
         # Started ahead of time as a pool pod, then claimed by this session.
-        pod = get(cluster, "pod", pod_name, "-n", KERNEL_NS)
         assert pod_name.startswith("sandbox-pool-")
+
+        def relabelled() -> dict[str, Any] | None:
+            pod = get(cluster, "pod", pod_name, "-n", KERNEL_NS)
+            labels = pod["metadata"]["labels"]
+            owned = labels.get("minisandbox.dev/kernel-username") == TENANT
+            return pod if owned and labels.get("minisandbox.dev/kernel-id") == kernel_id else None
+
+        # The claim relabels the pod: its owner and the kernel it now serves, not the pool's.
+        pod = wait_for("the claimed pod's owner label", relabelled, 30)
         assert pod["spec"]["securityContext"]["runAsUser"] == 1000
 
     def pod_gone() -> bool:

@@ -427,7 +427,7 @@ def test_gateway_rights_are_namespace_scoped_to_kernel_pods() -> None:
         {
             "apiGroups": [""],
             "resources": ["pods"],
-            "verbs": ["list", "create", "delete"],
+            "verbs": ["list", "create", "delete", "patch"],
         }
     ]
 
@@ -747,7 +747,7 @@ def test_kernelspecs_are_kubernetes_launched() -> None:
         proxy = spec["metadata"]["process_proxy"]
         assert (
             proxy["class_name"]
-            == "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy"
+            == "sandbox_gateway.proxies.kubernetes.SandboxKubernetesProcessProxy"
         )
         assert proxy["config"]["image_name"] == "mini-jupyter-sandbox/kernel-python:0.1.0"
         # The launcher is the gateway image's module; the argv names the pod template the
