@@ -119,9 +119,16 @@ def start(cluster: Cluster, kubeconfig: Path) -> None:
 
 
 def enforcing() -> bool:
-    """Whether the enforcer's jump is the first rule of FORWARD (ahead of every accept)."""
+    """Whether the enforcer's jump in FORWARD comes before the CNI firewall plugin's, the one
+    that accepts pod traffic.  (Docker may put its own jumps above both when it creates a
+    network; those match only Docker's bridges.  The enforcer moves back to the top on its
+    next sync.)"""
     rules = _iptables("iptables", "-t", "filter", "-S", "FORWARD").splitlines()
-    return len(rules) > 1 and rules[1].endswith("-j KUBE-ROUTER-FORWARD")
+    jumps = [rule.rsplit("-j ", 1)[-1] for rule in rules if rule.startswith("-A FORWARD")]
+    if "KUBE-ROUTER-FORWARD" not in jumps:
+        return False
+    accepts = jumps.index("CNI-FORWARD") if "CNI-FORWARD" in jumps else len(jumps)
+    return jumps.index("KUBE-ROUTER-FORWARD") < accepts
 
 
 def _iptables(*argv: str) -> str:

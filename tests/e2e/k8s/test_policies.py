@@ -120,7 +120,7 @@ def _token(monkeypatch: pytest.MonkeyPatch, exports: dict[str, str]) -> None:
 def test_a_kernel_reaches_only_its_launch_response_and_gets_through_without_the_enforcer(
     cluster: Cluster,
 ) -> None:
-    assert enforcer.enforcing(), "the enforcer's chain is not first in FORWARD"
+    assert enforcer.enforcing(), "the enforcer's chain does not come before the CNI accepts"
     with kernels(cluster) as found:
         victim_status, victim = found["victim"]
         _, attacker = found["attacker"]
