@@ -56,7 +56,7 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # Kubernetes quantities (cpu "500m", "0.5", "2"; memory "512Mi", "1G", "129e6").
 QUANTITY = re.compile(
-    r"^(?P<number>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>[EPTGMk]i?|[eE][0-9]+|m)?$"
+    r"^(?P<number>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>[KMGTPE]i|[kMGTPE]|[eE][0-9]+|m)?$"
 )
 SUFFIXES = {
     "m": Decimal("0.001"),

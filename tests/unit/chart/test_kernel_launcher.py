@@ -163,6 +163,8 @@ def _refusal(scripts: Path, template: str | None = None, **asked: str) -> str:
         ({"KERNEL_MEMORY": "1073741824", "KERNEL_MEMORY_LIMIT": "1Gi"}, {"memory": "1Gi"}),
         ({"KERNEL_CPUS": "0.5", "KERNEL_CPUS_LIMIT": "500m"}, {"cpu": "500m"}),
         ({"KERNEL_MEMORY": "129e6"}, {"memory": "129e6"}),
+        # Binary kilo is "Ki" (decimal "k"), as Kubernetes writes them.
+        ({"KERNEL_MEMORY": "262144Ki"}, {"memory": "262144Ki"}),
         ({"KERNEL_CPUS": "1m", "KERNEL_MEMORY": "1"}, {"cpu": "1m", "memory": "1"}),
         ({"KERNEL_CPUS": ""}, {"cpu": "1"}),  # empty is unset
     ],
@@ -194,6 +196,8 @@ def test_requests_always_equal_limits(
         ({"KERNEL_MEMORY": "-1"}, "not a Kubernetes quantity"),
         ({"KERNEL_CPUS": "unlimited"}, "not a Kubernetes quantity"),
         ({"KERNEL_MEMORY": "1GB"}, "not a Kubernetes quantity"),
+        # "ki" is no suffix of Kubernetes': it was once read as no suffix at all (one byte).
+        ({"KERNEL_MEMORY": "262144ki"}, "not a Kubernetes quantity"),
         ({"KERNEL_CPUS": "inf"}, "not a Kubernetes quantity"),
     ],
 )
