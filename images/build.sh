@@ -47,7 +47,13 @@ fi
 
 for name in "${names[@]}"; do
     start=$SECONDS
-    docker build --quiet "${cache_args[@]}" \
+    # The gateway's kernelspecs name the kernel image of this version (images/gateway/Dockerfile).
+    version_args=()
+    if [[ "$name" == gateway ]]; then
+        version_args=(--build-arg "SANDBOX_VERSION=$version")
+    fi
+    # ${a[@]+...}: an empty array is "unbound" to bash 3.2 (macOS) under set -u.
+    docker build --quiet ${cache_args[@]+"${cache_args[@]}"} ${version_args[@]+"${version_args[@]}"} \
         --file "images/$name/Dockerfile" \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" \
         --tag "mini-jupyter-sandbox/$name:$version" \
