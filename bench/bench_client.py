@@ -10,12 +10,14 @@ ipykernel, from the gateway's venv.  Then:
    ``jupyter-kernel-client`` (own venv, in a subprocess); EG's own ``GatewayClient`` (in the
    gateway venv, in a subprocess).  All are opened first and then run in interleaved rounds, so
    load from other processes falls on every row alike.
-2. Pool acquire+release, and kernel start to first result (this client vs raw jupyter_client).
+2. Pool acquire+release with idle kernels, in the default mode (a fresh kernel per acquire: the
+   bench waits, untimed, for the replacements between calls) and with ``reuse=True``; kernel
+   start to first result (this client vs raw jupyter_client).
 3. 20 MiB of stdout from one execute: wall time and the client's peak memory, every run in a
    fresh subprocess (VmHWM before and after).
 
     python bench/bench_client.py                    # full run (about 5 minutes)
-    python bench/bench_client.py --iterations 50    # quicker
+    python bench/bench_client.py --iterations 50 --pool-cycles 10    # quicker
 
 The script also runs as its own worker (``--worker NAME``) inside other venvs, so module-level
 imports are stdlib only.
@@ -508,14 +510,48 @@ def round_trip_rows(gws: dict[str, Any], args: argparse.Namespace, notes: list[s
 # --- 2. pool acquire, kernel start to first result --------------------------------------------
 
 
-def pool_acquire(gateway: Any, args: argparse.Namespace) -> list[float]:
+POOL_SIZE = 2
+POOL_READY_TIMEOUT = 120.0
+
+
+def pool_acquire(gateway: Any, args: argparse.Namespace, *, reuse: bool) -> list[float]:
+    """Milliseconds of ``release(acquire())`` with ``POOL_SIZE`` kernels ready.
+
+    With ``reuse=True`` the same kernels go round, so calls follow each other.  By default each
+    release shuts its kernel down and starts a replacement in the background: before every
+    timed call the bench waits, untimed, until the pool has its kernels ready again, so the
+    call is what the row says, an acquire from idle kernels and a release.
+    """
     from jupyter_kernel_client import KernelSessionPool
 
     pool = KernelSessionPool(
-        gateway.http, gateway.ws, KERNEL_NAME, size=2, health_check_interval=None
+        gateway.http,
+        gateway.ws,
+        KERNEL_NAME,
+        size=POOL_SIZE,
+        reuse=reuse,
+        health_check_interval=None,
     )
     with pool:
-        return time_calls(lambda: pool.release(pool.acquire()), args.iterations, args.warmup)
+        if reuse:
+            return time_calls(lambda: pool.release(pool.acquire()), args.iterations, args.warmup)
+        samples = []
+        for cycle in range(args.pool_cycles + 1):  # the first is a warm-up
+            wait_until_ready(pool)
+            start = time.perf_counter()
+            pool.release(pool.acquire())
+            if cycle:
+                samples.append((time.perf_counter() - start) * 1000)
+        return samples
+
+
+def wait_until_ready(pool: Any) -> None:
+    """Until the pool has ``POOL_SIZE`` idle kernels and no shutdown left to do."""
+    ready = {"idle": POOL_SIZE, "in_use": 0, "total": POOL_SIZE, "shutting_down": 0}
+    deadline = time.monotonic() + POOL_READY_TIMEOUT
+    while pool.stats != ready:
+        expect(time.monotonic() < deadline, f"pool not ready after {POOL_READY_TIMEOUT:g} s")
+        time.sleep(0.01)
 
 
 def start_to_result_ours(gateway: Any) -> float:
@@ -539,21 +575,26 @@ def start_to_result_raw(python: Path) -> float:
 
 
 def startup_rows(gateway: Any, name: str, args: argparse.Namespace) -> list[Row]:
-    acquire = pool_acquire(gateway, args)
-    acquire_p50 = statistics.median(acquire)
     acquire_goal = f"p50 ≤ {ACQUIRE_TARGET_MS:g} ms"
-    rows = [
-        Row(
-            "pool acquire + release, idle kernels",
-            "KernelSessionPool (sync)",
-            name,
-            len(acquire),
-            ms(acquire_p50),
-            ms(p99(acquire)),
-            "",
-            verdict(acquire_p50, ACQUIRE_TARGET_MS, acquire_goal),
-        ),
-    ]
+    rows = []
+    for reuse, client in (
+        (False, "KernelSessionPool (sync), fresh kernel per acquire (default)"),
+        (True, "KernelSessionPool (sync), reuse=True"),
+    ):
+        acquire = pool_acquire(gateway, args, reuse=reuse)
+        acquire_p50 = statistics.median(acquire)
+        rows.append(
+            Row(
+                "pool acquire + release, idle kernels",
+                client,
+                name,
+                len(acquire),
+                ms(acquire_p50),
+                ms(p99(acquire)),
+                "",
+                verdict(acquire_p50, ACQUIRE_TARGET_MS, acquire_goal),
+            )
+        )
     python = eg_python()
     ours, raw = [], []
     for _ in range(args.starts + 1):  # alternating; the first of each is a warm-up
@@ -774,6 +815,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200, help="timed round trips per row")
     parser.add_argument("--warmup", type=int, default=20, help="untimed round trips first")
     parser.add_argument("--starts", type=int, default=10, help="timed kernel starts per row")
+    parser.add_argument(
+        "--pool-cycles",
+        type=int,
+        default=50,
+        help="timed acquire+release of the default pool (each costs a kernel start, untimed)",
+    )
     parser.add_argument("--big-runs", type=int, default=3, help="20 MiB executes per row")
     parser.add_argument("--worker", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
+from typing import Any
 
 from ._async_session import AsyncGatewayKernelSession
 from ._exceptions import KernelClientError, KernelDiedError
@@ -17,9 +18,11 @@ logger = logging.getLogger("jupyter_kernel_client")
 
 
 class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
-    """Keeps ``size`` idle kernels ready and grows on demand up to ``max_size``: the behaviour
-    of :class:`KernelSessionPool`, the arguments of :class:`PoolBase`.
+    """Keeps ``size`` idle kernels ready and grows on demand up to ``max_size``; by default a
+    fresh kernel for every acquire, with ``reuse=True`` kernels handed out again, state and
+    all: the behaviour of :class:`KernelSessionPool`, the arguments of :class:`PoolBase`.
 
+    Released kernels are shut down, and replacements started, by background tasks.
     ``async with AsyncKernelSessionPool(config, size=2) as pool, pool.session() as s:``
     """
 
@@ -28,6 +31,7 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
     def _init_io(self) -> None:
         self._cond = asyncio.Condition()
         self._health_task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()  # referenced until done, awaited by close
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -40,7 +44,7 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         async with self._cond:
-            self._idle.extend(r for r in results if isinstance(r, AsyncGatewayKernelSession))
+            self._idle.extend(r for r in results if not isinstance(r, BaseException))
         if failures:
             await self.close()
             raise failures[0]
@@ -49,7 +53,8 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
         return self
 
     async def close(self) -> None:
-        """Shut down every kernel of the pool, idle or in use."""
+        """Shut down every kernel of the pool, idle or in use, and wait for the shutdowns and
+        starts still running in the background."""
         async with self._cond:
             if self._state is PoolState.CLOSED:
                 return
@@ -60,6 +65,10 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
         await asyncio.gather(*(_shutdown_quietly(s) for s in sessions))
+        # No job is submitted once the pool is closed; a start still running sees the pool
+        # closed when it ends, and shuts its kernel down.
+        while self._jobs:
+            await asyncio.gather(*self._jobs, return_exceptions=True)  # jobs log their own
 
     async def __aenter__(self) -> AsyncKernelSessionPool:
         return await self.start()
@@ -100,13 +109,14 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
         return self._acquired(session, started)
 
     async def release(self, session: AsyncGatewayKernelSession, *, discard: bool = False) -> None:
-        """Give a kernel back; ``discard=True`` (or a dead kernel) replaces it with a new one."""
+        """Give a kernel back, without waiting for anything; see
+        :meth:`KernelSessionPool.release`."""
         async with self._cond:
-            kept = self._give_back(session, discard)
+            if self._give_back(session, keep=self._release_keeps(discard)):
+                self._submit(self._retire, session)
+                if self._needs_replacement():  # room beside the shutdown (max_size > size)
+                    self._submit(self._start_replacement)
             self._cond.notify()
-        if not kept:
-            await _shutdown_quietly(session)
-            await self._replenish()
 
     @contextlib.asynccontextmanager
     async def session(
@@ -126,8 +136,9 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
     # --- health -------------------------------------------------------------------------------
 
     async def check_health(self) -> int:
-        """Check each idle kernel once; replace the dead ones.  Returns how many were replaced."""
-        replaced = 0
+        """Check each idle kernel once; replace the dead ones, and start any kernel the pool
+        lacks to have ``size``.  Returns how many were dead; waits for their replacements."""
+        dead: list[asyncio.Task[None]] = []
         for session in list(self._idle):
             async with self._cond:
                 if not self._lease_for_check(session):
@@ -136,11 +147,19 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
                 healthy = await session.is_alive()
             except KernelClientError:
                 healthy = False
-            if not healthy:
-                logger.warning("pooled kernel %s is dead; replacing it", session.kernel_id)
-                replaced += 1
-            await self.release(session, discard=not healthy)
-        return replaced
+            async with self._cond:
+                if self._give_back(session, keep=healthy):
+                    logger.warning("pooled kernel %s is dead; replacing it", session.kernel_id)
+                    dead.append(self._submit(self._retire, session))
+                self._cond.notify()
+        # Shielded: cancelling the checker (close does) must not cancel a shutdown or a start.
+        for job in dead:
+            await asyncio.shield(job)
+        async with self._cond:
+            top_up = self._submit(self._replenish) if self._state is PoolState.OPEN else None
+        if top_up is not None:
+            await asyncio.shield(top_up)
+        return len(dead)
 
     async def _health_loop(self) -> None:
         assert self.health_check_interval is not None
@@ -152,25 +171,62 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
                 # The checker must outlive any one failure (gateway briefly down, …).
                 logger.exception("kernel pool health check failed")
 
+    # --- background jobs --------------------------------------------------------------------
+
+    def _submit(
+        self, job: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> asyncio.Task[None]:
+        """Run ``job`` as a task of the pool (call with the lock held, while the pool is open:
+        close waits for every job submitted before it)."""
+        assert self._state is PoolState.OPEN
+        task = asyncio.get_running_loop().create_task(job(*args))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+        return task
+
+    async def _retire(self, session: AsyncGatewayKernelSession) -> None:
+        """Shut a released kernel down, then start what the pool lacks."""
+        try:
+            await _shutdown_quietly(session)
+        finally:
+            async with self._cond:
+                self._shut_down()
+                self._cond.notify_all()  # a slot of max_size is free
+        await self._replenish()
+
+    async def _start_replacement(self) -> None:
+        """Start the kernel :meth:`_needs_replacement` reserved, then any more ``size`` needs."""
+        if await self._start_reserved():
+            await self._replenish()
+
     async def _replenish(self) -> None:
         """Start kernels until ``size`` are there again (never past ``max_size``)."""
         while True:
             async with self._cond:
                 if not self._needs_replacement():
                     return
-            try:
-                session = await self._start_one()
-            except KernelClientError:
-                logger.exception("could not start a replacement kernel")
-                async with self._cond:
-                    self._unreserve()
+            if not await self._start_reserved():
                 return
+
+    async def _start_reserved(self) -> bool:
+        """Start one reserved kernel for the idle ones; ``False`` if that failed or the pool
+        closed meanwhile (a failed start is logged: the next health check tries again)."""
+        try:
+            session = await self._start_one()
+        except BaseException as exc:
             async with self._cond:
-                kept = self._keep(session, in_use=False)
-                self._cond.notify()
-            if not kept:
-                await _shutdown_quietly(session)
-                return
+                self._unreserve()
+                self._cond.notify_all()
+            if not isinstance(exc, Exception):
+                raise  # cancelled
+            logger.exception("could not start a replacement kernel")
+            return False
+        async with self._cond:
+            kept = self._keep(session, in_use=False)
+            self._cond.notify()
+        if not kept:
+            await _shutdown_quietly(session)
+        return kept
 
     async def _start_one(self) -> AsyncGatewayKernelSession:
         return await self._new_session().start()
@@ -179,5 +235,5 @@ class AsyncKernelSessionPool(PoolBase[AsyncGatewayKernelSession]):
 async def _shutdown_quietly(session: AsyncGatewayKernelSession) -> None:
     try:
         await session.shutdown()
-    except KernelClientError:
+    except Exception:  # a cleanup, often in the background: logged, never raised
         logger.warning("could not shut down pooled kernel %s", session.kernel_id, exc_info=True)

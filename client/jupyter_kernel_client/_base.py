@@ -14,7 +14,12 @@ from typing import Any, Protocol
 
 from . import _protocol as proto
 from ._config import FileServerConfig, GatewayConfig, coerce_config
-from ._exceptions import ConnectionLostError, KernelClientError, SessionStateError
+from ._exceptions import (
+    ConnectionLostError,
+    KernelClientError,
+    KernelDiedError,
+    SessionStateError,
+)
 from ._fileops import FileOp, FileOpValue, file_op_code, file_op_result
 from ._protocol import KernelRef, Message, OutputCallback
 from ._result import ExecutionResult
@@ -86,6 +91,7 @@ class SessionBase:
         self._ref: KernelRef | None = None
         self._codec = proto.JSON_CODEC
         self._state = SessionState.NEW
+        self._kernel_died = False  # a request raised KernelDiedError (a pool will not reuse it)
         self._init_io()
 
     @property
@@ -162,7 +168,15 @@ class SessionBase:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._require_started()
-        return self._instrumented(self._execute(code, timeout, on_output), "execute")
+        flow = self._noting_death(self._execute(code, timeout, on_output))
+        return self._instrumented(flow, "execute")
+
+    def _noting_death(self, flow: proto.Flow) -> proto.Flow:
+        try:
+            return (yield from flow)
+        except KernelDiedError:
+            self._kernel_died = True
+            raise
 
     def _execute(self, code: str, timeout: float, on_output: OutputCallback | None) -> proto.Flow:
         ref = self._require_started()

@@ -1,7 +1,13 @@
 """Pools of pre-started kernels: acquire one in microseconds instead of starting one.
 
-:class:`PoolBase` keeps the books (idle, in use, being started; the pool's state) for both
-faces; :class:`KernelSessionPool` adds threads, the async pool (``_async_pool``) tasks.
+By default a kernel serves one acquire: its release shuts it down in the background and starts
+a fresh one in its place, so that nothing one caller's code left in a kernel (variables,
+imported modules, threads, files in its container) reaches the next caller.  With
+``reuse=True`` released kernels are handed out again, state and all.
+
+:class:`PoolBase` keeps the books (idle, in use, being started, being shut down; the pool's
+state) for both faces; :class:`KernelSessionPool` adds threads, the async pool
+(``_async_pool``) tasks.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -37,12 +43,20 @@ class PoolState(enum.Enum):
 class PoolBase(Generic[S]):
     """A pool's constructor and books, shared by both faces (whose methods hold its lock).
 
-    ``size`` kernels are kept ready and the pool grows on demand up to ``max_size``.  The
+    ``size`` kernels are kept ready and the pool grows on demand up to ``max_size``, which
+    bounds every kernel the pool holds: idle, in use, being started and being shut down.  The
     sessions come from a :class:`GatewayConfig` (``Pool(config, size=2)``), the seed's
     arguments (``Pool(http, ws, "python3", size=2, launch_env=...)``; further keywords are
     :class:`GatewayConfig` fields, validated here, once) or ``factory=`` (any callable returning
     a new, unstarted session).  ``files=`` and ``metrics=`` reach every session the pool makes;
     ``metrics`` also times acquisitions.
+
+    ``reuse=False`` (the default): each kernel serves one acquire.  Its release returns at once;
+    the kernel is shut down in the background and a fresh one is started to keep ``size``
+    ready.  ``reuse=True``: a released kernel goes back to the idle ones as it is, for the next
+    acquire — for one caller's own code only: state carries over (variables, imported modules,
+    background threads, files), so never share such a pool between callers who must not see
+    each other's data.
     """
 
     _session_class: type[S]
@@ -57,6 +71,7 @@ class PoolBase(Generic[S]):
         factory: Callable[[], S] | None = None,
         size: int = 2,
         max_size: int | None = None,
+        reuse: bool = False,
         health_check_interval: float | None = 30.0,
         files: FileServerConfig | None = None,
         metrics: Instrumentation | None = None,
@@ -70,6 +85,8 @@ class PoolBase(Generic[S]):
             )
         if health_check_interval is not None and health_check_interval <= 0:
             raise ValueError("health_check_interval must be positive or None")
+        if not isinstance(reuse, bool):
+            raise TypeError(f"reuse must be True or False, not {reuse!r}")
         if factory is None:
             cls = session_class or self._session_class
             config = _pool_config(gateway_http, gateway_ws, kernel_name, options)
@@ -82,12 +99,14 @@ class PoolBase(Generic[S]):
             raise TypeError("factory must be callable")
         self.size = size
         self.max_size = max_size
+        self.reuse = reuse
         self.health_check_interval = health_check_interval
         self._new_session = factory
         self._metrics = metrics
         self._idle: collections.deque[S] = collections.deque()
         self._in_use: set[S] = set()
         self._total = 0  # idle + in use + being started
+        self._shutting_down = 0  # released, being shut down (still counted against max_size)
         self._state = PoolState.NEW
         self._init_io()
 
@@ -101,8 +120,14 @@ class PoolBase(Generic[S]):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counts of idle, in-use and all kernels (including ones being started)."""
-        return {"idle": len(self._idle), "in_use": len(self._in_use), "total": self._total}
+        """Counts of idle and in-use kernels, of all of them (``total``: including ones being
+        started) and of released ones still being shut down."""
+        return {
+            "idle": len(self._idle),
+            "in_use": len(self._in_use),
+            "total": self._total,
+            "shutting_down": self._shutting_down,
+        }
 
     def _open(self) -> None:
         if self._state is not PoolState.NEW:
@@ -148,9 +173,12 @@ class PoolBase(Generic[S]):
             return session
         return None
 
+    def _headroom(self) -> bool:
+        return self._total + self._shutting_down < self.max_size
+
     def _reserve(self) -> bool:
         """Count a session about to be started, if the pool may grow."""
-        if self._total >= self.max_size:
+        if not self._headroom():
             return False
         self._total += 1
         return True
@@ -166,17 +194,31 @@ class PoolBase(Generic[S]):
         (self._in_use.add if in_use else self._idle.append)(session)
         return True
 
-    def _give_back(self, session: S, discard: bool) -> bool:
-        """Return a leased session; ``True`` if it went back to idle, ``False`` if the face
-        must shut it down (and replenish)."""
+    def _release_keeps(self, discard: bool) -> bool:
+        """Whether ``release`` puts the session back among the idle ones."""
+        return self.reuse and not discard
+
+    def _give_back(self, session: S, *, keep: bool) -> bool:
+        """Return a leased session, to the idle ones if ``keep`` and its kernel is usable.
+
+        ``True`` if the face must shut it down (then :meth:`_shut_down` it) and replenish.
+        After ``close()`` there is nothing to do: close shut every kernel of the pool down.
+        """
+        if self._state is PoolState.CLOSED:
+            return False
         if session not in self._in_use:
             raise ValueError("this session was not acquired from this pool")
         self._in_use.remove(session)
-        if not discard and not session.closed and self._state is PoolState.OPEN:
+        if keep and not session.closed and not session._kernel_died:
             self._idle.append(session)
-            return True
+            return False
         self._total -= 1
-        return False
+        self._shutting_down += 1
+        return True
+
+    def _shut_down(self) -> None:
+        """Book the end of a shutdown :meth:`_give_back` asked for."""
+        self._shutting_down -= 1
 
     def _lease_for_check(self, session: S) -> bool:
         """Move an idle session to in-use for a health check (``False``: acquired meanwhile)."""
@@ -187,8 +229,8 @@ class PoolBase(Generic[S]):
         return True
 
     def _needs_replacement(self) -> bool:
-        """Reserve a replacement if the pool is below ``size``."""
-        if self._state is not PoolState.OPEN or self._total >= self.size:
+        """Reserve a replacement if the pool is below ``size`` and may grow."""
+        if self._state is not PoolState.OPEN or self._total >= self.size or not self._headroom():
             return False
         self._total += 1
         return True
@@ -215,12 +257,15 @@ def _pool_config(
 
 
 class KernelSessionPool(PoolBase[GatewayKernelSession]):
-    """Keeps ``size`` idle kernels ready and grows on demand up to ``max_size`` (the arguments
-    are :class:`PoolBase`'s).
+    """Keeps ``size`` idle kernels ready and grows on demand up to ``max_size``; by default a
+    fresh kernel for every acquire, with ``reuse=True`` kernels handed out again, state and all
+    (the arguments are :class:`PoolBase`'s).
 
-    Idle kernels are health-checked every ``health_check_interval`` seconds; dead ones, and
-    kernels released with ``discard=True`` or found closed, are shut down and replaced.
-    ``close()`` shuts every kernel down, in use or not.
+    Released kernels are shut down, and replacements started, by background threads.  Idle
+    kernels are health-checked every ``health_check_interval`` seconds; dead ones, and kernels
+    released with ``discard=True``, found closed or whose kernel died under a request, are shut
+    down and replaced.  ``close()`` shuts every kernel down, in use or not, and waits for the
+    background shutdowns and starts.
     """
 
     _session_class = GatewayKernelSession
@@ -229,6 +274,11 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._health_thread: threading.Thread | None = None
+        # Shutdowns and replacement starts: jobs never wait for each other, so any number of
+        # workers is deadlock-free; this many lets a burst of releases proceed in parallel.
+        self._jobs = ThreadPoolExecutor(
+            max_workers=min(32, 2 * self.max_size), thread_name_prefix="kernel-pool"
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -252,7 +302,8 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
         return self
 
     def close(self) -> None:
-        """Shut down every kernel of the pool, idle or in use."""
+        """Shut down every kernel of the pool, idle or in use, and wait for the shutdowns and
+        starts still running in the background."""
         with self._cond:
             if self._state is PoolState.CLOSED:
                 return
@@ -262,6 +313,9 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
         if sessions:
             with ThreadPoolExecutor(max_workers=min(8, len(sessions))) as executor:
                 executor.map(_shutdown_quietly, sessions)
+        # No job is submitted once the pool is closed; a start still running sees the pool
+        # closed when it ends, and shuts its kernel down.
+        self._jobs.shutdown(wait=True)
         if self._health_thread is not None:
             self._health_thread.join(timeout=5)
 
@@ -302,13 +356,18 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
         return self._acquired(session, started)
 
     def release(self, session: GatewayKernelSession, *, discard: bool = False) -> None:
-        """Give a kernel back; ``discard=True`` (or a dead kernel) replaces it with a new one."""
+        """Give a kernel back, without waiting for anything.
+
+        By default the kernel is shut down in the background and a fresh one started in its
+        place; with ``reuse=True`` it goes back to the idle ones, unless ``discard=True`` or
+        its kernel died.
+        """
         with self._cond:
-            kept = self._give_back(session, discard)
+            if self._give_back(session, keep=self._release_keeps(discard)):
+                self._submit(self._retire, session)
+                if self._needs_replacement():  # room beside the shutdown (max_size > size)
+                    self._submit(self._start_replacement)
             self._cond.notify()
-        if not kept:
-            _shutdown_quietly(session)
-            self._replenish()
 
     @contextlib.contextmanager
     def session(self, timeout: float | None = None) -> Iterator[GatewayKernelSession]:
@@ -326,10 +385,11 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
     # --- health -------------------------------------------------------------------------------
 
     def check_health(self) -> int:
-        """Check each idle kernel once; replace the dead ones.  Returns how many were replaced."""
+        """Check each idle kernel once; replace the dead ones, and start any kernel the pool
+        lacks to have ``size``.  Returns how many were dead; waits for their replacements."""
         with self._cond:
             candidates = list(self._idle)
-        replaced = 0
+        jobs: list[Future[None]] = []
         for session in candidates:
             with self._cond:
                 if not self._lease_for_check(session):
@@ -338,11 +398,18 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
                 healthy = session.is_alive()
             except KernelClientError:
                 healthy = False
-            if not healthy:
-                logger.warning("pooled kernel %s is dead; replacing it", session.kernel_id)
-                replaced += 1
-            self.release(session, discard=not healthy)
-        return replaced
+            with self._cond:
+                if self._give_back(session, keep=healthy):
+                    logger.warning("pooled kernel %s is dead; replacing it", session.kernel_id)
+                    jobs.append(self._submit(self._retire, session))
+                self._cond.notify()
+        for job in jobs:
+            job.result()
+        with self._cond:
+            top_up = self._submit(self._replenish) if self._state is PoolState.OPEN else None
+        if top_up is not None:
+            top_up.result()
+        return len(jobs)
 
     def _health_loop(self) -> None:
         assert self.health_check_interval is not None
@@ -353,25 +420,55 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
                 # The checker must outlive any one failure (gateway briefly down, …).
                 logger.exception("kernel pool health check failed")
 
+    # --- background jobs --------------------------------------------------------------------
+
+    def _submit(self, job: Callable[..., None], *args: Any) -> Future[None]:
+        """Run ``job`` on a pool thread (call with the lock held, while the pool is open: close
+        waits for every job submitted before it)."""
+        assert self._state is PoolState.OPEN
+        return self._jobs.submit(job, *args)
+
+    def _retire(self, session: GatewayKernelSession) -> None:
+        """Shut a released kernel down, then start what the pool lacks."""
+        try:
+            _shutdown_quietly(session)
+        finally:
+            with self._cond:
+                self._shut_down()
+                self._cond.notify_all()  # a slot of max_size is free
+        self._replenish()
+
+    def _start_replacement(self) -> None:
+        """Start the kernel :meth:`_needs_replacement` reserved, then any more ``size`` needs."""
+        if self._start_reserved():
+            self._replenish()
+
     def _replenish(self) -> None:
         """Start kernels until ``size`` are there again (never past ``max_size``)."""
         while True:
             with self._cond:
                 if not self._needs_replacement():
                     return
-            try:
-                session = self._start_one()
-            except KernelClientError:
-                logger.exception("could not start a replacement kernel")
-                with self._cond:
-                    self._unreserve()
+            if not self._start_reserved():
                 return
+
+    def _start_reserved(self) -> bool:
+        """Start one reserved kernel for the idle ones; ``False`` if that failed or the pool
+        closed meanwhile (a failed start is logged: the next health check tries again)."""
+        try:
+            session = self._start_one()
+        except Exception:
+            logger.exception("could not start a replacement kernel")
             with self._cond:
-                kept = self._keep(session, in_use=False)
-                self._cond.notify()
-            if not kept:
-                _shutdown_quietly(session)
-                return
+                self._unreserve()
+                self._cond.notify_all()
+            return False
+        with self._cond:
+            kept = self._keep(session, in_use=False)
+            self._cond.notify()
+        if not kept:
+            _shutdown_quietly(session)
+        return kept
 
     def _start_one(self) -> GatewayKernelSession:
         return self._new_session().start()
@@ -380,5 +477,5 @@ class KernelSessionPool(PoolBase[GatewayKernelSession]):
 def _shutdown_quietly(session: GatewayKernelSession) -> None:
     try:
         session.shutdown()
-    except KernelClientError:
+    except Exception:  # a cleanup, often in the background: logged, never raised
         logger.warning("could not shut down pooled kernel %s", session.kernel_id, exc_info=True)

@@ -24,10 +24,10 @@ from testkit.gateway import Gateway
 async def test_acquire_release_reuse_and_limits(gateway: Gateway) -> None:
     config = GatewayConfig(gateway.http, gateway.ws)
     async with AsyncKernelSessionPool(
-        config, size=1, max_size=2, health_check_interval=None
+        config, size=1, max_size=2, reuse=True, health_check_interval=None
     ) as pool:
         assert pool.state is PoolState.OPEN
-        assert pool.stats == {"idle": 1, "in_use": 0, "total": 1}
+        assert pool.stats == {"idle": 1, "in_use": 0, "total": 1, "shutting_down": 0}
         first = await pool.acquire()
         await first.execute("marker = 'first'")
         second = await pool.acquire()  # grows to max_size
@@ -41,7 +41,7 @@ async def test_acquire_release_reuse_and_limits(gateway: Gateway) -> None:
         await pool.release(second)
         with pytest.raises(ValueError):
             await pool.release(second)
-        assert pool.stats == {"idle": 2, "in_use": 0, "total": 2}
+        assert pool.stats == {"idle": 2, "in_use": 0, "total": 2, "shutting_down": 0}
     assert pool.state is PoolState.CLOSED
     assert first.closed and second.closed
     with pytest.raises(SessionStateError, match="closed"):
@@ -49,13 +49,16 @@ async def test_acquire_release_reuse_and_limits(gateway: Gateway) -> None:
 
 
 async def test_dead_kernels_are_replaced_idle_or_in_use(gateway: Gateway) -> None:
-    pool = AsyncKernelSessionPool(gateway.http, gateway.ws, size=1, health_check_interval=None)
+    # reuse=True: the kernel seen in the session goes back to the idle ones, to be killed there.
+    pool = AsyncKernelSessionPool(
+        gateway.http, gateway.ws, size=1, reuse=True, health_check_interval=None
+    )
     async with pool:
         async with pool.session() as s:
             victim = s.kernel_id
         requests.delete(f"{gateway.http}/api/kernels/{victim}", timeout=30).raise_for_status()
         assert await pool.check_health() == 1
-        assert pool.stats == {"idle": 1, "in_use": 0, "total": 1}
+        assert pool.stats == {"idle": 1, "in_use": 0, "total": 1, "shutting_down": 0}
         with pytest.raises(KernelDiedError):
             async with pool.session() as s:
                 assert s.kernel_id != victim
@@ -80,7 +83,7 @@ async def test_factory_pool_with_metrics_and_close_of_kernels_in_use(gateway: Ga
     await pool.start()
     held = await pool.acquire()
     await asyncio.sleep(0.5)  # the health checker runs meanwhile, and leaves healthy kernels
-    assert pool.stats == {"idle": 1, "in_use": 1, "total": 2}
+    assert pool.stats == {"idle": 1, "in_use": 1, "total": 2, "shutting_down": 0}
     ids = {held.kernel_id, await _idle_id(pool)}
     await pool.close()
     assert held.closed

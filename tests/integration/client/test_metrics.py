@@ -77,8 +77,15 @@ async def test_async_session_and_pool_report_into_the_same_families(gateway: Gat
     ) as session:
         await session.execute("2 + 2")
     with (
+        # reuse=True: the pool starts its one kernel and no replacement after the release.
         KernelSessionPool(
-            gateway.http, gateway.ws, "python3", size=1, health_check_interval=None, metrics=metrics
+            gateway.http,
+            gateway.ws,
+            "python3",
+            size=1,
+            reuse=True,
+            health_check_interval=None,
+            metrics=metrics,
         ) as pool,
         pool.session() as pooled,
     ):

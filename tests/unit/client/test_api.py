@@ -213,7 +213,11 @@ def test_pools_validate_without_starting_anything() -> None:
     for pool_class in (KernelSessionPool, AsyncKernelSessionPool):
         pool = pool_class(HTTP, WS, size=1, max_size=3, health_check_interval=None)
         assert pool.state is PoolState.NEW
-        assert pool.stats == {"idle": 0, "in_use": 0, "total": 0}
+        assert pool.stats == {"idle": 0, "in_use": 0, "total": 0, "shutting_down": 0}
+        # A kernel serves one acquire unless the caller opts into handing it out again.
+        assert inspect.signature(pool_class).parameters["reuse"].default is False
+        assert pool.reuse is False
+        assert pool_class(HTTP, WS, reuse=True).reuse is True
         with pytest.raises(ValueError, match="max_size"):
             pool_class(GatewayConfig(HTTP), size=3, max_size=2)
         with pytest.raises(ValueError, match="gateway_http"):
