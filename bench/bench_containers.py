@@ -135,7 +135,7 @@ def stock_kernelspec() -> dict[str, object]:
                 "config": {"image_name": KERNEL_IMAGE},
             }
         },
-        # The three workarounds the stock launcher needs under EG 3.3 (see issue 5): its mode
+        # The three workarounds the stock launcher needs under EG 3.3: its mode
         # variable, a PATH for it to pop, and nothing else.
         "env": {"DOCKER_MODE": "docker", "PATH": "/opt/eg/bin:/usr/bin:/bin"},
         "argv": [

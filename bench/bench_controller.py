@@ -21,7 +21,7 @@ On each gateway, two phases:
 2. **controller**: N SandboxSessions created at once on the API server; latency per session =
    from the API server storing the object to it storing ``status.phase = Ready``.
 
-Per-session overhead = p50(controller) - p50(direct), per gateway.  Target (issue 4): <= 100 ms.
+Per-session overhead = p50(controller) - p50(direct), per gateway.  Design target: <= 100 ms.
 Each phase's warm and cold starts are read from the gateway's ``/metrics``
 (``sandbox_kernel_starts_total``), with the reason of any cold start.
 

@@ -15,7 +15,7 @@ Starts ``uvicorn fileserver.app:app`` (httptools + uvloop) in a subprocess, then
 
 repeats the steps ``--repeat`` times after a warm-up round, and prints one markdown table: median
 MB/s each way per client, the ratio to ``cp``, the server's and the client's CPU seconds per GiB,
-and the server's peak RSS (``VmHWM`` of the uvicorn process). MB = 10^6 bytes. Targets (issue 3):
+and the server's peak RSS (``VmHWM`` of the uvicorn process). MB = 10^6 bytes. Design targets:
 >= 0.5x cp each way, RSS < 150 MB. Nothing is fsynced, neither by ``cp`` nor by the server
 (``FILE_SERVER_FSYNC`` stays off): every row is a page-cache copy; ``os.sync()`` runs before each
 timed step so that no step pays for the previous one's dirty pages.

@@ -11,7 +11,7 @@ Each scenario runs ``--repeat`` times; the table shows the median wall time of t
 (request sent to last byte received, on a raw socket; parsing excluded), what the client
 received, and the server's peak RSS
 (``VmHWM`` of the uvicorn process, cumulative since it started, read after the scenario). MB =
-10^6 bytes. Target (issue 9): the server's peak stays under 100 MB.
+10^6 bytes. Design target: the server's peak stays under 100 MB.
 
     python bench/bench_fileserver_listing.py
     python bench/bench_fileserver_listing.py --entries 20000 --repeat 1

@@ -77,7 +77,7 @@ LOAD_TARGET = 0.5  # gateway executes/s over raw ZMQ executes/s
 SETTLE_TIMEOUT = 300.0
 MIB = 1024 * 1024
 
-# Figures of other sandboxes as issue 10 quotes them; nothing here re-measures them.
+# Published figures of other sandboxes; nothing here re-measures them.
 PEERS = [
     (
         "kubernetes-sigs/agent-sandbox: warm claim → Ready, one at a time",
@@ -989,7 +989,7 @@ def main() -> None:
             "5",
             f"{name} — quoted",
             p50=figure,
-            other=f"as quoted in issue 10: “{text}”",
+            other=f"published: “{text}”",
             target="quoted, not measured here",
         )
         for name, figure, text in PEERS

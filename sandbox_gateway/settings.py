@@ -13,7 +13,9 @@ The rule, for every setting:
   ``os.environ`` before anything reads it, so the kernel launchers (separate processes, given the
   gateway's ``SANDBOX_*`` variables by Enterprise Gateway) see the values the gateway sees.
 
-``jupyter sandbox-gateway --help-all`` lists them all (``sandbox_gateway.app``).
+``jupyter sandbox-gateway --help-all`` lists them all (``sandbox_gateway.app``);
+``python -m sandbox_gateway.settings`` prints them as the Markdown tables of
+``docs/configuration.md`` (``reference``).
 """
 
 from __future__ import annotations
@@ -321,3 +323,57 @@ def export(parent: Configurable) -> dict[str, str]:
     values = configured(parent)
     os.environ.update(values)
     return values
+
+
+_KINDS: Final[dict[type[TraitType[Any, Any]], str]] = {
+    Int: "integer",
+    Float: "number",
+    Unicode: "string",
+    Bool: "`true`/`false`",
+    List: "comma list",
+    Dict: "`name=value` list",
+}
+"""A trait's type, as its variable is written."""
+
+
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: a value (``512m``, ``max_kernels``) in code, prose
+    with Markdown's characters escaped outside its code spans."""
+    text = " ".join(text.replace("``", "`").split())
+    if " " not in text and "`" not in text and (text in ("true", "false") or not text.isalpha()):
+        return f"`{text}`"
+    parts = text.split("`")
+    parts[::2] = [part.replace("*", "\\*") for part in parts[::2]]
+    return "`".join(parts).replace("|", "\\|")
+
+
+def reference() -> str:
+    """Every setting as Markdown, one table per ``Configurable``: its variable, its config name,
+    its type, its default and its help, all read from the traits."""
+    lines: list[str] = []
+    for cls in CLASSES:
+        traits = cls.class_traits(env=lambda env: env is not None)
+        lines += [
+            f"**`{cls.__name__}`**: {_cell(cls.__doc__ or '')}",
+            "",
+            "| variable | config | type | default | meaning |",
+            "|---|---|---|---|---|",
+        ]
+        for name in (name for name in vars(cls) if name in traits):  # in declaration order
+            trait = traits[name]
+            env = trait.metadata["env"]
+            meaning, _, default = trait.help.rpartition(f" Not set in config: ${env}, else ")
+            cells = [
+                f"`{env}`",
+                f"`c.{cls.__name__}.{name}`",
+                _KINDS[type(trait)],
+                _cell(default.removesuffix(".")),
+                _cell(meaning),
+            ]
+            lines.append(f"| {' | '.join(cells)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
