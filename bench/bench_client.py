@@ -147,7 +147,9 @@ def gateways() -> Iterator[dict[str, Any]]:
 
     started: dict[str, Any] = {}
     try:
-        started["patched EG"] = Gateway().start()
+        # The 20 MiB output rows measure a transfer, not the gateway's message bound (16m by
+        # default, which would cut it): the bound is raised above the payload.
+        started["patched EG"] = Gateway(env={"SANDBOX_MAX_MESSAGE_BYTES": "64m"}).start()
         started["stock EG"] = Gateway(config=None).start()
         yield started
     finally:

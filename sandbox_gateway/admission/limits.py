@@ -45,6 +45,13 @@ One start per kernel id
     not count, and on Docker each put a container on the same private network (one client could
     join a victim's network while the victim's kernel was starting).
 
+What the launcher would refuse (403, nothing started)
+    A request the kernelspec's launcher would refuse on its values alone is refused before the
+    launch (``launch_refusal``): on Kubernetes a size above the chart's maximum, zero, or not a
+    quantity; on Docker a ``KERNEL_IMAGE`` that is not allowed.  Enterprise Gateway answers a
+    launcher's refusal with a 500, which clients (the SandboxSession controller among them) must
+    take for a passing fault and retry for ever; the same words in a 403 are final.
+
 Unknown kernels
     ``POST /api/kernels/<id>/restart`` (and ``interrupt``) for an id the gateway does not have
     answers 404 with a plain reason; stock EG answered a restart with a 500 and a traceback.
@@ -61,7 +68,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -500,6 +507,9 @@ def _validate_start_requests(ledger: KernelLedger) -> None:
             # Enterprise Gateway reads KERNEL_LAUNCH_TIMEOUT from the body (twice): give it the
             # clamped value there.
             self.request.body = json.dumps(replacement).encode()
+        refusal = _launch_refusal_of(self, model)
+        if refusal is not None:
+            raise _http_error(403, {"reason": "Forbidden", "message": refusal})
         kernel_id = requested_kernel_id(model)
         if kernel_id is None:
             return await original_post(self)
@@ -520,6 +530,50 @@ def _validate_start_requests(ledger: KernelLedger) -> None:
             ledger.drop_id(kernel_id)
 
     MainKernelHandler.post = post  # type: ignore[method-assign]
+
+
+def launch_refusal(
+    argv: Sequence[str], env: Mapping[str, str], gateway_env: Mapping[str, str]
+) -> str | None:
+    """Why the launcher in a kernelspec's ``argv`` would refuse a start request's ``env``, or
+    None.  Only the launchers' own rules decide: they are called here, not copied."""
+    launcher = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    if launcher == "sandbox_gateway.launchers.kubernetes":
+        from sandbox_gateway.launchers import kubernetes
+
+        cpu, memory = _option(argv, "--max-cpu"), _option(argv, "--max-memory")
+        if cpu is None or memory is None:
+            return None  # the launcher refuses such a kernelspec itself, for every request
+        try:
+            kubernetes.kernel_size(env, {"cpu": cpu, "memory": memory})
+        except kubernetes.LaunchError as exc:
+            return str(exc)
+    elif launcher == "sandbox_gateway.launchers.docker":
+        from sandbox_gateway.launchers import docker
+
+        image = env.get("KERNEL_IMAGE")
+        if image and image not in docker.allowed_images(gateway_env, _option(argv, "--image")):
+            return f"image {image!r} is not allowed (SANDBOX_ALLOWED_KERNEL_IMAGES)"
+    return None
+
+
+def _option(argv: Sequence[str], name: str) -> str | None:
+    for at, word in enumerate(argv[:-1]):
+        if word == name:
+            return argv[at + 1]
+    return None
+
+
+def _launch_refusal_of(handler: Any, model: Any) -> str | None:
+    if not isinstance(model, dict):
+        return None
+    name = model.get("name") or handler.kernel_manager.default_kernel_name
+    try:
+        argv = handler.kernel_spec_manager.get_kernel_spec(name).argv
+    except Exception:  # an unknown kernelspec: Enterprise Gateway answers it (404)
+        return None
+    env = model.get("env") or {}
+    return launch_refusal(argv, env, os.environ)
 
 
 def requested_kernel_id(model: Any) -> str | None:

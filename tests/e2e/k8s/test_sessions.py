@@ -151,6 +151,26 @@ def test_a_session_without_resources_is_served_from_the_warm_pool(
     wait_for("the claimed pool pod to go", pod_gone, 120)
 
 
+def test_a_session_bigger_than_the_chart_allows_fails_with_the_launchers_reason(
+    cluster: Cluster,
+) -> None:
+    # The CRD takes any quantity; the chart's maximum is the launcher's. The gateway refuses the
+    # start with the launcher's words (403), so the session fails for good instead of retrying a
+    # 500 for ever.
+    name = f"big-{uuid.uuid4().hex[:8]}"
+    cluster.apply([session_manifest(name, resources={"cpu": "64"})])
+    try:
+        status = wait_phase(cluster, name, {"Ready", "Failed"}, timeout=120)
+        assert status["phase"] == "Failed", status
+        (ready,) = (c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "GatewayRefused", ready
+        assert "is above the largest kernel allowed" in ready["message"], ready
+        if status.get("kernelId"):
+            assert not kernel_pods(cluster, f"kernel_id={status['kernelId']}")
+    finally:
+        delete_session(cluster, name)
+
+
 def test_an_idle_session_expires_and_its_pod_goes(cluster: Cluster) -> None:
     name = f"idle-{uuid.uuid4().hex[:8]}"
     cluster.apply([session_manifest(name, idleTimeoutSeconds=5, resources={"cpu": "250m"})])

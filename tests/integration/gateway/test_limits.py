@@ -7,6 +7,7 @@ and real local kernels.
 from __future__ import annotations
 
 import getpass
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +25,13 @@ from jupyter_kernel_client import (
 )
 from sandbox_gateway.admission import limits as sandbox_limits
 from testkit.concurrent import at_once
-from testkit.gateway import Gateway
+from testkit.gateway import (
+    LAUNCHER_ARGUMENTS,
+    Gateway,
+    add_local_launcher_kernelspec,
+    gateway_venv,
+    local_launcher_env,
+)
 
 MAX_KERNELS = 3
 MAX_PER_USER = 2
@@ -379,3 +386,67 @@ def test_settings_default_and_refuse_as_documented(tmp_path: Path) -> None:
     assert (explicit.max_kernels, explicit.max_kernels_per_user) == (5, 2)
     with pytest.raises(limits.SettingsError, match="SANDBOX_MAX_KERNELS"):
         limits.LimitSettings.from_env({}, "/nonexistent")  # no memory figure: say what to set
+
+
+# --- what a launcher would refuse ----------------------------------------------------------------
+
+SIZED = "sized-pod"  # the Kubernetes launcher, with the chart's kind of maximum
+IMAGED = "one-image"  # the Docker launcher, with its kernelspec's image
+
+
+@pytest.fixture(scope="module")
+def launcher_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Kernelspecs that run the sandbox's own launchers, here as local processes: a request
+    that got past the gateway would run the launcher, and its refusal would come back as 500."""
+    share = tmp_path_factory.mktemp("share")
+    python = str(gateway_venv() / "bin" / "python")
+    add_local_launcher_kernelspec(
+        share,
+        SIZED,
+        [
+            *(python, "-I", "-m", "sandbox_gateway.launchers.kubernetes", *LAUNCHER_ARGUMENTS),
+            *("--pod-template", "/nonexistent.j2", "--max-cpu", "2", "--max-memory", "4Gi"),
+        ],
+    )
+    add_local_launcher_kernelspec(
+        share,
+        IMAGED,
+        [
+            *(python, "-I", "-m", "sandbox_gateway.launchers.docker", *LAUNCHER_ARGUMENTS),
+            *("--image", "mini-jupyter-sandbox/kernel-python:0.1.0"),
+        ],
+    )
+    gateway = Gateway(
+        env={
+            **local_launcher_env(share, os.path.dirname(__file__), 20),
+            "EG_UNAUTHORIZED_USERS": "nobody-in-particular",
+        }
+    )
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize(
+    "name, env, said",
+    [
+        (SIZED, {"KERNEL_CPUS": "3"}, "KERNEL_CPUS='3' is above the largest kernel allowed (2)"),
+        (SIZED, {"KERNEL_MEMORY": "0"}, "every kernel has a limit"),
+        (SIZED, {"KERNEL_MEMORY": "1ki"}, "not a Kubernetes quantity"),
+        (IMAGED, {"KERNEL_IMAGE": "alpine:latest"}, "'alpine:latest' is not allowed"),
+    ],
+)
+def test_what_the_launcher_would_refuse_is_a_403_before_any_launch(
+    launcher_gateway: Gateway, name: str, env: dict[str, str], said: str
+) -> None:
+    response = requests.post(
+        f"{launcher_gateway.http}/api/kernels", json={"name": name, "env": env}, timeout=60
+    )
+    body = assert_plain_error(response, 403)
+    assert said in body["message"]
+    assert launcher_gateway.kernels() == []
+    # The client's error for it is final (the SandboxSession controller fails the session).
+    with pytest.raises(GatewayRefusedError, match="403"):
+        GatewayKernelSession(launcher_gateway.http, launcher_gateway.ws, name, env).start()

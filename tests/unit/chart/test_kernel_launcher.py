@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from chart_testlib import NAMESPACE, one, render_docs
 
+from sandbox_gateway.admission import limits
 from sandbox_gateway.launchers import kubernetes as launcher
 
 pytestmark = pytest.mark.unit
@@ -448,3 +449,22 @@ def test_a_kernelspec_without_a_pod_template_is_refused(scripts: Path) -> None:
     at = argv.index("--pod-template")
     result = _run(argv[:at] + argv[at + 2 :])
     assert result.returncode == 2 and "--pod-template" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [{"KERNEL_CPUS": "3"}, {"KERNEL_MEMORY": "262144ki"}, {"KERNEL_MEMORY": "0"}],
+)
+def test_the_gateway_refuses_before_the_launch_what_the_launcher_would(
+    scripts: Path, asked: dict[str, str]
+) -> None:
+    # The same words, from the chart's own kernelspec: the gateway answers them with a 403
+    # instead of launching and answering the launcher's refusal with a 500.
+    assert limits.launch_refusal(_argv(scripts), asked, {}) == _refusal(scripts, **asked)
+
+
+@pytest.mark.parametrize("asked", [{}, {"KERNEL_CPUS": "500m", "KERNEL_MEMORY": "2Gi"}])
+def test_the_gateway_lets_through_what_the_launcher_takes(
+    scripts: Path, asked: dict[str, str]
+) -> None:
+    assert limits.launch_refusal(_argv(scripts), asked, {}) is None

@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from sandbox_gateway.admission import limits
 from sandbox_gateway.launchers import docker as launch_docker
+
+REPO = Path(__file__).resolve().parents[3]
 
 GATEWAY_ENV = {
     "PATH": "/opt/eg/bin:/usr/bin",
@@ -470,3 +473,14 @@ def test_a_malformed_kernel_id_is_refused_before_docker_is_touched(
     assert launch_docker.main(argv, _env(engine)) == 1
     assert f"invalid kernel id {kernel_id!r}" in capsys.readouterr().err
     assert engine.calls == []
+
+
+def test_the_gateway_refuses_before_the_launch_an_image_the_launcher_would() -> None:
+    argv = json.loads((REPO / "kernels" / "python3" / "kernel.json").read_text())["argv"]
+    image = argv[argv.index("--image") + 1]
+    refused = limits.launch_refusal(argv, {"KERNEL_IMAGE": "alpine:latest"}, {})
+    assert refused is not None and "'alpine:latest' is not allowed" in refused
+    assert limits.launch_refusal(argv, {"KERNEL_IMAGE": image}, {}) is None
+    assert limits.launch_refusal(argv, {}, {}) is None
+    listed = {"SANDBOX_ALLOWED_KERNEL_IMAGES": "alpine:latest"}
+    assert limits.launch_refusal(argv, {"KERNEL_IMAGE": "alpine:latest"}, listed) is None
