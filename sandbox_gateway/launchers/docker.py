@@ -202,9 +202,11 @@ def kernel_environment(
     transport_encryption: str | None,
 ) -> dict[str, str]:
     """The kernel container's whole environment: what the in-container launcher needs, plus the
-    client's own ``KERNEL_*`` variables (``rules.request_variables``).  Nothing else of the
-    gateway's environment passes."""
-    kernel_env = rules.request_variables(env)
+    client's own ``KERNEL_*`` variables and those the kernelspec's ``SANDBOX_CLIENT_ENVS`` names
+    (``rules.request_variables``, as the Kubernetes launcher and a warm claim apply it).
+    Nothing else of the gateway's environment passes."""
+    client_envs = rules.client_env_names(env.get("SANDBOX_CLIENT_ENVS", ""))
+    kernel_env = rules.request_variables(env, client_envs)
     kernel_env.update(
         {
             "KERNEL_ID": kernel_id,

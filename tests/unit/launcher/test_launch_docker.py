@@ -66,6 +66,15 @@ def test_kernel_gets_only_what_it_needs() -> None:
     }
 
 
+def test_the_kernelspec_s_client_variables_reach_a_cold_kernel_as_a_warm_one() -> None:
+    # The pool's claim passes SANDBOX_CLIENT_ENVS' names (pool.rules.kernel_variables): a cold
+    # start must give the same, and nothing the list does not name.
+    env = {**GATEWAY_ENV, "SANDBOX_CLIENT_ENVS": "PROJECT_NAME", "PROJECT_NAME": "demo"}
+    kernel_env = _kernel_env({**env, "UNLISTED": "x"})
+    assert kernel_env["PROJECT_NAME"] == "demo"
+    assert "UNLISTED" not in kernel_env and "SANDBOX_CLIENT_ENVS" not in kernel_env
+
+
 def _spec(env: dict[str, str], kernel_id: str = "k-1") -> dict[str, Any]:
     settings = launch_docker.Settings.from_env(env)
     return dict(

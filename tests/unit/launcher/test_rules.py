@@ -129,13 +129,18 @@ def test_a_cold_kernel_on_either_backend_and_a_claimed_warm_one_get_the_same_var
     warm = pool.kernel_variables(env, KERNEL_ID, "alice", client_envs={"DATASET"})
     bootstrap = {"KERNEL_ID", "PORT_RANGE", "RESPONSE_ADDRESS", "PUBLIC_KEY"}
     docker_env = _docker_kernel_env(env)
-    assert docker_env.keys() - bootstrap - {"KERNEL_SPARK_CONTEXT_INIT_MODE"} == KEPT.keys()
     kubernetes_env = _kubernetes_kernel_env(env)
-    assert kubernetes_env.keys() - bootstrap == warm.keys() - {"KERNEL_ID"} == {*KEPT, "DATASET"}
-    assert {name: kubernetes_env[name] for name in warm if name != "KERNEL_ID"} == {
-        **KEPT,
-        "DATASET": "in.csv",
-    }
+    assert (
+        docker_env.keys() - bootstrap - {"KERNEL_SPARK_CONTEXT_INIT_MODE"}
+        == kubernetes_env.keys() - bootstrap
+        == warm.keys() - {"KERNEL_ID"}
+        == {*KEPT, "DATASET"}
+    )
+    for kernel_env in (docker_env, kubernetes_env):
+        assert {name: kernel_env[name] for name in warm if name != "KERNEL_ID"} == {
+            **KEPT,
+            "DATASET": "in.csv",
+        }
 
 
 @pytest.mark.parametrize(
