@@ -4,7 +4,10 @@ Rows (p50 / p99 / mean over --runs starts each):
 
 * ``sandbox launcher, own network``: the compose gateway (project launcher, hardened container,
   a private network per kernel, the gateway's firewall): POST /api/kernels, open the websocket,
-  execute ``1 + 1`` — until the result arrives.
+  execute ``1 + 1`` — until the result arrives.  A cold start: kernelspec ``sandbox-python``,
+  which the compose stack does not pool, and the gateway's ``sandbox_kernel_starts_total``
+  must count every start of the row as cold, or the bench stops (a warm start is
+  ``bench_pool.py``'s row, not this one).
 * ``sandbox launcher, shared network (before)``: the launcher as it was before containment
   (``BEFORE_CONTAINMENT``, read from git), every kernel on one shared internal network, in a
   throw-away gateway container of the same image: what containment costs per start.
@@ -40,6 +43,7 @@ from pathlib import Path
 import bench_client  # bench/ is on sys.path when run as a script
 
 from jupyter_kernel_client import GatewayKernelSession
+from testkit.compose import metric
 from testkit.gateway import LAUNCHER_ARGUMENTS
 
 VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
@@ -51,6 +55,8 @@ SHARED_NETWORK = "mjs-bench-shared-kernels"
 # The last commit whose launcher put every kernel on one shared network.
 BEFORE_CONTAINMENT = "652722e"
 REPO = Path(__file__).resolve().parents[1]
+# The compose stack pools python3 only (SANDBOX_POOL=python3=2): a start of this one is cold.
+COLD_KERNEL = "sandbox-python"
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -87,6 +93,20 @@ def cold_start(gateway_http: str, kernel_name: str = "python3") -> Callable[[], 
         return elapsed
 
     return once
+
+
+def cold_starts(gateway_http: str, kernel_name: str) -> float:
+    """The gateway's count of cold starts of ``kernel_name`` (its /metrics, read as the tenant
+    of JUPYTER_GATEWAY_AUTH_TOKEN, which the README's stack allows to read them)."""
+    token = os.environ.get("JUPYTER_GATEWAY_AUTH_TOKEN", "")
+    headers = {"Authorization": f"token {token}"} if token else None
+    return metric(
+        gateway_http,
+        "sandbox_kernel_starts_total",
+        headers=headers,
+        kernelspec=kernel_name,
+        source="cold",
+    )
 
 
 def docker_run(*command: str) -> Callable[[], None]:
@@ -305,11 +325,19 @@ def main() -> None:
             # Interleaved, so that load on the machine hits both alike.
             now_samples: list[float] = []
             before_samples: list[float] = []
-            now_once, before_once = cold_start(args.gateway), cold_start(before_url)
+            now_once = cold_start(args.gateway, COLD_KERNEL)
+            before_once = cold_start(before_url)
+            cold_before = cold_starts(args.gateway, COLD_KERNEL)
             now_once(), before_once()  # warm-up
             for _ in range(args.runs):
                 now_samples.append(now_once())
                 before_samples.append(before_once())
+            cold = cold_starts(args.gateway, COLD_KERNEL) - cold_before
+            if cold != args.runs + 1:
+                raise SystemExit(
+                    f"only {cold:.0f} of {args.runs + 1} starts of {COLD_KERNEL} were cold: the "
+                    f"gateway pools it (SANDBOX_POOL), so the row would not measure a cold start"
+                )
             rows.append(("start -> first result, own network (now)", now_samples))
             rows.append(("start -> first result, shared net (before)", before_samples))
 
