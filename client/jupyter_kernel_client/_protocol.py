@@ -46,6 +46,8 @@ LIVENESS_INTERVAL: Final = 2.0
 """Seconds of silence during an execution after which the kernel's state is checked."""
 INTERRUPT_GRACE: Final = 5.0
 """Seconds to wait for the interrupted execution to finish after a timeout."""
+MIN_CONNECT_TIMEOUT: Final = 1.0
+"""Seconds a websocket attempt gets at least, even when the start's deadline is nearly spent."""
 MAX_RETRY_DELAY: Final = 30.0
 KERNEL_INFO_RESEND: Final = 0.5
 """Seconds before an unanswered kernel_info_request is first re-sent (then doubling)."""
@@ -568,8 +570,11 @@ def connect_flow(ref: KernelRef, config: GatewayConfig) -> Flow:
     delays = retry_delays(config.max_retries, config.retry_delay)
     deadline = time.monotonic() + startup_timeout
     while True:
+        # Each attempt gets what is left of startup_timeout, not all of it: a gateway that takes
+        # the upgrade and never answers it must not hold a start for (retries + 1) timeouts.
+        remaining = max(deadline - time.monotonic(), MIN_CONNECT_TIMEOUT)
         try:
-            codec = codec_for((yield Connect(url, timeout=startup_timeout)))
+            codec = codec_for((yield Connect(url, timeout=remaining)))
             request = kernel_info_request(session_id=ref.session_id, username=username)
             collector = ExecutionCollector(
                 request["header"]["msg_id"], reply_type="kernel_info_reply", wait_for_idle=False
@@ -586,12 +591,16 @@ def connect_flow(ref: KernelRef, config: GatewayConfig) -> Flow:
                     resend_at, interval = now + interval, min(interval * 2, LIVENESS_INTERVAL)
                 yield from _receive_one(ref, collector, min(deadline, resend_at) - now)
             return codec, collector.reply
-        except TransportError:
+        except TransportError as exc:
             if (yield from _kernel_gone(ref)):
                 raise KernelDiedError("the kernel is gone from the gateway") from None
             delay = next(delays, None)
             if delay is None:
                 raise
+            if time.monotonic() + delay >= deadline:
+                raise StartupTimeoutError(
+                    f"the kernel's websocket did not open within {startup_timeout:g} s: {exc}"
+                ) from exc
             yield Sleep(delay)
 
 
