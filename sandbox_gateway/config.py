@@ -35,6 +35,7 @@ def configure(c: Any) -> None:
     def init_configurables(self: Any) -> None:
         _apply(self)
         original(self)
+        _raise_zmq_socket_cap(self.kernel_manager)
 
     EnterpriseGatewayApp.init_configurables = init_configurables  # type: ignore[method-assign]
     _installed = True
@@ -79,6 +80,22 @@ def _apply(app: Any) -> None:
 
         docker.apply()
     _configure_gateway(app, set(settings.env_names()))
+
+
+def _raise_zmq_socket_cap(kernel_manager: Any) -> None:
+    """Every kernel holds ZMQ sockets in the gateway (its channels, and each client's), all in
+    the one context of the kernel manager: at libzmq's default cap of 1023 a new session failed
+    at about 165 live kernels.  Set before the first kernel starts (libzmq reads it once, when
+    the context's first socket is made)."""
+    import zmq
+
+    cap = _env_int("SANDBOX_MAX_ZMQ_SOCKETS", 65536)
+    if cap < 64:
+        raise SystemExit(
+            f"sandbox gateway: invalid setting: SANDBOX_MAX_ZMQ_SOCKETS must be at least 64, "
+            f"got {cap}"
+        )
+    kernel_manager.context.set(zmq.MAX_SOCKETS, cap)
 
 
 def _env_int(name: str, default: int) -> int:

@@ -78,6 +78,13 @@ class SandboxLimits(Configurable):
         "Upper bound, in seconds (1 to 600), of a client's KERNEL_LAUNCH_TIMEOUT.",
         "300",
     )
+    max_zmq_sockets = _int(
+        "SANDBOX_MAX_ZMQ_SOCKETS",
+        "ZMQ sockets the gateway may hold (at least 64): about six per live kernel, its own "
+        "channels and each client's. libzmq's default of 1023 stopped new sessions at about 165 "
+        "kernels.",
+        "65536",
+    )
 
 
 class SandboxKernel(Configurable):
