@@ -642,14 +642,24 @@ def kernel_model_flow(gateway_http: str, kernel_id: str, timeout: float | None =
     """The gateway's model of one kernel (``id``, ``name``, ``execution_state``,
     ``last_activity``, ``connections``), ``{}`` if unreadable, or ``None`` if there is no such
     kernel."""
-    response = yield from _get_or_none(kernels_url(gateway_http, kernel_id), timeout)
-    if response is None:
+    url = kernels_url(gateway_http, kernel_id)
+    response = yield Http("GET", url, timeout=timeout)
+    if response.status == 404 and _json_object(response.text) is not None:
         return None
+    if response.status >= 300:
+        # A 404 that is not the gateway's JSON comes from a proxy in front of it with no route
+        # to it right now (an ingress while the gateway's pod is replaced): it says nothing
+        # about the kernel.
+        raise error_for_status(response.status, response.text, f"answer GET {url}")
+    return _json_object(response.text) or {}
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
     try:
-        model = json.loads(response.text)
+        value = json.loads(text)
     except ValueError:
-        return {}
-    return model if isinstance(model, dict) else {}
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def list_kernels_flow(gateway_http: str) -> Flow:

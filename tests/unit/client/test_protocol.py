@@ -445,6 +445,23 @@ def test_kernel_gone_during_connect_is_kernel_died_not_retried() -> None:
     assert not any(isinstance(a, proto.Sleep) for a in script.actions)
 
 
+def test_a_proxy_s_404_during_connect_is_no_news_of_the_kernel() -> None:
+    # An ingress whose backend is being replaced answers its own 404 page ("404 page not
+    # found", not the gateway's JSON): the connection is retried, the kernel not given up.
+    class Rescheduling(Script):
+        def perform(self, action: proto.Action) -> Any:
+            if isinstance(action, proto.Connect):
+                return TransportError("502 on the websocket handshake")
+            if isinstance(action, proto.Http):
+                return proto.Response(404, "404 page not found\n")
+            return None
+
+    script = Rescheduling([])
+    with pytest.raises(TransportError):
+        script.run(proto.connect_flow(REF, CONFIG.replace(max_retries=2)))
+    assert [a.seconds for a in script.actions if isinstance(a, proto.Sleep)] == [1.0, 2.0]
+
+
 def test_gateway_down_during_connect_is_still_retried() -> None:
     class Down(Script):
         def perform(self, action: proto.Action) -> Any:
