@@ -58,7 +58,9 @@ def _wait_established(plane: ControlPlane, name: str) -> None:
     deadline = time.monotonic() + 60
     path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
     while time.monotonic() < deadline:
-        conditions = plane.request("GET", path).json().get("status", {}).get("conditions", [])
+        # A CRD just created may show "conditions": null until its controller has looked at it.
+        status = plane.request("GET", path).json().get("status") or {}
+        conditions = status.get("conditions") or []
         established = any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
         # Serving the new resource can lag the condition by a moment.
         if established and plane.request("GET", SESSIONS).status_code == 200:
