@@ -532,6 +532,10 @@ def _validate_start_requests(ledger: KernelLedger) -> None:
     MainKernelHandler.post = post  # type: ignore[method-assign]
 
 
+JUDGED_BY_LAUNCHERS: Final = ("KERNEL_IMAGE", "KERNEL_CPUS", "KERNEL_MEMORY")
+"""The request variables ``launch_refusal`` judges; a request with none of them passes it."""
+
+
 def launch_refusal(
     argv: Sequence[str], env: Mapping[str, str], gateway_env: Mapping[str, str]
 ) -> str | None:
@@ -567,12 +571,14 @@ def _option(argv: Sequence[str], name: str) -> str | None:
 def _launch_refusal_of(handler: Any, model: Any) -> str | None:
     if not isinstance(model, dict):
         return None
+    env = model.get("env") or {}
+    if not any(name.startswith(JUDGED_BY_LAUNCHERS) for name in env):
+        return None  # nothing to judge: no kernelspec read on the (warm) start's path
     name = model.get("name") or handler.kernel_manager.default_kernel_name
     try:
         argv = handler.kernel_spec_manager.get_kernel_spec(name).argv
     except Exception:  # an unknown kernelspec: Enterprise Gateway answers it (404)
         return None
-    env = model.get("env") or {}
     return launch_refusal(argv, env, os.environ)
 
 
