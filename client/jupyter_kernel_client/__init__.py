@@ -9,7 +9,8 @@ sharing ``_base.SessionBase``, which holds the configuration, the features and t
 The pools are two faces of ``_pool.PoolBase`` in the same way.
 
 Configuration is one immutable :class:`GatewayConfig`, shared by every face, the pools and the
-SandboxSession controller.  Features are arguments, not subclasses: ``files=``
+SandboxSession controller.  Shell commands (``run_command``) go through the same execute flow,
+run by code in the kernel (``_commands``).  Features are arguments, not subclasses: ``files=``
 (:class:`FileServerConfig`) and ``metrics=`` (:class:`KernelMetrics`) combine on both faces;
 :class:`AuthenticatedKernelSession` and :class:`PrometheusGatewayKernelSession` are the seed's
 names for two such combinations.
@@ -21,9 +22,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._commands import CommandResult
 from ._config import FileServerConfig, GatewayConfig
 from ._exceptions import (
     AuthenticationError,
+    CommandError,
+    CommandTimeoutError,
     ConnectionLostError,
     ExecutionError,
     ExecutionTimeoutError,
@@ -59,6 +63,9 @@ __all__ = [
     "AsyncKernelSessionPool",
     "AuthenticatedKernelSession",
     "AuthenticationError",
+    "CommandError",
+    "CommandResult",
+    "CommandTimeoutError",
     "ConnectionLostError",
     "ExecutionError",
     "ExecutionResult",

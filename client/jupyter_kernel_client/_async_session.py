@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 
 from . import _protocol as proto
-from ._base import SessionBase, SessionState
+from ._base import CommandOutputCallback, SessionBase, SessionState
+from ._commands import CommandResult
 from ._config import FileServerConfig
 from ._exceptions import ConnectionLostError, KernelClientError, TransportError, unsent
 from ._fileops import FileOp, FileOpValue
@@ -197,6 +198,23 @@ class AsyncGatewayKernelSession(SessionBase):
         async with self._lock:
             flow = self._execute_flow(code, timeout, on_output)
             result: ExecutionResult = await self._run(flow)
+            return result
+
+    async def run_command(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        timeout: float = 60,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: CommandOutputCallback | None = None,
+    ) -> CommandResult:
+        """Run a shell command in the kernel's container; see
+        :meth:`GatewayKernelSession.run_command`."""
+        async with self._lock:
+            result: CommandResult = await self._run(
+                self._command_flow(cmd, timeout, cwd, env, on_output)
+            )
             return result
 
     async def interrupt(self) -> None:

@@ -9,20 +9,28 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import _protocol as proto
+from ._commands import GRACE as COMMAND_GRACE
+from ._commands import CommandRequest, command_request, command_result, describe, report_of
 from ._config import FileServerConfig, GatewayConfig, coerce_config
 from ._exceptions import (
+    CommandError,
+    CommandTimeoutError,
     ConnectionLostError,
+    ExecutionTimeoutError,
     KernelClientError,
     KernelDiedError,
     SessionStateError,
 )
 from ._fileops import FileOp, FileOpValue, file_op_code, file_op_result
 from ._protocol import KernelRef, Message, OutputCallback
-from ._result import ExecutionResult
+from ._result import ExecutionResult, OutputEvent
+
+CommandOutputCallback = Callable[[str, str], None]
+"""``on_output(stream, text)`` of ``run_command``: ``stream`` is ``"stdout"`` or ``"stderr"``."""
 
 
 class Instrumentation(Protocol):
@@ -178,14 +186,16 @@ class SessionBase:
             self._kernel_died = True
             raise
 
-    def _execute(self, code: str, timeout: float, on_output: OutputCallback | None) -> proto.Flow:
+    def _execute(
+        self, code: str, timeout: float, on_output: OutputCallback | None, *, silent: bool = False
+    ) -> proto.Flow:
         ref = self._require_started()
         if not self._connected():
             yield from self._connect(ref.kernel_id)  # the websocket dropped since the last use
             ref = self._require_started()
         for attempt in (1, 2):
             request: Message = proto.execute_request(
-                code, session_id=ref.session_id, username=self.config.username
+                code, session_id=ref.session_id, username=self.config.username, silent=silent
             )
             collector = proto.ExecutionCollector(
                 request["header"]["msg_id"],
@@ -204,6 +214,58 @@ class SessionBase:
             yield from self._connect(ref.kernel_id)
             ref = self._require_started()
         raise AssertionError("unreachable")
+
+    def _command_flow(
+        self,
+        cmd: str | Sequence[str],
+        timeout: float,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        on_output: CommandOutputCallback | None,
+    ) -> proto.Flow:
+        request = command_request(
+            cmd, timeout=timeout, cwd=cwd, env=env, budget=self.config.max_output_bytes
+        )
+        self._require_started()
+        language = self.kernel_info.get("language_info", {}).get("name")
+        if language not in (None, "python"):
+            raise CommandError(
+                f"run_command needs a Python kernel; {self.kernel_name!r} runs {language!r}"
+            )
+        flow = self._noting_death(self._run_command(cmd, request, on_output))
+        return self._instrumented(flow, "command")
+
+    def _run_command(
+        self,
+        cmd: str | Sequence[str],
+        request: CommandRequest,
+        on_output: CommandOutputCallback | None,
+    ) -> proto.Flow:
+        reports: list[dict[str, Any]] = []
+
+        def collect(event: OutputEvent) -> None:
+            report = report_of(event, request.nonce)
+            if report is not None:
+                reports.append(report)
+            elif on_output is not None and event.kind in ("stdout", "stderr"):
+                on_output(event.kind, event.text)
+
+        what, limit = describe(cmd), request.timeout
+        try:
+            result = yield from self._execute(
+                request.code, limit + COMMAND_GRACE, collect, silent=True
+            )
+        except ExecutionTimeoutError as exc:
+            raise CommandTimeoutError(
+                f"{what} did not end within {limit:g} s and the kernel did not report it "
+                "killed; the kernel was interrupted"
+            ) from exc
+        outcome, timed_out = command_result(result, reports[-1] if reports else None, what=what)
+        if timed_out:
+            raise CommandTimeoutError(
+                f"{what} ran past its timeout of {limit:g} s; its processes were killed", outcome
+            )
+        return outcome
 
     def _file_op_flow(
         self, op: FileOp, path: str, content: str | bytes | None, binary: bool, timeout: float

@@ -11,6 +11,8 @@
     │       └── KernelLimitError          a kernel limit (total or per user) is reached
     ├── KernelDiedError                   the kernel died or restarted under an execution
     ├── ExecutionTimeoutError             execute() ran past its timeout (kernel was interrupted)
+    ├── CommandTimeoutError               run_command() ran past its timeout (its processes killed)
+    ├── CommandError                      run_command() could not run the command at all
     ├── StartupTimeoutError               the kernel did not answer within startup_timeout
     ├── ExecutionError                    raised by ExecutionResult.raise_for_error()
     ├── SessionStateError                 the session is not started, or already closed
@@ -30,6 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._commands import CommandResult
     from ._result import ExecutionResult
 
 
@@ -121,6 +124,21 @@ class KernelDiedError(KernelClientError):
 
 class ExecutionTimeoutError(KernelClientError, TimeoutError):
     """An execution exceeded its timeout; the kernel was interrupted and the session is usable."""
+
+
+class CommandTimeoutError(KernelClientError, TimeoutError):
+    """A shell command ran past its timeout: its whole process group was killed, and the
+    session and the kernel's state are usable.  :attr:`result` holds what it printed until
+    then (``None`` if the kernel did not report it in time)."""
+
+    def __init__(self, message: str, result: CommandResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class CommandError(KernelClientError):
+    """A shell command could not be run: no such ``cwd`` or executable, or a kernel that is not
+    Python's."""
 
 
 class StartupTimeoutError(KernelClientError, TimeoutError):

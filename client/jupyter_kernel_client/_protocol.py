@@ -212,12 +212,16 @@ def new_message(
     }
 
 
-def execute_request(code: str, *, session_id: str, username: str) -> Message:
-    """An ``execute_request``; the code is dedented so indented triple-quoted blocks run."""
+def execute_request(code: str, *, session_id: str, username: str, silent: bool = False) -> Message:
+    """An ``execute_request``; the code is dedented so indented triple-quoted blocks run.
+
+    ``silent`` code leaves no trace in the kernel's state: no execution count, no history, no
+    ``_``; its streams and displays are still sent.
+    """
     content = {
         "code": textwrap.dedent(code),
-        "silent": False,
-        "store_history": True,
+        "silent": silent,
+        "store_history": not silent,
         "user_expressions": {},
         "allow_stdin": False,
         "stop_on_error": True,

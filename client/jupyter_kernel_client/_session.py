@@ -8,7 +8,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,7 +18,8 @@ import websocket
 
 from . import _files
 from . import _protocol as proto
-from ._base import SessionBase, SessionState
+from ._base import CommandOutputCallback, SessionBase, SessionState
+from ._commands import CommandResult
 from ._exceptions import ConnectionLostError, KernelClientError, TransportError, unsent
 from ._fileops import FileOp, FileOpValue
 from ._files import Download, ProgressCallback, Upload
@@ -251,6 +252,28 @@ class GatewayKernelSession(SessionBase):
         with self._lock:
             flow = self._execute_flow(code, timeout, on_output)
             result: ExecutionResult = self._run(flow)
+            return result
+
+    def run_command(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        timeout: float = 60,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: CommandOutputCallback | None = None,
+    ) -> CommandResult:
+        """Run a shell command in the kernel's container; return its exit code and output.
+
+        A string is run by ``/bin/sh -c``, a list as it is, without a shell; ``cwd`` and
+        ``env`` (added to the kernel's environment) are data, never shell text.  stdout and
+        stderr are kept apart, within ``max_output_bytes``; ``on_output(stream, text)`` gets
+        them as they arrive.  Past ``timeout`` seconds the command's whole process group is
+        killed and :class:`CommandTimeoutError` is raised; the session stays usable.  A
+        command that cannot be started raises :class:`CommandError`.
+        """
+        with self._lock:
+            result: CommandResult = self._run(self._command_flow(cmd, timeout, cwd, env, on_output))
             return result
 
     def interrupt(self) -> None:
