@@ -1,0 +1,77 @@
+"""run_command in real kernel containers: a command is held in the kernel's box, and what it does
+to that box (a fork bomb, processes left behind) ends with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from jupyter_kernel_client import CommandTimeoutError, GatewayKernelSession
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+# The kernel's own view of its container, to compare with what a command sees.
+KERNEL_VIEW = """
+import json, os, socket
+print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "host": socket.gethostname(),
+                  "cgroup": open("/proc/self/cgroup").read()}))
+"""
+# The live processes of the container (the launcher's listener is there before any command).
+PROCESSES = """
+import json, os
+print(json.dumps(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()
+                        and not open(f"/proc/{p}/stat").read().split(") ")[1].startswith("Z"))))
+"""
+
+
+@pytest.fixture(params=["python3", "sandbox-python"], ids=["pooled", "cold"])
+def session(request: pytest.FixtureRequest, stack: Stack) -> Iterator[GatewayKernelSession]:
+    with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, request.param) as s:
+        yield s
+
+
+def view(session: GatewayKernelSession, code: str) -> object:
+    result = session.execute(code, timeout=60)
+    assert result.error is None, result.error
+    return json.loads(result.stdout)
+
+
+def test_a_command_runs_in_the_kernel_s_box(session: GatewayKernelSession) -> None:
+    kernel = view(session, KERNEL_VIEW)
+    assert isinstance(kernel, dict)
+    seen = session.run_command("id -u; id -g; hostname; cat /proc/self/cgroup")
+    uid, gid, host, *cgroup = seen.stdout.splitlines()
+    assert (int(uid), int(gid), host) == (kernel["uid"], kernel["gid"], kernel["host"])
+    assert int(uid) != 0
+    assert "\n".join(cgroup) + "\n" == kernel["cgroup"]
+    # The read-only root and the capabilities of the box hold for the command too.
+    root = session.run_command("touch /usr/probe")
+    assert root.exit_code != 0 and "Read-only file system" in root.stderr
+    caps = session.run_command("grep CapEff /proc/self/status").stdout.split()
+    assert caps == ["CapEff:", "0000000000000000"]
+    assert session.run_command(["sh", "-c", "echo ok > /tmp/probe && cat /tmp/probe"]).ok
+
+
+def test_a_fork_bomb_ends_with_its_command(stack: Stack, session: GatewayKernelSession) -> None:
+    with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "sandbox-python") as other:
+        before = view(session, PROCESSES)
+        with pytest.raises(CommandTimeoutError) as caught:
+            session.run_command("bomb() { bomb | bomb & }; bomb; sleep 60", timeout=5)
+        assert caught.value.result is not None
+        assert view(session, PROCESSES) == before  # every process of the bomb is gone
+        assert str(session.execute("1 + 1")) == "2"
+        assert session.run_command("echo alive").stdout == "alive\n"
+        # The neighbour never noticed.
+        assert str(other.execute("2 + 2")) == "4"
+        assert other.run_command("echo fine").stdout == "fine\n"
+
+
+def test_a_command_cannot_leave_a_process_behind(session: GatewayKernelSession) -> None:
+    before = view(session, PROCESSES)
+    result = session.run_command("nohup sleep 600 >/dev/null 2>&1 & sleep 600 & echo left")
+    assert result.stdout == "left\n"
+    assert view(session, PROCESSES) == before
