@@ -4,7 +4,7 @@
 ``pool``       warm kernels per kernelspec, handed out by the start path
 ``response``   the launch-response server (kernels' encrypted connection info)
 ``proxies``    the process proxies (Docker: a network per kernel)
-``http``       HTTP hardening: the Host allow-list, bounded messages, EG fixes
+``http``       HTTP hardening (the Host allow-list, bounded messages, EG fixes), the status route
 ``metrics``    Prometheus metrics, on the API port or one of their own
 ``launchers``  the kernel launchers EG runs per kernel (Docker, Kubernetes) and their shared rules
 

@@ -52,7 +52,7 @@ def _apply(app: Any) -> None:
 
     from sandbox_gateway import response, settings
     from sandbox_gateway.admission import limits, tenants
-    from sandbox_gateway.http import hosts, messages, patches
+    from sandbox_gateway.http import hosts, messages, patches, status
     from sandbox_gateway.pool import manager as pool
 
     try:
@@ -63,6 +63,7 @@ def _apply(app: Any) -> None:
     hosts.apply()  # DNS rebinding: foreign Host headers are refused
     limit_settings = limits.apply()  # kernel-count limits, start-request checks (403/400/404)
     tenants.apply()  # SANDBOX_TENANTS_FILE: tokens are tenants, kernels have owners
+    status.apply()  # GET /api/sandbox/status: versions, the caller's kernels, the pool
     messages.apply()  # a kernel message above SANDBOX_MAX_MESSAGE_BYTES is cut
     response.apply()
     if _env_bool("SANDBOX_KEEP_KERNELS_ON_STOP", False):  # before the pool wraps the shutdown

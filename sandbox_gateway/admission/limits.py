@@ -314,6 +314,20 @@ class Reservation:
     kernel_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Kernel slots in use against the caps (:meth:`KernelLedger.usage`)."""
+
+    user: int
+    user_limit: int
+    total: int
+    total_limit: int
+
+
+def _count(user: str, kernels: Mapping[object, str | None]) -> int:
+    return sum(1 for owner in kernels.values() if owner == user)
+
+
 @dataclass
 class KernelLedger:
     """Who holds which slot.
@@ -368,9 +382,24 @@ class KernelLedger:
         if reservation.kernel_id is not None:
             self.users[reservation.kernel_id] = user
 
+    def usage(self, user: str, live: set[str]) -> Usage:
+        """The slots in use, ``user``'s and the gateway's, and the caps they meet: the figures
+        :meth:`reserve` compares (pooled kernels and starts in progress included)."""
+        kernels = self._kernels(live)
+        return Usage(
+            user=_count(user, kernels),
+            user_limit=self.user_limit(user),
+            total=len(kernels),
+            total_limit=self.settings.max_kernels,
+        )
+
+    def user_limit(self, user: str) -> int:
+        """The cap on ``user``'s kernels: a tenant's ``max_kernels``, else the per-user one."""
+        return self.user_limits.get(user, self.settings.max_kernels_per_user)
+
     def _check_user(self, user: str, kernels: dict[object, str | None]) -> None:
-        mine = sum(1 for owner in kernels.values() if owner == user)
-        limit = self.user_limits.get(user, self.settings.max_kernels_per_user)
+        mine = _count(user, kernels)
+        limit = self.user_limit(user)
         if mine >= limit:
             raise KernelLimitReached("user", limit, mine, user)
 

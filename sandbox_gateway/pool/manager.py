@@ -119,6 +119,15 @@ class Pooled:
             self.shell = None
 
 
+@dataclass(frozen=True)
+class Fill:
+    """One kernelspec's pool: kernels claimable now, kernels being started, its configured size."""
+
+    ready: int
+    starting: int
+    target: int
+
+
 class KernelPool:
     """The pooled kernels of one gateway; every method runs on the gateway's event loop."""
 
@@ -157,6 +166,10 @@ class KernelPool:
     def slot_freed(self) -> None:
         """A kernel left the gateway: a pool waiting for a free slot may try again."""
         self._slot_freed.set()
+
+    def fill(self) -> dict[str, Fill]:
+        """Per pooled kernelspec, what the pool holds now (what ``sandbox_pool_kernels`` shows)."""
+        return {name: self._fill(name) for name in self.settings.sizes}
 
     async def claim(self, kernel_name: str, kwargs: dict[str, Any]) -> str | None:
         """The id of a pooled kernel now serving this request, or None to start one cold."""
@@ -487,10 +500,14 @@ class KernelPool:
 
     # --- plumbing -----------------------------------------------------------------------------
 
+    def _fill(self, name: str) -> Fill:
+        return Fill(len(self.ready[name]), self.starting[name], self.settings.sizes[name])
+
     def _publish(self, name: str) -> None:
         if name in self.ready:
-            self.metrics.kernels.labels(name, "ready").set(len(self.ready[name]))
-            self.metrics.kernels.labels(name, "starting").set(self.starting[name])
+            fill = self._fill(name)
+            self.metrics.kernels.labels(name, "ready").set(fill.ready)
+            self.metrics.kernels.labels(name, "starting").set(fill.starting)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -576,6 +593,11 @@ def _describe(error: BaseException) -> str:
 # --- Enterprise Gateway patches ------------------------------------------------------------------
 
 _pool: KernelPool | None = None
+
+
+def fill() -> dict[str, Fill]:
+    """The running gateway's pool, per kernelspec (``{}``: no pool, or not started yet)."""
+    return {} if _pool is None else _pool.fill()
 
 
 def _serve_starts(metrics: Metrics) -> None:
