@@ -29,6 +29,7 @@ GATEWAY_CONFIG = REPO / "sandbox_gateway" / "etc" / "jupyter_enterprise_gateway_
 GATEWAY_REQUIREMENTS = [
     "jupyter_enterprise_gateway==3.3.0",
     "ipykernel>=6.29,<7",
+    "dnspython==2.9.2",  # sandbox_gateway.egress, as in the gateway image
     # mypy checks sandbox_gateway here, against EG's own code (tests/integration/gateway/
     # test_gateway_types.py); the gateway never imports them.
     *TYPE_CHECK_REQUIREMENTS,
