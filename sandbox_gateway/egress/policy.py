@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -167,11 +167,10 @@ def _is_address(text: str) -> bool:
     return True
 
 
-def session_list(
-    request_env: Mapping[str, str], ceiling: AllowList, *, variable: str = "KERNEL_EGRESS_ALLOW"
-) -> AllowList:
-    """The list a start request asks for, checked against the ceiling (empty: no egress)."""
-    wanted = parse(request_env.get(variable, ""), setting=variable)
+def session_list(text: str, ceiling: AllowList, *, setting: str) -> AllowList:
+    """The list a start request asks for (``text``, its ``setting``'s value), checked against
+    the ceiling (empty: no egress)."""
+    wanted = parse(text, setting=setting)
     wanted.within(ceiling)
     return wanted
 

@@ -16,6 +16,7 @@ from sandbox_gateway.egress.policy import (
 )
 
 pytestmark = pytest.mark.unit
+SETTING = "the session's list"
 
 CEILING = parse(
     "pypi.org, *.pythonhosted.org, api.example.com:8443", setting="SANDBOX_EGRESS_ALLOW"
@@ -60,8 +61,8 @@ def test_the_syntax() -> None:
     ],
 )
 def test_what_is_not_a_pattern_is_refused_with_the_entry(text: str) -> None:
-    with pytest.raises(EgressRefused, match="KERNEL_EGRESS_ALLOW"):
-        parse(text, setting="KERNEL_EGRESS_ALLOW")
+    with pytest.raises(EgressRefused, match=SETTING):
+        parse(text, setting=SETTING)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,7 @@ def test_what_is_not_a_pattern_is_refused_with_the_entry(text: str) -> None:
     ],
 )
 def test_a_session_gets_what_it_asks_for_within_the_ceiling(wanted: str) -> None:
-    granted = session_list({"KERNEL_EGRESS_ALLOW": wanted}, CEILING)
+    granted = session_list(wanted, CEILING, setting=SETTING)
     assert granted == parse(wanted, setting="X")  # exactly that, never the whole ceiling
 
 
@@ -94,13 +95,13 @@ def test_a_session_gets_what_it_asks_for_within_the_ceiling(wanted: str) -> None
 )
 def test_an_entry_outside_the_ceiling_refuses_the_start(wanted: str, named: str) -> None:
     with pytest.raises(EgressRefused, match=f"{named} is not within"):
-        session_list({"KERNEL_EGRESS_ALLOW": wanted}, CEILING)
+        session_list(wanted, CEILING, setting=SETTING)
 
 
 def test_no_ceiling_allows_nothing() -> None:
-    assert not session_list({}, AllowList())
+    assert not session_list("", AllowList(), setting=SETTING)
     with pytest.raises(EgressRefused, match="allows no egress"):
-        session_list({"KERNEL_EGRESS_ALLOW": "pypi.org"}, AllowList())
+        session_list("pypi.org", AllowList(), setting=SETTING)
 
 
 def test_static_resolutions() -> None:
