@@ -4,7 +4,7 @@ request names another host than the SNI) before anything leaves.
 
 Kernels trust this CA alone for egress (their CA bundle is the platform's, mounted read-only);
 the enforcement point verifies every origin against the system's CAs (and, for test hosts, the
-operator's ``SANDBOX_EGRESS_CA_FILE``).  One P-256 key serves every minted certificate: minting
+CA file the operator names).  One P-256 key serves every minted certificate: minting
 is then a signature, not a key generation.
 """
 

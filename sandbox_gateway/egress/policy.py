@@ -1,7 +1,7 @@
 """Egress allow-lists: the operator's ceiling, a session's list, and what may be dialled.
 
-One syntax for ``SANDBOX_EGRESS_ALLOW`` (the ceiling) and ``KERNEL_EGRESS_ALLOW`` (a session's
-list): comma-separated domain patterns, each optionally with ``:port``.
+One syntax for the operator's ceiling and for a session's list, both set as variables (named
+where they are read): comma-separated domain patterns, each optionally with ``:port``.
 
 * ``pypi.org`` is that name only; ``*.pythonhosted.org`` is any name below it, at any depth, and
   not ``pythonhosted.org`` itself (as a TLS wildcard would not be).
@@ -93,11 +93,11 @@ class AllowList:
                     if not ceiling:
                         raise EgressRefused(
                             f"egress to {shown}:{port} is not allowed: this gateway allows no "
-                            "egress (SANDBOX_EGRESS_ALLOW is empty)"
+                            "egress (its egress ceiling is empty)"
                         )
                     raise EgressRefused(
                         f"egress to {shown}:{port} is not within this gateway's "
-                        f"SANDBOX_EGRESS_ALLOW ({ceiling})"
+                        f"egress ceiling ({ceiling})"
                     )
 
 
@@ -175,9 +175,9 @@ def session_list(text: str, ceiling: AllowList, *, setting: str) -> AllowList:
     return wanted
 
 
-def resolve_overrides(text: str) -> dict[str, tuple[str, ...]]:
-    """``SANDBOX_EGRESS_RESOLVE``: ``name=address`` pairs (commas between them), trusted as they
-    are: private addresses included, for internal mirrors and test hosts."""
+def resolve_overrides(text: str, *, setting: str) -> dict[str, tuple[str, ...]]:
+    """The operator's static mappings (``setting``): ``name=address`` pairs, commas between them,
+    trusted as they are (private addresses included), for internal mirrors and test hosts."""
     table: dict[str, list[str]] = {}
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -186,8 +186,7 @@ def resolve_overrides(text: str) -> dict[str, tuple[str, ...]]:
         normal = normalise_name(name)
         if not sep or normal is None or not _is_address(address.strip()):
             raise EgressRefused(
-                f"SANDBOX_EGRESS_RESOLVE: {item!r} is not name=address "
-                "(like mirror.internal=10.0.0.5)"
+                f"{setting}: {item!r} is not name=address (like mirror.internal=10.0.0.5)"
             )
         table.setdefault(normal, []).append(str(ipaddress.ip_address(address.strip())))
     return {name: tuple(addresses) for name, addresses in table.items()}

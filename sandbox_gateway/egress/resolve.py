@@ -1,8 +1,8 @@
 """How the enforcement point finds an allowed name's addresses: it resolves the name itself and
 dials what it resolved, never an address a kernel chose.
 
-``SANDBOX_EGRESS_RESOLVE`` mappings are the operator's and trusted as they are; every other
-name goes to the upstream resolver (``SANDBOX_EGRESS_DNS``, else the host's), and an answer is
+The operator's static ``name=address`` mappings are trusted as they are; every other name goes
+to the upstream resolver (the operator's, else the host's), and an answer is
 kept only where :func:`policy.dialable` allows it: a name that resolves to a private, loopback,
 link-local or platform address is refused, whoever's DNS said so.
 """

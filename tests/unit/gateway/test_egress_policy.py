@@ -105,11 +105,13 @@ def test_no_ceiling_allows_nothing() -> None:
 
 
 def test_static_resolutions() -> None:
-    table = resolve_overrides("mirror.internal=10.0.0.5, mirror.internal=fd00::5,b.test=172.17.0.2")
+    table = resolve_overrides(
+        "mirror.internal=10.0.0.5, mirror.internal=fd00::5,b.test=172.17.0.2", setting="static"
+    )
     assert table == {"mirror.internal": ("10.0.0.5", "fd00::5"), "b.test": ("172.17.0.2",)}
     for bad in ("mirror.internal", "mirror.internal=nope", "=1.2.3.4", "1.2.3.4=1.2.3.4"):
         with pytest.raises(EgressRefused, match="SANDBOX_EGRESS_RESOLVE"):
-            resolve_overrides(bad)
+            resolve_overrides(bad, setting="SANDBOX_EGRESS_RESOLVE")
 
 
 PLATFORM = [ipaddress.ip_network("10.213.0.0/16"), ipaddress.ip_network("fd12::/64")]
