@@ -48,15 +48,15 @@ from ._exceptions import (
     UnknownKernelNameError,
 )
 from ._fileops import FileEntry, FileOp
-from ._pool import KernelSessionPool, PoolState
 from ._result import ExecutionResult, KernelErrorInfo, OutputEvent
-from ._session import GatewayKernelSession
 
 if TYPE_CHECKING:
     from ._async_pool import AsyncKernelSessionPool
     from ._async_session import AsyncGatewayKernelSession
     from ._auth import AuthenticatedKernelSession
     from ._metrics import KernelMetrics, PrometheusGatewayKernelSession
+    from ._pool import KernelSessionPool, PoolState
+    from ._session import GatewayKernelSession
 
 __all__ = [
     "AsyncGatewayKernelSession",
@@ -109,16 +109,27 @@ _OPTIONAL = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name == "protocol":
-        import importlib
+# The sync faces load on first use too, for a quick start of what needs none of them (the
+# command line's --help): they bring requests and websocket-client.
+_DEFERRED = {
+    "GatewayKernelSession": "._session",
+    "KernelSessionPool": "._pool",
+    "PoolState": "._pool",
+}
 
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "protocol":
         return importlib.import_module(".protocol", __name__)
+    if name in _DEFERRED:
+        value = getattr(importlib.import_module(_DEFERRED[name], __name__), name)
+        globals()[name] = value
+        return value
     if name not in _OPTIONAL:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module_name, extra = _OPTIONAL[name]
-    import importlib
-
     try:
         module = importlib.import_module(module_name, __name__)
     except ModuleNotFoundError as exc:
@@ -128,3 +139,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(module, name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
