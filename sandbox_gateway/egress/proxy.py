@@ -36,7 +36,7 @@ log = logging.getLogger("sandbox.egress")
 CONNECT_TIMEOUT: Final = 10.0
 HANDSHAKE_TIMEOUT: Final = 10.0
 HEAD_TIMEOUT: Final = 60.0
-CHUNK: Final = 1 << 16
+CHUNK: Final = 1 << 18
 PLAIN_PORTS: Final = frozenset({80})
 """Ports whose connections are plain HTTP; every other allowed port speaks TLS."""
 
@@ -76,7 +76,6 @@ class Observer:
 class Origin:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    pump: asyncio.Task[None]
 
 
 class EgressProxy:
@@ -214,8 +213,16 @@ class EgressProxy:
         first: http1.Request | None = None,
         proxy: bool = False,
     ) -> None:
-        """Forward each request of the connection to ``name:port``, its responses back."""
+        """Forward each request of the connection to ``name:port``, its responses back.
+
+        The origin is dialled at once, while the first request is read: a new connection then
+        costs the slower of the two, not their sum.  Nothing is sent on it before a request
+        passed its check.
+        """
+        dialing = asyncio.ensure_future(self._dial(grant, name, port, tls))
         origin: Origin | None = None
+        pump: asyncio.Task[None] | None = None
+        forwarded = False
         try:
             while True:
                 try:
@@ -232,26 +239,30 @@ class EgressProxy:
                         )
                 except http1.BadRequest as bad:
                     # Answered only while no earlier answer can be in flight from the origin.
-                    raise refusal_of(bad, answer=origin is None) from None
+                    raise refusal_of(bad, answer=not forwarded) from None
                 if origin is None:
-                    origin = await self._dial(grant, name, port, tls, writer)
+                    origin = await dialing
+                    pump = asyncio.ensure_future(self._pump(grant, origin.reader, writer))
                     self.observer.decided("allowed", "")
                     log.info("egress: session=%s %s:%d allowed", grant.session, name, port)
                 origin.writer.write(request.raw)
+                forwarded = True
                 sent = len(request.raw) + await http1.relay_body(request, reader, origin.writer)
                 self.observer.moved(grant.session, "out", sent)
-                if origin.pump.done():
+                if pump is not None and pump.done():
                     return
         finally:
-            if origin is not None:
-                origin.pump.cancel()
+            dialing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Refused):
+                origin = origin or await dialing
+            if pump is not None:
+                pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, OSError, ssl.SSLError):
-                    await origin.pump
+                    await pump
+            if origin is not None:
                 origin.writer.close()
 
-    async def _dial(
-        self, grant: Grant, name: str, port: int, tls: bool, client: asyncio.StreamWriter
-    ) -> Origin:
+    async def _dial(self, grant: Grant, name: str, port: int, tls: bool) -> Origin:
         try:
             addresses = await self.resolver.addresses(name)
         except ResolveRefused as exc:
@@ -272,8 +283,7 @@ class EgressProxy:
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 failure = exc
                 continue
-            pump = asyncio.ensure_future(self._pump(grant, reader, client))
-            return Origin(reader, writer, pump)
+            return Origin(reader, writer)
         raise Refused("origin_unreachable", f"{name}:{port}: {failure}", status=502)
 
     async def _pump(
