@@ -27,9 +27,22 @@ from typing import Any, Final
 from traitlets import Bool, Dict, Float, Int, List, TraitType, Unicode
 from traitlets.config import Configurable
 
+_EGRESS: Final = (
+    "the egress process's (python -m sandbox_gateway.egress), which runs beside the gateway, "
+    "not in it"
+)
 NOT_GATEWAY_SETTINGS: Final = {
     "SANDBOX_CLIENT_ENVS": "a kernelspec's env (the chart's): the Kubernetes launcher and the "
     "warm pool read it from the kernelspec, so a gateway-wide value would make them disagree",
+    "SANDBOX_EGRESS_ALLOW": _EGRESS,
+    "SANDBOX_EGRESS_DNS": _EGRESS,
+    "SANDBOX_EGRESS_RESOLVE": _EGRESS,
+    "SANDBOX_EGRESS_ORIGIN_CA": _EGRESS,
+    "SANDBOX_EGRESS_DENY": _EGRESS,
+    "SANDBOX_EGRESS_STATE": _EGRESS,
+    "SANDBOX_EGRESS_CONTROL_TOKEN": _EGRESS,
+    "SANDBOX_EGRESS_CONTROL_PORT": _EGRESS,
+    "SANDBOX_EGRESS_LISTEN": _EGRESS,
 }
 """``SANDBOX_*`` names the package reads that are not gateway settings, and why."""
 

@@ -66,10 +66,14 @@ def refusal_of(bad: http1.BadRequest, *, answer: bool = True) -> Refused:
 
 
 class Observer:
-    """Where decisions and bytes go (``metrics.EgressMetrics`` implements it; tests record)."""
+    """Where decisions and bytes go: ``service.EgressMetrics``, a test's recorder; this base
+    class forgets them."""
 
-    def decided(self, decision: str, reason: str) -> None: ...
-    def moved(self, session: str, direction: str, count: int) -> None: ...
+    def decided(self, decision: str, reason: str) -> None:
+        pass
+
+    def moved(self, session: str, direction: str, count: int) -> None:
+        pass
 
 
 @dataclass

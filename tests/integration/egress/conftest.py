@@ -63,6 +63,8 @@ class Platform:
     recorder: Recorder
     ca_file: Path
     """The platform CA's certificate: what a kernel trusts."""
+    origin_ca: Path
+    """The test hosts' CA: what the proxy trusts besides the system's."""
 
     def run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
@@ -113,7 +115,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         closing.append(await proxy.serve_http(EGRESS, 80))
         closing.append(await proxy.serve_proxy(EGRESS, 3128))
         closing.extend(await egress_dns.serve(EGRESS, 53, grants, lambda *refusal: None))
-        return Platform(loop, grants, origin, upstream, recorder, ca.cert_path)
+        return Platform(loop, grants, origin, upstream, recorder, ca.cert_path, origin_ca)
 
     async def down() -> None:
         for thing in closing:
