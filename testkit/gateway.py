@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -266,3 +267,14 @@ class Gateway:
             return self.log_path.read_text(errors="replace")[-5000:]
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def locked_gateway(token: str) -> Iterator[Gateway]:
+    """A gateway that takes only ``token`` (Enterprise Gateway's single ``EG_AUTH_TOKEN``)."""
+    gateway = Gateway(env={"EG_AUTH_TOKEN": token}).start(wait=False)
+    try:
+        gateway.wait_ready(headers={"Authorization": f"token {token}"})
+        yield gateway
+    finally:
+        gateway.stop()

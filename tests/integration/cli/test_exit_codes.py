@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from testkit.gateway import Gateway, free_port
+from testkit.gateway import locked_gateway as locked
 from tests.integration.cli.cli_harness import Cli, base_env
 
 TOKEN = "cli-test-token-93a1"
@@ -16,12 +17,8 @@ TOKEN = "cli-test-token-93a1"
 
 @pytest.fixture(scope="module")
 def locked_gateway() -> Iterator[Gateway]:
-    gateway = Gateway(env={"EG_AUTH_TOKEN": TOKEN}).start(wait=False)
-    try:
-        gateway.wait_ready(headers={"Authorization": f"token {TOKEN}"})
+    with locked(TOKEN) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def one_line(stderr: str) -> str:

@@ -13,18 +13,15 @@ from jupyter_kernel_client import (
     GatewayRefusedError,
 )
 from testkit.gateway import Gateway
+from testkit.gateway import locked_gateway as locked
 
 TOKEN = "gw-test-token-5f1d"
 
 
 @pytest.fixture(scope="module")
 def locked_gateway() -> Iterator[Gateway]:
-    gateway = Gateway(env={"EG_AUTH_TOKEN": TOKEN}).start(wait=False)
-    try:
-        gateway.wait_ready(headers={"Authorization": f"token {TOKEN}"})
+    with locked(TOKEN) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def test_missing_or_wrong_token_is_refused_at_once(
