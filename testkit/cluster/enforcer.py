@@ -131,6 +131,26 @@ def enforcing() -> bool:
     return jumps.index("KUBE-ROUTER-FORWARD") < accepts
 
 
+def fences(pod_ip: str) -> bool:
+    """Whether the enforcer has the firewall chain of the pod at ``pod_ip`` yet, both ways.
+
+    It applies policy to a new pod on its watch of pods, a moment after the pod runs: until
+    then the pod's traffic passes unjudged.  (CNIs that enforce as part of the pod's network
+    set-up have no such moment.)"""
+    rules = _iptables("iptables", "-t", "filter", "-S", "KUBE-ROUTER-FORWARD")
+    return f"-s {pod_ip}/32" in rules and f"-d {pod_ip}/32" in rules
+
+
+def wait_fenced(cluster: Cluster, *pod_ips: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(fences(ip) for ip in pod_ips):
+        cluster.processes.check()
+        if time.monotonic() > deadline:
+            missing = [ip for ip in pod_ips if not fences(ip)]
+            raise TimeoutError(f"{NAME} has no firewall chain for {missing} after {timeout} s")
+        time.sleep(0.2)
+
+
 def _iptables(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
 

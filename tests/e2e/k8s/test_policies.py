@@ -55,6 +55,9 @@ def connect_probe(targets: list[tuple[str, int]]) -> str:
     )
 
 
+OWN_ADDRESS = "import socket; socket.gethostbyname(socket.gethostname())"
+
+
 def evaluate(kernel: GatewayKernelSession, code: str) -> Any:
     return ast.literal_eval(str(kernel.execute(code, timeout=240)))
 
@@ -128,6 +131,9 @@ def test_a_kernel_reaches_only_its_launch_response_and_gets_through_without_the_
         assert len(victim_ports) >= 5, victim_ports  # shell, iopub, stdin, control, heartbeat
         wanted = targets(cluster, victim_status, victim_ports)
         probe = connect_probe(wanted["forbidden"] + wanted["allowed"])
+        # The enforcer judges a new pod once its watch has seen it: probe after that (a cold
+        # run once caught the attacker before its chain existed, reaching the API server).
+        enforcer.wait_fenced(cluster, *(evaluate(k, OWN_ADDRESS) for k in (victim, attacker)))
 
         outcomes = evaluate(attacker, probe)
         reached = sorted(t for t, outcome in outcomes.items() if outcome == "connected")
