@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +29,13 @@ SETTINGS = (
     "NOTEBOOK_PORT",
     "XDG_STATE_HOME",
 )
+
+
+def interruptible() -> None:
+    """In the child, before it runs: Ctrl-C (SIGINT) as a terminal delivers it.  A test run
+    started in the background of a non-interactive shell inherits SIGINT ignored, and Python
+    then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def base_env(state: Path, **settings: str) -> dict[str, str]:
@@ -69,6 +77,7 @@ class Cli:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*CLI, *args],
+            preexec_fn=interruptible,
             cwd=self.cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from testkit.gateway import Gateway
-from tests.integration.cli.cli_harness import CLI, Cli
+from tests.integration.cli.cli_harness import CLI, Cli, interruptible
 
 # The child makes the pty its controlling terminal (it is a session leader without one, so
 # opening the terminal does it), then becomes the CLI: Ctrl-C on the pty is then a SIGINT.
@@ -36,6 +36,7 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             start_new_session=True,
+            preexec_fn=interruptible,
         )
         os.close(slave)
         self.seen = ""
