@@ -262,6 +262,12 @@ class Gateway:
         result: list[dict[str, object]] = response.json()
         return result
 
+    def shutdown_kernel(self, kernel_id: str) -> None:
+        """Shut a kernel down; one already gone is fine."""
+        response = requests.delete(f"{self.http}/api/kernels/{kernel_id}", timeout=60)
+        if response.status_code != 404:
+            response.raise_for_status()
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-5000:]

@@ -22,9 +22,16 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(gateway: Gateway, workdir: Path, tmp_path: Path) -> Cli:
-    """The command line pointed at the session's gateway (and no file server)."""
-    return Cli(workdir, base_env(tmp_path / "state", GATEWAY_HTTP=gateway.http))
+def cli(gateway: Gateway, workdir: Path, tmp_path: Path) -> Iterator[Cli]:
+    """The command line pointed at the session's gateway (and no file server).
+
+    A kernel a test's CLI left running (the test failed before it stopped it) is shut down
+    afterwards: the gateway is shared, and later tests count its kernels."""
+    before = {k["id"] for k in gateway.kernels()}
+    yield Cli(workdir, base_env(tmp_path / "state", GATEWAY_HTTP=gateway.http))
+    for kernel in gateway.kernels():
+        if kernel["id"] not in before:
+            gateway.shutdown_kernel(str(kernel["id"]))
 
 
 @pytest.fixture(scope="module")

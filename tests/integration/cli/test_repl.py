@@ -115,8 +115,12 @@ def test_a_session_at_the_terminal(terminal: Terminal, gateway: Gateway, tmp_pat
     term.send("double(1000) + 1\r")
     assert "2001" in term.expect(">>> ")
 
-    # Ctrl-C at the prompt clears the line: nothing of it runs.
+    # Ctrl-C at the prompt clears the line: nothing of it runs.  It is pressed once readline
+    # shows the line it read: a SIGINT in the instant between python's prompt and its wait
+    # for the terminal is only seen at the next key, as in python's own REPL.
     term.send("undefined_name_xyz")
+    term.expect("undefined_name_xyz")
+    time.sleep(0.5)
     term.send("\x03")
     term.expect("KeyboardInterrupt")
     term.expect(">>> ")
