@@ -66,12 +66,14 @@ function Invoke-Compose {
 # Per-install secrets, written into .env once (docker-compose reads it; so do the examples).
 # The stack refuses to start without them: a documented default would be public knowledge.
 # FILE_SERVER_TOKEN is the file server's; JUPYTER_GATEWAY_AUTH_TOKEN the gateway token of tenant
-# "local" (you); NOTEBOOK_GATEWAY_TOKEN that of tenant "notebook".  The gateway's tenants file,
+# "local" (you); NOTEBOOK_GATEWAY_TOKEN that of tenant "notebook"; SANDBOX_EGRESS_CONTROL_TOKEN
+# the gateway's for the egress process's control port.  The gateway's tenants file,
 # .sandbox/tenants.json, is written from them on every run.
 function Initialize-Secrets {
     if (-not (Test-Path .env)) { Copy-Item .env.example .env }
     $tokens = @{}
-    foreach ($name in @("FILE_SERVER_TOKEN", "JUPYTER_GATEWAY_AUTH_TOKEN", "NOTEBOOK_GATEWAY_TOKEN")) {
+    foreach ($name in @("FILE_SERVER_TOKEN", "JUPYTER_GATEWAY_AUTH_TOKEN", "NOTEBOOK_GATEWAY_TOKEN",
+            "SANDBOX_EGRESS_CONTROL_TOKEN")) {
         $lines = @(Get-Content .env)
         $current = ($lines | Where-Object { $_ -match "^$name=" } | Select-Object -Last 1)
         $token = if ($current) { $current.Substring("$name=".Length) } else { "" }

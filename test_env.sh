@@ -117,12 +117,14 @@ docker_reachable() {
 #   JUPYTER_GATEWAY_AUTH_TOKEN  the gateway token of tenant "local" (you: the client, examples,
 #                               /metrics); the client reads this variable by default
 #   NOTEBOOK_GATEWAY_TOKEN      the gateway token of tenant "notebook" (the notebook server)
+#   SANDBOX_EGRESS_CONTROL_TOKEN  the gateway's token for the egress process's control port
 # The gateway's tenants file, .sandbox/tenants.json, is written from them on every run.
 ensure_secrets() {
     [[ -f .env ]] || cp .env.example .env
     chmod 600 .env
     local name token
-    for name in FILE_SERVER_TOKEN JUPYTER_GATEWAY_AUTH_TOKEN NOTEBOOK_GATEWAY_TOKEN; do
+    for name in FILE_SERVER_TOKEN JUPYTER_GATEWAY_AUTH_TOKEN NOTEBOOK_GATEWAY_TOKEN \
+        SANDBOX_EGRESS_CONTROL_TOKEN; do
         token="$(sed -n "s/^$name=//p" .env | tail -n 1)"
         if [[ -z "$token" || "$token" == local-dev-token ]]; then
             token="$("$base_python" -c 'import secrets; print(secrets.token_urlsafe(32))')"

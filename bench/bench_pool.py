@@ -147,6 +147,7 @@ class Stack(ComposeProject):
                 "FILE_SERVER_TOKEN": secrets.token_hex(16),  # compose refuses to start without
                 "SANDBOX_TENANTS_FILE_HOST": str(tenants),
                 "NOTEBOOK_GATEWAY_TOKEN": tokens["notebook"],
+                "SANDBOX_EGRESS_CONTROL_TOKEN": secrets.token_hex(16),
                 "SANDBOX_SHARED_VOLUME": f"{project}-shared",
                 "SANDBOX_BIND_ADDRESS": "127.0.0.1",
                 "SANDBOX_MAX_KERNELS": str(max_kernels),

@@ -52,6 +52,7 @@ def _apply(app: Any) -> None:
 
     from sandbox_gateway import response, settings
     from sandbox_gateway.admission import limits, tenants
+    from sandbox_gateway.egress import gateway as egress
     from sandbox_gateway.http import hosts, messages, patches, status
     from sandbox_gateway.pool import manager as pool
 
@@ -76,6 +77,7 @@ def _apply(app: Any) -> None:
 
         stop.apply()
     pool.apply(max_kernels=limit_settings.max_kernels)  # warm kernels per kernelspec, /metrics
+    egress.apply()  # KERNEL_EGRESS_ALLOW within the ceiling; grants, warm claims included
     if os.environ.get("SANDBOX_KERNEL_SUBNETS"):  # Docker kernels, each on a network of its own
         from sandbox_gateway.proxies import docker
 

@@ -34,15 +34,14 @@ _EGRESS: Final = (
 NOT_GATEWAY_SETTINGS: Final = {
     "SANDBOX_CLIENT_ENVS": "a kernelspec's env (the chart's): the Kubernetes launcher and the "
     "warm pool read it from the kernelspec, so a gateway-wide value would make them disagree",
-    "SANDBOX_EGRESS_ALLOW": _EGRESS,
     "SANDBOX_EGRESS_DNS": _EGRESS,
     "SANDBOX_EGRESS_RESOLVE": _EGRESS,
     "SANDBOX_EGRESS_ORIGIN_CA": _EGRESS,
     "SANDBOX_EGRESS_DENY": _EGRESS,
     "SANDBOX_EGRESS_STATE": _EGRESS,
-    "SANDBOX_EGRESS_CONTROL_TOKEN": _EGRESS,
     "SANDBOX_EGRESS_CONTROL_PORT": _EGRESS,
     "SANDBOX_EGRESS_LISTEN": _EGRESS,
+    "SANDBOX_EGRESS_PUBLIC_CA": _EGRESS,
 }
 """``SANDBOX_*`` names the package reads that are not gateway settings, and why."""
 
@@ -184,6 +183,53 @@ class SandboxPool(Configurable):
     )
 
 
+class SandboxEgress(Configurable):
+    """Egress allow-lists (``sandbox_gateway.egress.gateway``): the ceiling a session's
+    ``KERNEL_EGRESS_ALLOW`` must lie within, and the egress process that enforces it."""
+
+    allow = _text(
+        "SANDBOX_EGRESS_ALLOW",
+        "The operator's ceiling: comma list of domain patterns (pypi.org, *.pythonhosted.org), "
+        "each optionally with :port (default 443 and 80). Empty: no session gets egress. The "
+        "egress process reads the same variable.",
+        "empty",
+    )
+    url = _text(
+        "SANDBOX_EGRESS_URL",
+        "The egress process's control port (http://egress:8900), where the gateway sends the "
+        "table of grants.",
+        "none: every KERNEL_EGRESS_ALLOW is refused",
+    )
+    control_token = _text(
+        "SANDBOX_EGRESS_CONTROL_TOKEN",
+        "The egress process's control token (16 characters or more), shared with it.",
+        "none",
+    )
+    answer = _text(
+        "SANDBOX_EGRESS_ANSWER",
+        "The address a kernel's DNS answers an allowed name with (the egress Service on "
+        "Kubernetes).",
+        "on Docker, the egress container's address on the kernel's network",
+    )
+    resend = _float(
+        "SANDBOX_EGRESS_RESEND",
+        "Seconds between resends of the whole table (a restarted egress process is whole "
+        "again after at most this).",
+        "5",
+    )
+    container = _text(
+        "SANDBOX_EGRESS_CONTAINER",
+        "The egress container that joins every kernel network (Docker).",
+        "the deployment's compose service egress",
+    )
+    ca_volume = _text(
+        "SANDBOX_EGRESS_CA_VOLUME",
+        "Named Docker volume holding the egress CA's certificate, mounted read-only in every "
+        "kernel at /etc/sandbox-egress.",
+        "mini-jupyter-sandbox-egress-ca",
+    )
+
+
 class SandboxMessages(Configurable):
     """The bound on one kernel message (``sandbox_gateway.http.messages``)."""
 
@@ -295,6 +341,7 @@ CLASSES: Final[list[type[Configurable]]] = [
     SandboxKernel,
     SandboxDocker,
     SandboxPool,
+    SandboxEgress,
     SandboxMessages,
     SandboxTenants,
     SandboxResponse,

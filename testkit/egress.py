@@ -149,3 +149,48 @@ class Upstream(asyncio.DatagramProtocol):
             )
         assert self.transport is not None
         self.transport.sendto(reply.to_wire(), addr)
+
+
+class _Recorded(list[Any]):
+    """A record list that also appends each item to a JSON-lines file (read by the tests from
+    outside the test host's container)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        path.write_text("")
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(item) + "\n")
+
+
+async def serve(directory: Path, host: str, extra_answers: dict[str, str]) -> None:
+    """The test hosts in a container of their own (Docker e2e): the origin on 443, 8443, 9443
+    and 80, the logging resolver on 53; the origin CA, then ``ready``, written to ``directory``,
+    and every request and name asked appended to ``requests.jsonl`` and ``dns.jsonl`` there."""
+    ca_file, context = origin_certificates(directory)
+    origin, upstream = Origin(), Upstream()
+    origin.requests = _Recorded(directory / "requests.jsonl")
+    upstream.asked = _Recorded(directory / "dns.jsonl")
+    UPSTREAM_ANSWERS.update(extra_answers)
+    for port in (443, 8443, 9443):
+        await asyncio.start_server(origin.handle, host, port, ssl=context)
+    await asyncio.start_server(origin.handle, host, 80)
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(lambda: upstream, local_addr=(host, 53))
+    (directory / "ready").write_text(str(ca_file))
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="serve the egress test hosts")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--answer", action="append", default=[], help="name=address")
+    args = parser.parse_args()
+    answers = dict(item.split("=", 1) for item in args.answer)
+    asyncio.run(serve(args.directory, args.host, answers))

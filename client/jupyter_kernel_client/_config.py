@@ -12,7 +12,7 @@ import dataclasses
 import getpass
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -22,6 +22,7 @@ DEFAULT_MAX_OUTPUT_BYTES: Final = 64 * MIB
 MESSAGE_ENVELOPE: Final = 1 * MIB
 """Room above ``max_output_bytes`` for one message's header, metadata and JSON escaping."""
 TOKEN_ENV: Final = "JUPYTER_GATEWAY_AUTH_TOKEN"
+EGRESS_ENV: Final = "KERNEL_EGRESS_ALLOW"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class GatewayConfig:
     max_message_bytes: int | None = None
     """Largest single websocket message accepted; ``None``: ``max_output_bytes`` + 1 MiB.  A
     larger one is refused unread (the connection is closed and re-opened on next use)."""
+    egress_allow: Sequence[str] = ()
+    """Names the kernel may reach (``pypi.org``, ``*.pythonhosted.org``, ``api.example.org:8443``),
+    within the gateway's ceiling; sent as ``KERNEL_EGRESS_ALLOW``.  Empty: no egress.  A name
+    beyond the ceiling refuses the start (:class:`EgressRefusedError`)."""
     username: str = field(init=False, repr=False)
     """``KERNEL_USERNAME`` the kernel is started for (see :func:`kernel_username`)."""
 
@@ -69,6 +74,14 @@ class GatewayConfig:
         for key, value in env.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError(f"launch_env[{key!r}] must be a string, not {type(value).__name__}")
+        self._set("egress_allow", _egress_allow(self.egress_allow))
+        if self.egress_allow:
+            joined = ",".join(self.egress_allow)
+            if env.get(EGRESS_ENV, joined) != joined:
+                raise ValueError(
+                    f"egress_allow and launch_env[{EGRESS_ENV!r}] disagree; set one of them"
+                )
+            env[EGRESS_ENV] = joined
         self._set("launch_env", MappingProxyType(env))
         for name in ("startup_timeout", "request_timeout"):
             if not getattr(self, name) > 0:
@@ -101,13 +114,26 @@ class GatewayConfig:
 
     def replace(self, **changes: Any) -> GatewayConfig:
         """A copy with ``changes``, validated again; a derived ``gateway_ws`` follows
-        ``gateway_http``, a derived ``max_message_bytes`` follows ``max_output_bytes``."""
+        ``gateway_http``, a derived ``max_message_bytes`` follows ``max_output_bytes``, and
+        ``launch_env`` follows a new ``egress_allow``."""
+        if "egress_allow" in changes and "launch_env" not in changes and self.egress_allow:
+            changes["launch_env"] = {k: v for k, v in self.launch_env.items() if k != EGRESS_ENV}
         if "gateway_http" in changes and self.gateway_ws == ws_of(self.gateway_http):
             changes.setdefault("gateway_ws", "")
         derived_limit = self.max_output_bytes + MESSAGE_ENVELOPE
         if "max_output_bytes" in changes and self.max_message_bytes == derived_limit:
             changes.setdefault("max_message_bytes", None)
         return dataclasses.replace(self, **changes)
+
+
+def _egress_allow(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("egress_allow must be a list of names, not one string")
+    names = tuple(value or ())
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or "," in name:
+            raise ValueError(f"egress_allow entries must be names without commas, got {name!r}")
+    return tuple(name.strip() for name in names)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@
     │   └── GatewayRefusedError           4xx: the request can never succeed as sent
     │       ├── AuthenticationError       401: missing or wrong gateway token
     │       ├── UnknownKernelNameError    no kernelspec of that name on the gateway
-    │       └── KernelLimitError          a kernel limit (total or per user) is reached
+    │       ├── KernelLimitError          a kernel limit (total or per user) is reached
+    │       └── EgressRefusedError        the egress asked for is beyond the gateway's ceiling
     ├── KernelDiedError                   the kernel died or restarted under an execution
     ├── ExecutionTimeoutError             execute() ran past its timeout (kernel was interrupted)
     ├── CommandTimeoutError               run_command() ran past its timeout (its processes killed)
@@ -116,6 +117,19 @@ class KernelLimitError(GatewayRefusedError):
         self.limit = limit
         self.in_use = in_use
         self.user = user
+
+
+class EgressRefusedError(GatewayRefusedError):
+    """The start asked for egress (``egress_allow``, ``KERNEL_EGRESS_ALLOW``) that the gateway
+    does not grant: a name beyond its ceiling, or a gateway without egress.  Nothing started.
+    ``requested`` and ``ceiling`` are the gateway's figures when it sent them."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None, requested: str = "", ceiling: str = ""
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.requested = requested
+        self.ceiling = ceiling
 
 
 class KernelDiedError(KernelClientError):

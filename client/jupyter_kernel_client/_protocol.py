@@ -30,6 +30,7 @@ from ._config import GatewayConfig
 from ._exceptions import (
     AuthenticationError,
     ConnectionLostError,
+    EgressRefusedError,
     ExecutionTimeoutError,
     GatewayError,
     GatewayRefusedError,
@@ -790,6 +791,9 @@ def error_for_status(status: int, body: str, what: str) -> GatewayError:
     limit = kernel_limit_error(status, body, message)
     if limit is not None:
         return limit
+    egress = egress_refused_error(status, body, message)
+    if egress is not None:
+        return egress
     if status == 401:
         return AuthenticationError(message, status_code=status)
     cls = GatewayRefusedError if 400 <= status < 500 else GatewayError
@@ -828,6 +832,27 @@ def kernel_limit_error(status: int, body: str, message: str) -> KernelLimitError
     if "max kernels limit" in text or data.get("message") == "Resource Limit":
         return KernelLimitError(message, status_code=status, scope="total")
     return None
+
+
+def egress_refused_error(status: int, body: str, message: str) -> EgressRefusedError | None:
+    """An :class:`EgressRefusedError` if the answer is this project's gateway refusing the
+    egress a start asked for (a 403 with an ``egress_refused`` object), else ``None``."""
+    if status != 403:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    figures = data.get("egress_refused") if isinstance(data, dict) else None
+    if not isinstance(figures, dict):
+        return None
+    requested, ceiling = figures.get("requested"), figures.get("ceiling")
+    return EgressRefusedError(
+        message,
+        status_code=status,
+        requested=requested if isinstance(requested, str) else "",
+        ceiling=ceiling if isinstance(ceiling, str) else "",
+    )
 
 
 def _int_or_none(value: Any) -> int | None:

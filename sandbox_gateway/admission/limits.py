@@ -486,10 +486,10 @@ def _limit_kernels(ledger: KernelLedger) -> None:
 
 def limit_refusal(exc: KernelLimitReached) -> Exception:
     """The 403 answer to a start past a kernel limit (what the warm pool raises too)."""
-    return _http_error(403, exc.body())
+    return http_error(403, exc.body())
 
 
-def _http_error(status: int, body: dict[str, Any]) -> Exception:
+def http_error(status: int, body: dict[str, Any]) -> Exception:
     """A tornado HTTPError whose JSON answer is ``body``, written as is by ``write_error``.
 
     An HTTPError, so tornado logs one warning line, not an "uncaught exception".  The text goes
@@ -531,21 +531,21 @@ def _validate_start_requests(ledger: KernelLedger) -> None:
         try:
             replacement = check_start_request(model, ledger.settings)
         except RequestRefused as exc:
-            raise _http_error(400, {"reason": "Bad Request", "message": str(exc)}) from None
+            raise http_error(400, {"reason": "Bad Request", "message": str(exc)}) from None
         if replacement is not None:
             # Enterprise Gateway reads KERNEL_LAUNCH_TIMEOUT from the body (twice): give it the
             # clamped value there.
             self.request.body = json.dumps(replacement).encode()
         refusal = _launch_refusal_of(self, model)
         if refusal is not None:
-            raise _http_error(403, {"reason": "Forbidden", "message": refusal})
+            raise http_error(403, {"reason": "Forbidden", "message": refusal})
         kernel_id = requested_kernel_id(model)
         if kernel_id is None:
             return await original_post(self)
         try:
             ledger.hold_id(kernel_id, set(self.kernel_manager.list_kernel_ids()))
         except KernelIdInUse:
-            raise _http_error(
+            raise http_error(
                 409,
                 {
                     "reason": "Conflict",

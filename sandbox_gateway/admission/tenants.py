@@ -175,7 +175,7 @@ def _presented_token(handler: Any) -> str | None:
 
 def _unauthorized() -> Exception:
     """The 401 of a request without a valid token, tenants or not."""
-    return limits._http_error(
+    return limits.http_error(
         401,
         {
             "reason": "Unauthorized",
@@ -249,7 +249,7 @@ def _own_kernels(tenants: Tenants) -> None:
         asked = env.get("KERNEL_USERNAME")
         if tenant.delegate and asked is not None:
             if asked not in tenants.by_name:
-                raise limits._http_error(
+                raise limits.http_error(
                     400,
                     {"reason": "Bad Request", "message": f"no tenant named {asked!r}"[:200]},
                 )

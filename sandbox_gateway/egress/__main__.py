@@ -2,8 +2,10 @@
 
 It listens on ``SANDBOX_EGRESS_LISTEN`` (every address by default): DNS on 53 (UDP and TCP),
 HTTP on 80, the proxy port 3128 and TLS on 443 and on every other port the ceiling names; the
-control port (``SANDBOX_EGRESS_CONTROL_PORT``) takes the gateway's table of grants.  A setting
-that cannot be read stops it with one line saying which and why.
+control port (``SANDBOX_EGRESS_CONTROL_PORT``) takes the gateway's table of grants.  Its CA
+(key and certificate) lives in ``SANDBOX_EGRESS_STATE``; the certificate alone is also written
+to ``SANDBOX_EGRESS_PUBLIC_CA`` (a directory), which kernels mount read-only.  A setting that
+cannot be read stops it with one line saying which and why.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Settings:
     denied: list[Network]
     origin_ca: str | None
     state: Path
+    public_ca: Path | None
     token: str
     listen: str
     control_port: int
@@ -80,6 +83,9 @@ def settings(env: Mapping[str, str]) -> Settings:
         denied=denied,
         origin_ca=env.get("SANDBOX_EGRESS_ORIGIN_CA") or None,
         state=Path(env.get("SANDBOX_EGRESS_STATE", "/var/lib/sandbox-egress")),
+        public_ca=Path(env["SANDBOX_EGRESS_PUBLIC_CA"])
+        if env.get("SANDBOX_EGRESS_PUBLIC_CA")
+        else None,
         token=token,
         listen=env.get("SANDBOX_EGRESS_LISTEN", "0.0.0.0"),
         control_port=int(port_text),
@@ -105,6 +111,14 @@ async def serve(config: Settings) -> None:
     grants = Grants()
     resolver = Resolver(upstream=config.upstream, static=config.static, denied=config.denied)
     ca = EgressCA(config.state / "ca")
+    if config.public_ca is not None:
+        # The certificate alone (never the key), for the kernels' read-only mount.
+        config.public_ca.mkdir(parents=True, exist_ok=True)
+        published = config.public_ca / "ca.pem"
+        staged = config.public_ca / ".ca.pem.new"
+        staged.write_bytes(ca.pem)
+        staged.chmod(0o644)
+        staged.replace(published)
     proxy = EgressProxy(grants, resolver, ca, origin_context(config.origin_ca), metrics)
     host = config.listen
     servers = [await proxy.serve_tls(host, port) for port in config.tls_ports]

@@ -176,10 +176,13 @@ def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, cert
 
 
-def origin_context(extra_ca_file: str | None = None) -> ssl.SSLContext:
-    """How the enforcement point verifies origins: the system's CAs, plus the operator's file."""
+def origin_context(extra_ca: str | None = None) -> ssl.SSLContext:
+    """How the enforcement point verifies origins: the system's CAs, plus the operator's (a file,
+    or PEM text: a compose variable can carry it)."""
     context = ssl.create_default_context()
-    if extra_ca_file:
-        context.load_verify_locations(cafile=extra_ca_file)
+    if extra_ca and extra_ca.lstrip().startswith("-----BEGIN"):
+        context.load_verify_locations(cadata=extra_ca)
+    elif extra_ca:
+        context.load_verify_locations(cafile=extra_ca)
     context.set_alpn_protocols(ALPN)
     return context

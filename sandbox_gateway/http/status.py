@@ -78,7 +78,7 @@ def _caller(handler: Any) -> tuple[Tenant | None, str]:
         # The user limits.py counts a start without KERNEL_USERNAME as (EG's own fallback).
         return None, str(KernelSessionManager.get_kernel_username(env={}))
     if not limits.USERNAME_PATTERN.fullmatch(named):
-        raise limits._http_error(
+        raise limits.http_error(
             400,
             {
                 "reason": "Bad Request",

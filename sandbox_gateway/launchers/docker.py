@@ -57,7 +57,16 @@ SANDBOX_REMOVE_CONTAINER        remove the container on exit      true
 SANDBOX_KERNEL_SUBNETS          address pool of kernel networks   10.213.0.0/16
 SANDBOX_GATEWAY_CONTAINER       the gateway's container id        (required; set by the gateway)
 SANDBOX_DEPLOYMENT              label that scopes clean-up        (required; set by the gateway)
+SANDBOX_EGRESS_CONTAINER        the egress process's container    none: no egress (set by the
+                                                                  gateway when egress is on)
+SANDBOX_EGRESS_CA_VOLUME        named volume of the egress CA     mini-jupyter-sandbox-egress-ca
 =============================== ================================= ===============================
+
+With egress on, the egress container joins every kernel network too, at the network's last
+address (``egress_address``), and the kernel's DNS and proxy variables point there.  A kernel
+without a grant gets nothing from it (no name resolves, every connection is refused); one with a
+grant gets what its list allows.  It joins every network, not only those of kernels that ask,
+because a warm kernel takes its list at claim, when its container and network exist already.
 """
 
 from __future__ import annotations
@@ -114,6 +123,8 @@ class Settings:
     subnets: ipaddress.IPv4Network
     gateway_container: str
     deployment: str
+    egress_container: str = ""
+    egress_ca_volume: str = "mini-jupyter-sandbox-egress-ca"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -160,6 +171,10 @@ class Settings:
         ):
             if not _CONTAINER_REF.match(value):
                 raise LaunchError(f"{name} is missing or invalid ({value!r}); the gateway sets it")
+        egress = env.get("SANDBOX_EGRESS_CONTAINER", "")
+        if egress and not _CONTAINER_REF.match(egress):
+            raise LaunchError(f"SANDBOX_EGRESS_CONTAINER is invalid ({egress!r})")
+        ca_volume = env.get("SANDBOX_EGRESS_CA_VOLUME", "mini-jupyter-sandbox-egress-ca")
         return cls(
             memory=memory,
             cpus=cpus,
@@ -173,6 +188,8 @@ class Settings:
             subnets=subnets,
             gateway_container=gateway,
             deployment=deployment,
+            egress_container=egress,
+            egress_ca_volume=ca_volume,
         )
 
 
@@ -227,6 +244,12 @@ def network_name(kernel_id: str) -> str:
     return f"{CONTAINER_LABEL_APP}-kernel-{kernel_id}"
 
 
+def egress_address(subnet: ipaddress.IPv4Network) -> str:
+    """The egress container's address on a kernel network: its last one, which Docker hands to
+    no one else (it allocates from the bottom, and a network holds three members)."""
+    return str(subnet[-2])
+
+
 def container_name(env: Mapping[str, str], kernel_id: str) -> str:
     return rules.container_name(env.get("KERNEL_USERNAME", "kernel"), kernel_id)
 
@@ -261,8 +284,10 @@ def container_spec(
     kernel_env: Mapping[str, str],
     network: str,
     username: str,
+    egress: str | None = None,
 ) -> dict[str, Any]:
-    """The Docker Engine API body for POST /containers/create, hardening included."""
+    """The Docker Engine API body for POST /containers/create, hardening included; ``egress``:
+    the egress container's address on ``network``, where the kernel's DNS goes."""
     tmpfs_opts = f"rw,nosuid,nodev,size={settings.tmp_size}"
     host_config: dict[str, Any] = {
         "NetworkMode": network,
@@ -289,6 +314,18 @@ def container_spec(
         # IPv4 only: no link-local IPv6 neighbour on the kernel's network either.
         "Sysctls": {"net.ipv6.conf.all.disable_ipv6": "1"},
     }
+    if egress is not None:
+        # Docker's embedded DNS still answers the network's own names (the gateway's alias); any
+        # other query goes to the egress process, from the kernel's address.
+        host_config["Dns"] = [egress]
+        host_config["Mounts"].append(
+            {
+                "Type": "volume",
+                "Source": settings.egress_ca_volume,
+                "Target": rules.EGRESS_CA_DIR,
+                "ReadOnly": True,
+            }
+        )
     return {
         "Image": image,
         "Hostname": f"{username}-{kernel_id}"[:63],
@@ -343,8 +380,11 @@ class DockerEngine:
         finally:
             conn.close()
 
-    def create_network(self, settings: Settings, kernel_id: str) -> str:
-        """The kernel's own network, created now on a free /28 of the pool; returns its id.
+    def create_network(
+        self, settings: Settings, kernel_id: str
+    ) -> tuple[str, ipaddress.IPv4Network]:
+        """The kernel's own network, created now on a free /28 of the pool; returns its id and
+        subnet.
 
         A network of that name that already exists is never reused: it belongs to another
         launch of this kernel id (a concurrent start) or to the kernel's previous container
@@ -357,7 +397,7 @@ class DockerEngine:
             spec = network_spec(settings, kernel_id=kernel_id, subnet=str(subnet))
             status, reply = self.request("POST", "/networks/create", spec)
             if status == 201:
-                return str(reply["Id"])
+                return str(reply["Id"]), subnet
             last = _message(reply)
             if status == 409:
                 raise LaunchError(
@@ -368,23 +408,22 @@ class DockerEngine:
                 break
         raise LaunchError(f"cannot create network {name} in {settings.subnets}: {last}")
 
-    def attach_gateway(self, network_id: str, settings: Settings, alias: str) -> None:
-        body = {
-            "Container": settings.gateway_container,
-            "EndpointConfig": {"Aliases": [alias]},
-        }
+    def attach(self, network_id: str, container: str, endpoint: dict[str, Any]) -> None:
+        body = {"Container": container, "EndpointConfig": endpoint}
         status, reply = self.request("POST", f"/networks/{network_id}/connect", body)
         if status != 200:
-            # The network is this launch's own, created a moment ago: the gateway cannot be on
-            # it already, so any refusal is a failure.
+            # The network is this launch's own, created a moment ago: nothing can be on it
+            # already, so any refusal is a failure.
             raise LaunchError(
-                f"cannot attach the gateway to network {network_id[:12]}: {_message(reply)}"
+                f"cannot attach {container} to network {network_id[:12]}: {_message(reply)}"
             )
 
     def remove_network(self, network_id: str, settings: Settings) -> None:
         """Best effort; the gateway's sweep removes what is left."""
-        body = {"Container": settings.gateway_container, "Force": True}
-        self.request("POST", f"/networks/{network_id}/disconnect", body)
+        for container in (settings.gateway_container, settings.egress_container):
+            if container:
+                body = {"Container": container, "Force": True}
+                self.request("POST", f"/networks/{network_id}/disconnect", body)
         self.request("DELETE", f"/networks/{network_id}")
 
     def kernel_containers(self, kernel_id: str) -> list[dict[str, Any]]:
@@ -472,7 +511,13 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     )
     engine = DockerEngine(settings.docker_socket)
     _refuse_if_running(engine, args.kernel_id, own=None)
-    network_id = engine.create_network(settings, args.kernel_id)
+    network_id, subnet = engine.create_network(settings, args.kernel_id)
+    egress = egress_address(subnet) if settings.egress_container else None
+    if egress is not None:
+        kernel_env.update(rules.egress_variables(egress))
+    attachments = [(settings.gateway_container, {"Aliases": [alias]})]
+    if egress is not None:
+        attachments.append((settings.egress_container, {"IPAMConfig": {"IPv4Address": egress}}))
     username = rules.sanitize_name(env.get("KERNEL_USERNAME", "kernel"))
     spec = container_spec(
         settings,
@@ -483,20 +528,26 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
         # if that one were removed and another one of the same name made meanwhile.
         network=network_id,
         username=username,
+        egress=egress,
     )
-    # Attaching the gateway and creating the container are independent Docker calls (~50 ms
-    # each): overlap them.  The container starts only once the gateway is attached, so the
-    # kernel always finds the gateway's alias when it sends its launch response.
+    # Attaching the gateway (and the egress container) and creating the container are
+    # independent Docker calls (~50 ms each): overlap them.  The container starts only once
+    # they are attached, so the kernel always finds the gateway's alias when it sends its
+    # launch response.
     attach_failure: list[BaseException] = []
 
-    def attach() -> None:
+    def attach(container: str, endpoint: dict[str, Any]) -> None:
         try:
-            engine.attach_gateway(network_id, settings, alias)
+            engine.attach(network_id, container, endpoint)
         except BaseException as exc:  # re-raised on the main thread below
             attach_failure.append(exc)
 
-    attaching = threading.Thread(target=attach, name="attach-gateway")
-    attaching.start()
+    attaching = [
+        threading.Thread(target=attach, args=attachment, name="attach")
+        for attachment in attachments
+    ]
+    for thread in attaching:
+        thread.start()
     container_id = None
     try:
         container_id = engine.create(container_name(env, args.kernel_id), spec)
@@ -504,13 +555,15 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
         # that both passed the first check, the later one to get here sees the other's
         # container and refuses, so at most one of them starts.
         _refuse_if_running(engine, args.kernel_id, own=container_id)
-        attaching.join()
+        for thread in attaching:
+            thread.join()
         if attach_failure:
             raise attach_failure[0]
         engine.start(container_id)
         return container_id
     except BaseException:
-        attaching.join()
+        for thread in attaching:
+            thread.join()
         # Only what this launch created: a container or network found here is someone else's.
         if container_id is not None:
             engine.request("DELETE", f"/containers/{container_id}?force=true")

@@ -14,6 +14,8 @@ only and imports nothing else of the project.
   (``SANDBOX_CLIENT_ENVS``).  A kernel from the warm pool is given the same set when it is
   claimed.
 * Container names: ``<user>-<kernel id>``, the user part cleaned of what Docker refuses.
+* Egress: the variables that point a kernel's tools at the egress process (``egress_variables``),
+  given to every kernel of a gateway with egress, so that a warm one takes its list at claim.
 
 A value that breaks a rule raises :class:`RuleError`; each caller turns it into its own error
 (a launch refused, a gateway setting refused).
@@ -52,6 +54,17 @@ LAUNCH_CONTROL_VARS: Final = frozenset(
 the kernel (a client could otherwise, e.g., make the kernel believe it runs as another uid).
 ``KERNEL_WORKING_DIR`` does pass: the kernel image's bootstrap starts the kernel there if it is
 an existing directory."""
+EGRESS_CA_DIR: Final = "/etc/sandbox-egress"
+EGRESS_CA_FILE: Final = f"{EGRESS_CA_DIR}/ca.pem"
+EGRESS_PROXY_PORT: Final = 3128
+_CA_VARIABLES: Final = (
+    "SSL_CERT_FILE",  # OpenSSL's default: Python's ssl, urllib, httpx, curl's OpenSSL
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+)
 _CLIENT_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOT_IN_NAME: Final = re.compile(r"[^a-zA-Z0-9_.-]")
 
@@ -89,6 +102,19 @@ def request_variables(env: Mapping[str, str], client_envs: Collection[str] = ())
         if (KERNEL_ENV_NAME.fullmatch(name) and name not in LAUNCH_CONTROL_VARS)
         or name in client_envs
     }
+
+
+def egress_variables(address: str) -> dict[str, str]:
+    """The kernel's proxy and CA variables for the egress process at ``address``.  Every TLS
+    connection a kernel can make ends at the egress process, so its CA is the only one trusted;
+    code that ignores the proxy variables is served too (the kernel's DNS answers an allowed name
+    with ``address``)."""
+    proxy = f"http://{address}:{EGRESS_PROXY_PORT}"
+    variables = {name: EGRESS_CA_FILE for name in _CA_VARIABLES}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY"):
+        variables[name] = variables[name.lower()] = proxy
+    variables["NO_PROXY"] = variables["no_proxy"] = "localhost,127.0.0.1"
+    return variables
 
 
 def sanitize_name(text: str) -> str:

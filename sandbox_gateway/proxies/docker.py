@@ -9,7 +9,8 @@ its own and attaches the gateway to it.  This module is the gateway's half of th
 * ``apply()`` tells the launcher who the gateway is (its container id and the deployment label
   that scopes clean-up), then reconciles the kernel networks once at start-up and periodically:
   a network whose kernel is alive gets the gateway attached (a recreated gateway container
-  re-adopts the kernels it persisted), a network whose kernel is gone is removed;
+  re-adopts the kernels it persisted), and the egress container when egress is on (a recreated
+  one is on no kernel network), a network whose kernel is gone is removed;
 * at start-up, once persisted sessions are loaded, kernel containers that no kernel of the
   gateway owns (a crashed gateway's warm pool, a session that could not be re-adopted) are
   removed with their networks.
@@ -21,6 +22,7 @@ which runs local kernels, leaves it off.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import re
@@ -36,7 +38,9 @@ import docker
 from docker.errors import APIError, NotFound
 from enterprise_gateway.services.processproxies.docker_swarm import DockerProcessProxy
 
+from sandbox_gateway.egress.gateway import EgressSettings
 from sandbox_gateway.launchers import rules
+from sandbox_gateway.launchers.docker import egress_address
 from sandbox_gateway.pool.manager import POOL_USER
 
 APP = "mini-jupyter-sandbox"
@@ -193,14 +197,14 @@ def remove_network(name: str) -> None:
     """Detach the gateway and remove a kernel network (``name``: its name or, to be sure of the
     generation, its id); a missing network is fine."""
     client = _docker()
-    try:
-        client.api.disconnect_container_from_network(
-            os.environ["SANDBOX_GATEWAY_CONTAINER"], name, force=True
-        )
-    except NotFound:
-        pass
-    except APIError as exc:
-        log.debug("detaching the gateway from %s: %s", name, exc)
+    members = [os.environ["SANDBOX_GATEWAY_CONTAINER"], os.environ.get("SANDBOX_EGRESS_CONTAINER")]
+    for member in filter(None, members):
+        try:
+            client.api.disconnect_container_from_network(member, name, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            log.debug("detaching %s from %s: %s", member, name, exc)
     try:
         client.api.remove_network(name)
     except NotFound:
@@ -229,8 +233,19 @@ def own_container_id() -> str:
     return socket.gethostname()
 
 
+def _attach_egress(network: Any, egress: str) -> None:
+    try:
+        subnet = ipaddress.IPv4Network(network.attrs["IPAM"]["Config"][0]["Subnet"])
+        network.connect(egress, ipv4_address=egress_address(subnet))
+        log.info("attached the egress container to kernel network %s", network.name)
+    except (APIError, KeyError, IndexError, ValueError) as exc:
+        log.warning("cannot attach the egress container to %s: %s", network.name, exc)
+
+
 def sweep(deployment: str, gateway: str, alias: str) -> None:
-    """Attach the gateway to every live kernel's network; remove networks whose kernel is gone."""
+    """Attach the gateway (and the egress container) to every live kernel's network; remove
+    networks whose kernel is gone."""
+    egress = os.environ.get("SANDBOX_EGRESS_CONTAINER", "")
     client = _docker()
     labels = [f"{DEPLOYMENT_LABEL}={deployment}"]
     alive = {
@@ -245,12 +260,15 @@ def sweep(deployment: str, gateway: str, alias: str) -> None:
         kernel_id = network.attrs.get("Labels", {}).get("kernel_id")
         if kernel_id in alive:
             network.reload()
-            if gateway not in (network.attrs.get("Containers") or {}):
+            members = network.attrs.get("Containers") or {}
+            if gateway not in members:
                 try:
                     network.connect(gateway, aliases=[alias])
                     log.info("re-attached the gateway to kernel network %s", network.name)
                 except APIError as exc:
                     log.warning("cannot re-attach the gateway to %s: %s", network.name, exc)
+            if egress and egress not in {member.get("Name") for member in members.values()}:
+                _attach_egress(network, egress)
         elif _age_seconds(network.attrs.get("Created", "")) > LAUNCH_GRACE_SECONDS:
             remove_network(cast(str, network.id))  # a network the engine listed has an id
 
@@ -320,6 +338,26 @@ def _sweep_forever(deployment: str, gateway: str, alias: str, interval: float) -
             log.warning("kernel network sweep failed: %s", exc)
 
 
+def _find_egress(deployment: str) -> None:
+    """Name the egress container to the launcher (``SANDBOX_EGRESS_CONTAINER``) when egress is
+    on: the one given, else this deployment's compose service ``egress``.  Off, none is named,
+    so kernel networks stay the kernel's and the gateway's alone."""
+    if not EgressSettings.from_env(os.environ).enabled:
+        os.environ.pop("SANDBOX_EGRESS_CONTAINER", None)
+        return
+    if os.environ.get("SANDBOX_EGRESS_CONTAINER"):
+        return
+    labels = [f"com.docker.compose.project={deployment}", "com.docker.compose.service=egress"]
+    found = _docker().containers.list(filters={"label": labels})
+    if not found:
+        raise SystemExit(
+            "sandbox gateway: egress is on (SANDBOX_EGRESS_URL and SANDBOX_EGRESS_ALLOW), but "
+            f"this deployment ({deployment}) has no running egress container; start it, or "
+            "name it in SANDBOX_EGRESS_CONTAINER"
+        )
+    os.environ["SANDBOX_EGRESS_CONTAINER"] = str(found[0].name)
+
+
 def apply() -> None:
     """Publish the gateway's identity to the launcher, reconcile networks, start the sweeper."""
     gateway = os.environ.setdefault("SANDBOX_GATEWAY_CONTAINER", own_container_id())
@@ -328,6 +366,7 @@ def apply() -> None:
         labels = attrs.get("Config", {}).get("Labels") or {}
         os.environ["SANDBOX_DEPLOYMENT"] = labels.get("com.docker.compose.project") or gateway[:12]
     deployment = os.environ["SANDBOX_DEPLOYMENT"]
+    _find_egress(deployment)
     alias = os.environ.get("EG_RESPONSE_IP", "sandbox-gateway")
     sweep(deployment, gateway, alias)
     _remove_orphans_at_start(deployment)

@@ -27,6 +27,7 @@ USER_ENV = {
     "SANDBOX_ALLOWED_HOSTS": "sandbox.example.org,.corp.example",
     "FILE_SERVER_TOKEN": "t" * 32,
     "NOTEBOOK_GATEWAY_TOKEN": "n" * 32,
+    "SANDBOX_EGRESS_CONTROL_TOKEN": "e" * 32,
 }
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$\$")

@@ -58,7 +58,12 @@ PYTHON_SOURCES = (
 SHELL_SOURCES = ("images", "kernels/bootstrap")
 
 # The doc's sections that stand for a compose service, a chart component.
-COMPOSE_SECTIONS = {"gateway": "Gateway", "notebook": "Notebook", "fileserver": "File server"}
+COMPOSE_SECTIONS = {
+    "gateway": "Gateway",
+    "egress": "Egress",
+    "notebook": "Notebook",
+    "fileserver": "File server",
+}
 CHART_SECTIONS = {**COMPOSE_SECTIONS, "controller": "Controller", "kernelspec": "Kernels"}
 COMPOSE_FILE_SECTION = "Compose file"
 CLIENT_SECTION = "Client"

@@ -40,6 +40,18 @@ INTRUDER_MAX = 2
 GATEWAY_TOKENS = {
     name: f"e2e-{name}-{uuid.uuid4().hex}" for name in ("e2e", "intruder", "notebook")
 }
+# Egress: the project's own test hosts (testkit.egress: an HTTPS and HTTP origin with a test CA
+# for allowed.test, other.test and also.test, and a logging resolver) in a container on a network
+# of their own, which the egress container joins.  The stack's ceiling is EGRESS_CEILING.
+TEST_HOSTS_SUBNET = "10.215.0.0/24"
+TEST_HOSTS = "10.215.0.10"
+KERNEL_SUBNETS = os.environ.get("SANDBOX_KERNEL_SUBNETS", "10.213.0.0/16")
+ORIGIN_NAMES = ("allowed.test", "other.test", "also.test")
+UPSTREAM_ANSWERS = {"kernelnet.test": KERNEL_SUBNETS.split("/")[0], "loop.test": "127.0.0.1"}
+EGRESS_CEILING = (
+    "allowed.test,allowed.test:8443,other.test,also.test,"
+    "private.test,metadata.test,kernelnet.test,loop.test,unresolvable.test"
+)
 
 
 def kernel_network_name(kernel_id: str) -> str:
@@ -53,6 +65,53 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+class TestHosts:
+    """The egress test hosts' container; what reached them is read from ``records``."""
+
+    def __init__(self, project: str) -> None:
+        self.name = f"{project}-egress-test-hosts"
+        self.records = Path(tempfile.mkdtemp(prefix=f"{project}-egress-"))
+
+    def start(self) -> str:
+        """Start the container; returns the origin CA (PEM) the egress process is to trust."""
+        self.stop()
+        docker("network", "create", "--subnet", TEST_HOSTS_SUBNET, self.name)
+        answers = [f"--answer={name}={address}" for name, address in UPSTREAM_ANSWERS.items()]
+        docker(
+            "run", "-d", "--name", self.name, "--network", self.name, "--ip", TEST_HOSTS,
+            "-v", f"{REPO}:/src:ro", "-v", f"{self.records}:/records", "-e", "PYTHONPATH=/src",
+            "--entrypoint", "python", f"mini-jupyter-sandbox/gateway:{VERSION}",
+            "-m", "testkit.egress", "/records", *answers,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not (self.records / "ready").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"egress test hosts not ready: {docker('logs', self.name)}")
+            time.sleep(0.2)
+        return (self.records / "origin-ca.pem").read_text()
+
+    def join(self, container: str) -> None:
+        docker("network", "connect", self.name, container)
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request that reached the origin, oldest first."""
+        return _lines(self.records / "requests.jsonl")
+
+    def asked(self) -> list[str]:
+        """Every name the logging resolver was asked."""
+        return _lines(self.records / "dns.jsonl")
+
+    def stop(self) -> None:
+        docker("rm", "-f", self.name, check=False)
+        docker("network", "rm", self.name, check=False)
+
+
+def _lines(path: Path) -> list[Any]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 @dataclass
 class Stack(ComposeProject):
     """Addresses and names of the running e2e stack."""
@@ -61,7 +120,12 @@ class Stack(ComposeProject):
     file_server_port: int
     shared_volume: str
     token: str = FILE_SERVER_TOKEN
+    test_hosts: TestHosts | None = None
     _containers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def egress_ca_volume(self) -> str:
+        return f"{self.project}-egress-ca"
 
     @property
     def notebook_url(self) -> str:
@@ -237,17 +301,28 @@ def stack() -> Iterator[Stack]:
             "SANDBOX_KERNEL_TMP_SIZE": "48m",
             "SANDBOX_ALLOWED_KERNEL_IMAGES": f"mini-jupyter-sandbox/kernel-python:{VERSION}"
             ",mini-jupyter-sandbox/kernel-python:latest",
+            # Egress on, as an operator would run it: every kernel network has the egress
+            # container on it, and the isolation tests probe kernels with it there.
+            "SANDBOX_EGRESS_ALLOW": EGRESS_CEILING,
+            "SANDBOX_EGRESS_CONTROL_TOKEN": uuid.uuid4().hex,
+            "SANDBOX_EGRESS_CA_VOLUME": stack.egress_ca_volume,
+            "SANDBOX_EGRESS_DNS": f"{TEST_HOSTS}:53",
+            "SANDBOX_EGRESS_RESOLVE": ",".join(f"{name}={TEST_HOSTS}" for name in ORIGIN_NAMES),
         }
     )
     # Leftovers of an interrupted earlier run would hold the network and volume.
     stack.down()
-    up = stack.run_compose("up", "-d", "--no-build")
+    stack.test_hosts = TestHosts(PROJECT)
     try:
+        env["SANDBOX_EGRESS_ORIGIN_CA"] = stack.test_hosts.start()
+        up = stack.run_compose("up", "-d", "--no-build")
         if up.returncode != 0:
             raise RuntimeError(f"compose up failed:\n{up.stdout}\n{up.stderr}")
+        stack.test_hosts.join(stack.container("egress"))
         stack.wait_healthy()
         yield stack
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "compose-e2e.log").write_text(stack.run_compose("logs").stdout)
-        stack.down(stack.shared_volume)
+        stack.down(stack.shared_volume, stack.egress_ca_volume)
+        stack.test_hosts.stop()

@@ -66,12 +66,15 @@ def test_test_env_writes_a_random_token_once(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("missing", ["FILE_SERVER_TOKEN", "NOTEBOOK_GATEWAY_TOKEN"])
+SECRETS = ("FILE_SERVER_TOKEN", "NOTEBOOK_GATEWAY_TOKEN", "SANDBOX_EGRESS_CONTROL_TOKEN")
+
+
+@pytest.mark.parametrize("missing", SECRETS)
 def test_compose_refuses_to_start_without_a_token(tmp_path: Path, missing: str) -> None:
     compose = compose_command()
     if compose is None:
         unavailable("no docker-compose / docker compose")
-    present = {"FILE_SERVER_TOKEN", "NOTEBOOK_GATEWAY_TOKEN"} - {missing}
+    present = set(SECRETS) - {missing}
     env_file = tmp_path / "one-missing.env"
     env_file.write_text("".join(f"{name}=set-{name}\n" for name in present))
     env = {k: v for k, v in os.environ.items() if k not in (missing, *present)}
