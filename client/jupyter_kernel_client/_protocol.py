@@ -543,8 +543,9 @@ def start_flow(config: GatewayConfig) -> Flow:
             if response.status < 300:
                 return str(json.loads(response.text)["id"])
             failure = error_for_status(response.status, response.text, "start a kernel")
-            if isinstance(failure, KernelLimitError):
-                raise failure  # even as a 429: backing off for seconds frees no kernel
+            if isinstance(failure, (KernelLimitError, EgressRefusedError)):
+                # A limit even as a 429: backing off for seconds frees no kernel.
+                raise failure
             specs = yield from _get_or_none(kernelspecs_url(config.gateway_http))
             unknown = specs and unknown_kernel_name(config.kernel_name, specs.text, response.status)
             if unknown:

@@ -25,7 +25,7 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -112,7 +112,7 @@ def answer_for(address: str, settings: EgressSettings) -> str:
         return settings.answer
     from sandbox_gateway.launchers.docker import KERNEL_NETWORK_PREFIX, egress_address
 
-    network = ipaddress.ip_network(f"{address}/{KERNEL_NETWORK_PREFIX}", strict=False)
+    network = ipaddress.IPv4Network(f"{address}/{KERNEL_NETWORK_PREFIX}", strict=False)
     return egress_address(network)
 
 
@@ -224,7 +224,7 @@ def _refuse_beyond_the_ceiling(settings: EgressSettings) -> None:
 
     from sandbox_gateway.admission.limits import http_error
 
-    original_post = MainKernelHandler.post
+    original_post: Callable[..., Any] = MainKernelHandler.post
 
     async def post(self: Any) -> Any:
         model = self.get_json_body()
@@ -274,11 +274,10 @@ def _grant_at_start_and_revoke_at_end(settings: EgressSettings) -> None:
         if _publisher is not None and _publisher.lists.pop(kernel_id, None) is not None:
             IOLoop.current().add_callback(_publisher.sync_quietly)  # revoked at once
 
-    async def restart_kernel(self: Any, kernel_id: str, *args: Any, **kwargs: Any) -> Any:
-        result = await original_restart(self, kernel_id, *args, **kwargs)
+    async def restart_kernel(self: Any, kernel_id: str, *args: Any, **kwargs: Any) -> None:
+        await original_restart(self, kernel_id, *args, **kwargs)
         if _publisher is not None and kernel_id in _publisher.lists:
             await _publisher.sync_quietly()  # the new container has a new address
-        return result
 
     def app_start(self: Any) -> None:
         global _publisher

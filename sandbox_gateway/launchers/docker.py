@@ -515,7 +515,9 @@ def launch(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     egress = egress_address(subnet) if settings.egress_container else None
     if egress is not None:
         kernel_env.update(rules.egress_variables(egress))
-    attachments = [(settings.gateway_container, {"Aliases": [alias]})]
+    attachments: list[tuple[str, dict[str, Any]]] = [
+        (settings.gateway_container, {"Aliases": [alias]})
+    ]
     if egress is not None:
         attachments.append((settings.egress_container, {"IPAMConfig": {"IPv4Address": egress}}))
     username = rules.sanitize_name(env.get("KERNEL_USERNAME", "kernel"))

@@ -270,3 +270,37 @@ def test_the_protocol_module_is_public() -> None:
     assert set(protocol.__all__) >= {"run_flow", "run_flow_async", "start_flow", "shutdown_flow"}
     assert all(hasattr(protocol, name) for name in protocol.__all__)
     assert jkc.protocol is protocol
+
+
+# --- egress -----------------------------------------------------------------------------------
+
+
+def test_egress_allow_is_sent_as_kernel_egress_allow() -> None:
+    config = GatewayConfig("http://gw:8888", egress_allow=["pypi.org", " *.pythonhosted.org "])
+    assert config.egress_allow == ("pypi.org", "*.pythonhosted.org")
+    assert config.launch_env["KERNEL_EGRESS_ALLOW"] == "pypi.org,*.pythonhosted.org"
+    assert "KERNEL_EGRESS_ALLOW" not in GatewayConfig("http://gw:8888").launch_env
+    changed = config.replace(egress_allow=["api.example.org"])
+    assert changed.launch_env["KERNEL_EGRESS_ALLOW"] == "api.example.org"
+    assert "KERNEL_EGRESS_ALLOW" not in config.replace(egress_allow=[]).launch_env
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ("pypi.org", TypeError),
+        (["pypi.org,evil.example"], ValueError),
+        ([""], ValueError),
+        ([3], ValueError),
+    ],
+)
+def test_a_wrong_egress_allow_is_refused(value: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        GatewayConfig("http://gw:8888", egress_allow=value)
+
+
+def test_egress_allow_and_launch_env_must_agree() -> None:
+    with pytest.raises(ValueError, match="disagree"):
+        GatewayConfig(
+            "http://gw:8888", egress_allow=["pypi.org"], launch_env={"KERNEL_EGRESS_ALLOW": "x.org"}
+        )

@@ -11,6 +11,7 @@ import pytest
 
 from jupyter_kernel_client import (
     ConnectionLostError,
+    EgressRefusedError,
     ExecutionError,
     ExecutionTimeoutError,
     GatewayConfig,
@@ -634,3 +635,19 @@ def test_rest_performers_refuse_websocket_actions_and_default_the_timeout() -> N
     assert http.timeouts == [7, 2]
     with pytest.raises(TypeError, match="Connect"):
         perform(proto.Connect("ws://gw", timeout=1))
+
+
+def test_egress_beyond_the_ceiling_fails_at_once_as_its_own_error() -> None:
+    body = json.dumps(
+        {
+            "reason": "Forbidden",
+            "message": "egress to evil.example:443 is not within this gateway's egress ceiling",
+            "egress_refused": {"requested": "evil.example", "ceiling": "pypi.org"},
+        }
+    )
+    script = Script([], http=lambda a: proto.Response(403, body))
+    with pytest.raises(EgressRefusedError, match=r"evil\.example:443") as info:
+        script.run(proto.start_flow(CONFIG))
+    assert isinstance(info.value, GatewayRefusedError) and info.value.status_code == 403
+    assert (info.value.requested, info.value.ceiling) == ("evil.example", "pypi.org")
+    assert [a.url for a in script.actions] == ["http://gw/api/kernels"]

@@ -205,6 +205,7 @@ class FakeEngine:
         self.fail: dict[str, tuple[int, str]] = {}
         self.taken = {ipaddress.ip_network("10.213.0.0/17")}  # another network's range
         self.on_create: Any = None  # called once the launcher's container exists
+        self.refuse_connect = ""  # a container that cannot join any network
         self._ids = itertools.count(1)
         engine = self
 
@@ -284,6 +285,8 @@ class FakeEngine:
             if method == "DELETE":
                 del self.networks[network["Id"]]
                 return 204, None
+            if route.endswith("/connect") and body["Container"] == self.refuse_connect:
+                return 404, {"message": f"No such container: {self.refuse_connect}"}
             return 200, None  # connect, disconnect
         if route == "/containers/json":
             wanted = json.loads(urllib.parse.parse_qs(query)["filters"][0])["label"]
@@ -493,3 +496,48 @@ def test_the_gateway_refuses_before_the_launch_an_image_the_launcher_would() -> 
     assert limits.launch_refusal(argv, {}, {}) is None
     listed = {"SANDBOX_ALLOWED_KERNEL_IMAGES": "alpine:latest"}
     assert limits.launch_refusal(argv, {"KERNEL_IMAGE": "alpine:latest"}, listed) is None
+
+
+def test_with_egress_on_the_egress_container_joins_at_the_last_address_and_the_kernel_uses_it(
+    engine: FakeEngine,
+) -> None:
+    env = {**_env(engine), "SANDBOX_EGRESS_CONTAINER": "stack_egress_1"}
+    assert launch_docker.main(ARGV, env) == 0
+    network = _own_network(engine)
+    subnet = ipaddress.ip_network(network["IPAM"]["Config"][0]["Subnet"])
+    egress = str(subnet[-2])
+    connects = [body for _, path, body in engine.calls if path.endswith("/connect")]
+    assert {
+        "Container": "stack_egress_1",
+        "EndpointConfig": {"IPAMConfig": {"IPv4Address": egress}},
+    } in connects
+    container = next(body for _, path, body in engine.calls if path == "/containers/create")
+    assert container["HostConfig"]["Dns"] == [egress]
+    assert {
+        "Type": "volume",
+        "Source": "mini-jupyter-sandbox-egress-ca",
+        "Target": "/etc/sandbox-egress",
+        "ReadOnly": True,
+    } in container["HostConfig"]["Mounts"]
+    kernel_env = dict(item.split("=", 1) for item in container["Env"])
+    assert kernel_env["HTTPS_PROXY"] == kernel_env["http_proxy"] == f"http://{egress}:3128"
+    assert kernel_env["SSL_CERT_FILE"] == kernel_env["PIP_CERT"] == "/etc/sandbox-egress/ca.pem"
+
+
+def test_with_egress_off_a_kernel_network_holds_the_kernel_and_the_gateway_alone(
+    engine: FakeEngine,
+) -> None:
+    assert launch_docker.main(ARGV, _env(engine)) == 0
+    connects = [body for _, path, body in engine.calls if path.endswith("/connect")]
+    assert [body["Container"] for body in connects] == ["gw0123"]
+    container = next(body for _, path, body in engine.calls if path == "/containers/create")
+    assert "Dns" not in container["HostConfig"]
+    assert not {"HTTPS_PROXY", "SSL_CERT_FILE"} & {item.split("=")[0] for item in container["Env"]}
+
+
+def test_an_egress_container_that_cannot_join_refuses_the_launch(engine: FakeEngine) -> None:
+    engine.refuse_connect = "stack_egress_1"
+    env = {**_env(engine), "SANDBOX_EGRESS_CONTAINER": "stack_egress_1"}
+    assert launch_docker.main(ARGV, env) == 1
+    assert not any(path.endswith("/start") for _, path in _calls(engine))
+    assert engine.containers == {} and engine.networks == {}
