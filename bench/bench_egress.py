@@ -13,8 +13,13 @@ for both paths:
 Rows, interleaved so that other load falls on both alike: a 100 MiB download (MB/s), and the
 time from ``connect()`` to the first byte of the answer on a new HTTPS connection.
 
-    python bench/bench_egress.py                 # about a minute
-    python bench/bench_egress.py --runs 5 --connections 200
+A second table, on Docker: a pooled start -> first result (``start()`` + ``execute("1+1")``)
+with a list (``KERNEL_EGRESS_ALLOW=allowed.test``) beside one without, alternating, each from a
+full pool of 2 (bench_pool.py's compose project, gateway and egress service, ceiling
+``allowed.test``).  ``--pooled-starts 0`` leaves it out.
+
+    python bench/bench_egress.py                 # about three minutes
+    python bench/bench_egress.py --runs 5 --connections 200 --pooled-starts 20
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ NAME = "allowed.test"
 MIB = 1024 * 1024
 THROUGHPUT_TARGET = 0.8  # through the proxy, times direct
 FIRST_BYTE_TARGET_MS = 2.0  # added to direct, p50
+POOLED_TARGET = 1.1  # a pooled start with a list, times one without, p50
 
 
 def serve(role: str, directory: Path) -> None:
@@ -114,6 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="100 MiB downloads per path")
     parser.add_argument("--connections", type=int, default=200, help="first-byte samples")
+    parser.add_argument("--pooled-starts", type=int, default=20, help="pooled starts per kind")
+    parser.add_argument("--project", default="mjsbenchegress", help="compose project name")
     parser.add_argument("--serve", nargs=2, metavar=("ROLE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -131,6 +139,53 @@ def main() -> None:
         for child in children:
             child.kill()
             child.wait()
+    if args.pooled_starts:
+        pooled_report(args.pooled_starts, args.project)
+
+
+def pooled_report(runs: int, project: str) -> None:
+    import bench_pool  # bench/ is on sys.path when run as a script
+
+    from jupyter_kernel_client import GatewayKernelSession
+
+    stack = bench_pool.Stack.create(project, bench_pool.MAX_KERNELS)
+    stack.env["SANDBOX_EGRESS_ALLOW"] = NAME
+    kinds = {"without a list": {}, f"with a list ({NAME})": {"KERNEL_EGRESS_ALLOW": NAME}}
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    warm_before = stack_warm = 0.0
+    with bench_pool.running(stack):
+        stack.up(bench_pool.DEFAULT_POOL)
+        for i in range(runs + 1):  # the first round warms up
+            if i == 1:
+                warm_before = stack.metric("sandbox_kernel_starts_total", source="warm")
+            for kind, env in kinds.items():
+                stack.settle(bench_pool.DEFAULT_POOL)
+                session = GatewayKernelSession(
+                    stack.gateway_http, stack.gateway_ws, "python3", launch_env=env
+                )
+                try:
+                    timed = bench_pool.start_and_execute(session)
+                finally:
+                    session.shutdown()
+                if i:
+                    times[kind].append(timed.total * 1000)
+            bench_pool.progress(f"pooled starts: round {i} of {runs}")
+        stack.settle(bench_pool.DEFAULT_POOL)
+        stack_warm = stack.metric("sandbox_kernel_starts_total", source="warm") - warm_before
+    print("\npooled start -> first result, with and without an egress list (Docker)\n")
+    print("| start | runs | p50 | p90 |")
+    print("|---|---:|---:|---:|")
+    for kind, samples in times.items():
+        ordered = sorted(samples)
+        p90 = ordered[int(0.9 * (len(ordered) - 1))]
+        print(f"| {kind} | {len(ordered)} | {statistics.median(ordered):.1f} ms | {p90:.1f} ms |")
+    without, with_list = (statistics.median(samples) for samples in times.values())
+    ratio = with_list / without
+    print(
+        f"\n- pooled start with a list <= {POOLED_TARGET} x without: "
+        f"{'met' if ratio <= POOLED_TARGET else 'NOT met'} ({ratio:.2f} x)"
+    )
+    print(f"- {stack_warm:.0f} of {2 * runs} timed starts served warm (gateway metrics)")
 
 
 def report(args: argparse.Namespace, directory: Path) -> None:

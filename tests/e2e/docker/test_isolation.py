@@ -144,11 +144,14 @@ def test_no_route_off_the_kernel_network(stack: Stack, kernel: GatewayKernelSess
         assert hop in subnet
         assert f" {hop}/" not in host_addresses, f"default gateway {hop} is a host address"
 
-    # The kernel network has two members: this kernel and the gateway.
-    members = sorted(c["Name"] for c in network["Containers"].values())
-    assert len(members) == 2, members
+    # The kernel network has three members: this kernel, the gateway and (egress is on in this
+    # stack) the egress container, at the network's last address.
+    members = {c["Name"]: c["IPv4Address"] for c in network["Containers"].values()}
+    assert len(members) == 3, members
     assert any(name.endswith(kernel.kernel_id) for name in members)
     assert any("gateway" in name for name in members)
+    (egress,) = (address for name, address in members.items() if "egress" in name)
+    assert egress == f"{subnet[-2]}/{subnet.prefixlen}"
 
 
 def test_gateway_is_the_only_service_reachable(stack: Stack, kernel: GatewayKernelSession) -> None:

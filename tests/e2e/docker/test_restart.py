@@ -41,7 +41,8 @@ def networks_of(kernel_id: str) -> list[dict[str, Any]]:
 
 def assert_alone_on_its_own_network(stack: Stack, kernel_id: str) -> tuple[str, str]:
     """The kernel's container is on exactly one network, the only one labelled for it, with no
-    member but the gateway besides; returns the ids of that container and that network."""
+    member but the gateway and the egress container (egress is on in this stack) besides;
+    returns the ids of that container and that network."""
     container = stack.kernel_container(kernel_id)
     attached = container["NetworkSettings"]["Networks"]
     assert len(attached) == 1, attached
@@ -50,7 +51,11 @@ def assert_alone_on_its_own_network(stack: Stack, kernel_id: str) -> tuple[str, 
         next(iter(attached.values()))["NetworkID"]
     ], [network["Name"] for network in networks]
     members = set(networks[0]["Containers"] or {})
-    assert members == {container["Id"], stack.container("gateway")}, members
+    assert members == {
+        container["Id"],
+        stack.container("gateway"),
+        stack.container("egress"),
+    }, members
     return str(container["Id"]), str(networks[0]["Id"])
 
 
