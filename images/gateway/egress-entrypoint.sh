@@ -19,7 +19,7 @@ state="${SANDBOX_EGRESS_STATE:-/var/lib/sandbox-egress}"
 chain=SANDBOX-EGRESS
 
 fail() {
-    echo "egress firewall: $*; refusing to start" >&2
+    echo "sandbox egress: $*; refusing to start" >&2
     exit 1
 }
 
@@ -41,10 +41,14 @@ done
 
 # The CA's key stays in the state directory, the process's alone; the certificate kernels read
 # is written to SANDBOX_EGRESS_PUBLIC_CA.
-mkdir -p "$state" && chmod 0700 "$state" && chown 1000:100 "$state" || fail "cannot prepare $state"
+own() {  # own DIR MODE: once uid 1000 owns it, root here may no longer chmod it (no FOWNER)
+    mkdir -p "$1" || fail "cannot create $1"
+    [ "$(stat -c %u:%g "$1")" = 1000:100 ] && return 0
+    chmod "$2" "$1" && chown 1000:100 "$1" || fail "cannot prepare $1"
+}
+own "$state" 0700
 if [ -n "${SANDBOX_EGRESS_PUBLIC_CA:-}" ]; then
-    mkdir -p "$SANDBOX_EGRESS_PUBLIC_CA" && chmod 0755 "$SANDBOX_EGRESS_PUBLIC_CA" \
-        && chown 1000:100 "$SANDBOX_EGRESS_PUBLIC_CA" || fail "cannot prepare $SANDBOX_EGRESS_PUBLIC_CA"
+    own "$SANDBOX_EGRESS_PUBLIC_CA" 0755
 fi
 
 exec setpriv --reuid=1000 --regid=100 --clear-groups \

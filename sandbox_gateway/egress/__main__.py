@@ -124,9 +124,18 @@ async def serve(config: Settings) -> None:
     servers = [await proxy.serve_tls(host, port) for port in config.tls_ports]
     servers.append(await proxy.serve_http(host, 80))
     servers.append(await proxy.serve_proxy(host, 3128))
-    datagrams, stream = await dns.serve(
-        host, 53, grants, lambda session, name, reason, source: metrics.decided("refused", reason)
-    )
+    def dns_refused(session: str, name: str, reason: str, source: str) -> None:
+        metrics.decided("refused", reason)
+        # The name as asked, bounded: a query is the kernel's to make up.
+        log.warning(
+            "egress refused: session=%s source=%s reason=%s: DNS %.255s",
+            session or "-",
+            source,
+            reason,
+            name,
+        )
+
+    datagrams, stream = await dns.serve(host, 53, grants, dns_refused)
     runner = web.AppRunner(
         control_app(Control(grants, config.ceiling, config.token, metrics), registry)
     )

@@ -91,7 +91,10 @@ class TestHosts:
         return (self.records / "origin-ca.pem").read_text()
 
     def join(self, container: str) -> None:
-        docker("network", "connect", self.name, container)
+        """Put ``container`` (the egress container) on the test hosts' network, once."""
+        attached = docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", container)
+        if self.name not in json.loads(attached):
+            docker("network", "connect", self.name, container)
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request that reached the origin, oldest first."""

@@ -130,6 +130,14 @@ def egress_metrics(stack: Stack) -> list[tuple[str, dict[str, str], float]]:
     return list(metric_samples(text))
 
 
+@pytest.fixture(autouse=True)
+def test_hosts_reachable(stack: Stack) -> None:
+    """A test that recreated the egress container (a compose ``up``) took it off the test hosts'
+    network."""
+    assert stack.test_hosts is not None
+    stack.test_hosts.join(stack.container("egress"))
+
+
 @pytest.fixture(scope="module")
 def allowed(stack: Stack) -> Iterator[GatewayKernelSession]:
     """A session whose list is allowed.test (443 and 80) alone."""
@@ -303,6 +311,9 @@ def test_the_kernels_dns_answers_only_its_list_and_asks_no_one_for_the_rest(
     assert all(not answer[0].isdigit() for answer in answers[:3]), answers
     assert answers[3] == answers[4]
     assert not [name for name in asked(stack) if secret in name]
+    refused = [line for line in egress_logs(stack).splitlines() if f"DNS {names[0]}" in line]
+    assert refused and f"session={allowed.kernel_id}" in refused[-1], refused
+    assert "reason=dns_not_allowed" in refused[-1]
 
 
 # --- 4. per session ----------------------------------------------------------------------------

@@ -182,7 +182,11 @@ def test_container_carries_the_hardening(stack: Stack, kernel: GatewayKernelSess
     assert host["PidsLimit"] == 256
     assert host["Memory"] == 512 * 1024**2
     assert host["NanoCpus"] == 1_000_000_000
-    assert [m["Destination"] for m in info["Mounts"]] == ["/data/shared"]
+    # The shared volume, and (egress is on in this stack) the egress CA's certificate, read-only.
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert sorted(mounts) == ["/data/shared", "/etc/sandbox-egress"]
+    assert mounts["/etc/sandbox-egress"]["RW"] is False
+    assert mounts["/etc/sandbox-egress"]["Name"] == stack.egress_ca_volume
     assert all("docker.sock" not in (m.get("Source") or "") for m in info["Mounts"])
     assert list(info["NetworkSettings"]["Networks"]) == [kernel_network_name(kernel.kernel_id)]
 
