@@ -808,13 +808,8 @@ def kernel_limit_error(status: int, body: str, message: str) -> KernelLimitError
     ``in_use``, ``user``).  Stock Enterprise Gateway answers its own ``max_kernels`` and
     ``max_kernels_per_user`` with a 403 too, told apart only by its wording.
     """
-    if status not in (403, 429):
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+    data = _json_object(body) if status in (403, 429) else None
+    if data is None:
         return None
     figures = data.get("kernel_limit")
     if isinstance(figures, dict):
@@ -838,13 +833,8 @@ def kernel_limit_error(status: int, body: str, message: str) -> KernelLimitError
 def egress_refused_error(status: int, body: str, message: str) -> EgressRefusedError | None:
     """An :class:`EgressRefusedError` if the answer is this project's gateway refusing the
     egress a start asked for (a 403 with an ``egress_refused`` object), else ``None``."""
-    if status != 403:
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    figures = data.get("egress_refused") if isinstance(data, dict) else None
+    data = _json_object(body) if status == 403 else None
+    figures = data.get("egress_refused") if data is not None else None
     if not isinstance(figures, dict):
         return None
     requested, ceiling = figures.get("requested"), figures.get("ceiling")
