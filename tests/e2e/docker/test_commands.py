@@ -74,9 +74,11 @@ def test_a_fork_bomb_ends_with_its_command(stack: Stack, session: GatewayKernelS
     with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, "sandbox-python") as other:
         before = view(session, PROCESSES)
         with pytest.raises(CommandTimeoutError) as caught:
-            # The sleep is forked first: once the bomb holds every pid, a later fork fails and
-            # the command would end before its timeout.  ``wait`` is a builtin (no fork).
-            session.run_command("sleep 60 & bomb() { bomb | bomb & }; bomb; wait", timeout=5)
+            # The shell itself forks twice, the sleep and then the bomb, and never again: a fork
+            # that fails in a non-interactive shell ends it, so had it forked once the bomb held
+            # every pid (as ``bomb | bomb &`` at top level does), the command would end before
+            # its timeout.  ``wait`` is a builtin, and waits for the sleep.
+            session.run_command("bomb() { bomb | bomb & }; sleep 60 & bomb & wait", timeout=5)
         assert caught.value.result is not None
         settles_to(session, before)  # every process of the bomb is gone
         assert str(session.execute("1 + 1")) == "2"
