@@ -207,8 +207,8 @@ class SandboxEgress(Configurable):
     )
     answer = _text(
         "SANDBOX_EGRESS_ANSWER",
-        "The address a kernel's DNS answers an allowed name with (the egress Service on "
-        "Kubernetes).",
+        "The address a kernel's DNS answers an allowed name with, or the host name that "
+        "resolves to it (the egress Service on Kubernetes).",
         "on Docker, the egress container's address on the kernel's network",
     )
     resend = _float(

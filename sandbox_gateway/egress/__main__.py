@@ -124,6 +124,7 @@ async def serve(config: Settings) -> None:
     servers = [await proxy.serve_tls(host, port) for port in config.tls_ports]
     servers.append(await proxy.serve_http(host, 80))
     servers.append(await proxy.serve_proxy(host, 3128))
+
     def dns_refused(session: str, name: str, reason: str, source: str) -> None:
         metrics.decided("refused", reason)
         # The name as asked, bounded: a query is the kernel's to make up.

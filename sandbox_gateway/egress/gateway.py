@@ -15,7 +15,9 @@ process is kept told of.
 
 The answer a kernel's DNS gives for its allowed names is the egress process's address as that
 kernel reaches it: on Docker the fixed address the launcher gives it on each kernel network
-(``launchers.docker.egress_address``), on Kubernetes its Service (``SANDBOX_EGRESS_ANSWER``).
+(``launchers.docker.egress_address``), on Kubernetes its Service's (``SANDBOX_EGRESS_ANSWER``, an
+address or the Service's name: resolved before the first table, and again at every resend, as
+the kernel launcher resolves it for each kernel's DNS server).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import ipaddress
 import json
 import logging
 import os
+import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -67,14 +71,11 @@ class EgressSettings:
             raise SettingsError(
                 "SANDBOX_EGRESS_URL needs SANDBOX_EGRESS_CONTROL_TOKEN, 16 characters or more"
             )
-        answer = env.get("SANDBOX_EGRESS_ANSWER", "").strip()
-        if answer:
-            try:
-                answer = str(ipaddress.ip_address(answer))
-            except ValueError:
-                raise SettingsError(
-                    f"SANDBOX_EGRESS_ANSWER must be an IP address, got {answer!r}"
-                ) from None
+        answer = env.get("SANDBOX_EGRESS_ANSWER", "").strip().lower()
+        if answer and not (_is_address(answer) or _HOST_NAME.fullmatch(answer)):
+            raise SettingsError(
+                f"SANDBOX_EGRESS_ANSWER must be an IP address or a host name, got {answer!r}"
+            )
         text = env.get("SANDBOX_EGRESS_RESEND", "").strip() or "5"
         try:
             resend = float(text)
@@ -106,10 +107,22 @@ def refusal(env: Mapping[str, Any], settings: EgressSettings) -> dict[str, Any] 
     return None
 
 
-def answer_for(address: str, settings: EgressSettings) -> str:
-    """Where a kernel at ``address`` reaches the egress process."""
-    if settings.answer:
-        return settings.answer
+_HOST_NAME: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def answer_for(address: str, answer: str) -> str:
+    """Where a kernel at ``address`` reaches the egress process: ``answer`` (the resolved
+    ``SANDBOX_EGRESS_ANSWER``) or, without one, the Docker launcher's address on its network."""
+    if answer:
+        return answer
     from sandbox_gateway.launchers.docker import KERNEL_NETWORK_PREFIX, egress_address
 
     network = ipaddress.IPv4Network(f"{address}/{KERNEL_NETWORK_PREFIX}", strict=False)
@@ -117,10 +130,10 @@ def answer_for(address: str, settings: EgressSettings) -> str:
 
 
 def grant_table(
-    kernels: Iterable[tuple[str, str | None, str]], settings: EgressSettings
+    kernels: Iterable[tuple[str, str | None, str]], answer: str = ""
 ) -> dict[str, dict[str, str]]:
     """The table for ``(kernel id, address, list)`` of each kernel with a list: a kernel without
-    an address yet (still starting) has none."""
+    an address yet (still starting) has none.  ``answer`` as for :func:`answer_for`."""
     table: dict[str, dict[str, str]] = {}
     for kernel_id, address, allow in kernels:
         if not address or not allow:
@@ -128,7 +141,7 @@ def grant_table(
         table[address] = {
             "session": kernel_id,
             "allow": allow,
-            "answer": answer_for(address, settings),
+            "answer": answer_for(address, answer),
         }
     return table
 
@@ -145,6 +158,8 @@ class GrantPublisher:
         self.manager = manager
         self.lists: dict[str, str] = {}  # kernel id -> the list its start asked for
         self.sent: dict[str, str] = {}  # address -> session, as the egress process last took it
+        # SANDBOX_EGRESS_ANSWER's address, once resolved when it is a name.
+        self.answer = settings.answer if _is_address(settings.answer) else ""
         self._lock = asyncio.Lock()
 
     def address(self, kernel_id: str) -> str | None:
@@ -159,8 +174,26 @@ class GrantPublisher:
         live = set(self.manager.list_kernel_ids())
         return grant_table(
             ((kid, self.address(kid), allow) for kid, allow in self.lists.items() if kid in live),
-            self.settings,
+            self.answer,
         )
+
+    async def resolve_answer(self) -> None:
+        """Resolve a ``SANDBOX_EGRESS_ANSWER`` that names the egress Service (its address
+        changes only if the Service is recreated)."""
+        name = self.settings.answer
+        if not name or _is_address(name):
+            return
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                name, None, family=socket.AF_INET, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            if self.answer:
+                return  # keep the last address: kernels' DNS servers were given it too
+            raise EgressUnavailable(
+                f"cannot resolve SANDBOX_EGRESS_ANSWER {name!r}: {exc}"
+            ) from None
+        self.answer = str(found[0][4][0])
 
     def needs_sync(self, kernel_id: str) -> bool:
         """Whether the start of ``kernel_id`` must wait for a table: it has a list, or its
@@ -173,6 +206,8 @@ class GrantPublisher:
     async def sync(self) -> None:
         """Send the table now; raises if the egress process did not take it."""
         async with self._lock:
+            if not self.answer:
+                await self.resolve_answer()
             table = self.table()
             await self._put(table)
             self.sent = {address: grant["session"] for address, grant in table.items()}
@@ -208,6 +243,10 @@ class GrantPublisher:
     async def resend_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resend)
+            try:
+                await self.resolve_answer()
+            except EgressUnavailable as exc:
+                log.warning("%s", exc)
             await self.sync_quietly()
 
 

@@ -27,6 +27,13 @@ pod template). A value that is not a Kubernetes quantity, is zero (which would m
 is finer than 1m CPU or one byte, or exceeds the chart's maximum (``--max-cpu`` /
 ``--max-memory``, from the kernelspec's argv, which no client can change) refuses the launch.
 
+Egress (``--egress-service``, from the kernelspec when the chart runs the egress process): the
+kernel's DNS server and proxy are the egress Service, by its cluster address. The launcher
+resolves the Service's name in the gateway pod and gives the pod template that address
+(``egress_address``, its ``dnsConfig``) and the kernel the proxy and CA variables
+(``rules.egress_variables``). Every kernel gets them, listed or not: a warm kernel takes its
+session's list at claim, and a kernel without one is answered no name and reaches nothing.
+
 Only the standard library plus Jinja2 and PyYAML (both in the gateway's environment) are used;
 the API server is called over HTTPS with the gateway's service account token. The gateway image
 installs this package; the chart's kernelspecs run
@@ -37,9 +44,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import ipaddress
 import json
 import os
 import re
+import socket
 import ssl
 import sys
 from collections.abc import Mapping
@@ -136,11 +145,30 @@ def template_keywords(env: Mapping[str, str], args: argparse.Namespace) -> dict[
         raise LaunchError(f"invalid KERNEL_POD_NAME {pod_name!r}")
     keywords = {"kernel_id": kernel_id, "kernel_pod_name": pod_name}
     keywords.update(kernel_size(env, {"cpu": args.max_cpu, "memory": args.max_memory}))
+    if args.egress_service:
+        keywords["egress_address"] = egress_address(args.egress_service)
     return keywords
 
 
-def kernel_environment(env: Mapping[str, str], args: argparse.Namespace) -> list[dict[str, str]]:
-    """The kernel container's environment: an allowlist, never the launcher's whole environment."""
+def egress_address(service: str) -> str:
+    """The IPv4 address of the egress Service ``service`` (a name, or already an address): a
+    pod's ``dnsConfig`` takes addresses only."""
+    try:
+        return str(ipaddress.IPv4Address(service))
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(service, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise LaunchError(f"cannot resolve the egress Service {service!r}: {exc}") from None
+    return str(found[0][4][0])
+
+
+def kernel_environment(
+    env: Mapping[str, str], args: argparse.Namespace, egress: str = ""
+) -> list[dict[str, str]]:
+    """The kernel container's environment: an allowlist, never the launcher's whole environment;
+    ``egress``: the egress Service's address, when there is one."""
     client_envs = rules.client_env_names(env.get("SANDBOX_CLIENT_ENVS", ""))
     chosen = rules.request_variables(env, client_envs)
     chosen.update(
@@ -153,6 +181,8 @@ def kernel_environment(env: Mapping[str, str], args: argparse.Namespace) -> list
     )
     if args.kernel_class_name:
         chosen["KERNEL_CLASS_NAME"] = args.kernel_class_name
+    if egress:
+        chosen.update(rules.egress_variables(egress))
     return [{"name": name, "value": value} for name, value in sorted(chosen.items())]
 
 
@@ -187,7 +217,8 @@ def render_pod(template: str, keywords: Mapping[str, str]) -> dict[str, Any]:
 
 
 def build_pod(template: str, env: Mapping[str, str], args: argparse.Namespace) -> dict[str, Any]:
-    pod = render_pod(template, template_keywords(env, args))
+    keywords = template_keywords(env, args)
+    pod = render_pod(template, keywords)
     namespace = pod["metadata"]["namespace"]
     # The gateway looks for (and later deletes) the pod in KERNEL_NAMESPACE, which a client can
     # set: a pod created elsewhere would be orphaned, so refuse instead.
@@ -201,7 +232,7 @@ def build_pod(template: str, env: Mapping[str, str], args: argparse.Namespace) -
     if not resources.get("limits") or resources.get("requests") != resources["limits"]:
         raise LaunchError("the pod template must give the kernel requests equal to its limits")
     fixed = [e for e in container.get("env") or [] if e.get("name")]
-    given = kernel_environment(env, args)
+    given = kernel_environment(env, args, keywords.get("egress_address", ""))
     names = {e["name"] for e in given}
     # The template's own variables stay unless the kernel's are the same names.
     container["env"] = [e for e in fixed if e["name"] not in names] + given
@@ -297,6 +328,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # The largest kernel (the kernel namespace's LimitRange maximum), from the kernelspec.
     parser.add_argument("--max-cpu", required=True)
     parser.add_argument("--max-memory", required=True)
+    # The egress Service's host name, when the chart runs the egress process.
+    parser.add_argument("--egress-service", default="")
     return parser.parse_args(argv)
 
 

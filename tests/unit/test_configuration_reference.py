@@ -449,6 +449,7 @@ CHART_SCENARIOS: list[dict[str, Any]] = [
         "gateway": {"pool": {"python3": 1}, "sessionClaim": "sessions"},
         "controller": {"publicWebsocketUrl": "wss://sandbox.example.org"},
     },
+    {"kernels": {"egress": {"allow": ["pypi.org"]}}},
 ]
 VALUES_REF = re.compile(r"\.Values\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
 

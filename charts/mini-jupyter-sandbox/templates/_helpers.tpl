@@ -262,3 +262,31 @@ data:
   token: {{ include "mjs.token" (dict "root" .root "secretName" $name "key" "token" "given" .auth.token) | b64enc | quote }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Egress allow-lists are on when the operator's ceiling (kernels.egress.allow) names anything: then
+the egress process runs, and every kernel's DNS and proxy is it. Prints "true" or nothing.
+*/}}
+{{- define "mjs.egressEnabled" -}}
+{{- if .Values.kernels.egress.allow }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The TCP ports the ceiling names, as a JSON list: 80 and 443 for an entry without a port, else
+its own (the egress process listens on each; plain HTTP is 80 only).
+*/}}
+{{- define "mjs.egressPorts" -}}
+{{- $ports := list 80 443 }}
+{{- range .Values.kernels.egress.allow }}
+{{- $parts := splitList ":" . }}
+{{- if eq (len $parts) 2 }}
+{{- $ports = append $ports (last $parts | int) }}
+{{- end }}
+{{- end }}
+{{- $ports | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/* The egress Service's name as a kernel's launcher and the gateway resolve it. */}}
+{{- define "mjs.egressHost" -}}
+{{ include "mjs.componentName" (dict "root" . "component" "egress") }}.{{ .Release.Namespace }}.svc
+{{- end -}}

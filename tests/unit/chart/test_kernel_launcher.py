@@ -26,6 +26,7 @@ from chart_testlib import NAMESPACE, one, render_docs
 
 from sandbox_gateway.admission import limits
 from sandbox_gateway.launchers import kubernetes as launcher
+from sandbox_gateway.launchers import rules
 
 pytestmark = pytest.mark.unit
 
@@ -468,3 +469,54 @@ def test_the_gateway_lets_through_what_the_launcher_takes(
     scripts: Path, asked: dict[str, str]
 ) -> None:
     assert limits.launch_refusal(_argv(scripts), asked, {}) is None
+
+
+@pytest.fixture(scope="module")
+def egress_scripts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As ``scripts``, from a render with egress allow-lists on."""
+    values = {"kernels": {"egress": {"allow": ["pypi.org"]}}}
+    data = one(render_docs(values), "ConfigMap", "-kernelspecs")["data"]
+    directory = tmp_path_factory.mktemp("kernelspecs") / "python3" / "scripts"
+    directory.mkdir(parents=True)
+    (directory / "kernel-pod.yaml.j2").write_text(data["kernel-pod.yaml.j2"])
+    (directory.parent / "kernel.json").write_text(data["python3.kernel.json"])
+    return directory
+
+
+@pytest.mark.parametrize(
+    "service, address", [("10.96.0.77", "10.96.0.77"), ("localhost", "127.0.0.1")]
+)
+def test_with_egress_the_kernel_s_dns_and_proxy_are_the_egress_service(
+    egress_scripts: Path, service: str, address: str
+) -> None:
+    assert _args(egress_scripts).egress_service == "demo-mini-jupyter-sandbox-egress.sandbox.svc"
+    api = Recorder()
+    # The chart's Service name resolves only in the cluster: here an address, or a name that
+    # resolves anywhere.
+    args = _args(egress_scripts, egress_service=service)
+    launcher.launch(args, _gateway_env(egress_scripts), api, _template(egress_scripts))
+    ((_, pod),) = api.created
+    assert pod["spec"]["dnsPolicy"] == "None"
+    assert pod["spec"]["dnsConfig"]["nameservers"] == [address]
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    for name, value in rules.egress_variables(address).items():
+        assert env[name] == value
+    assert env["HTTPS_PROXY"] == f"http://{address}:3128"
+
+
+def test_the_egress_variables_win_over_a_client_s(egress_scripts: Path) -> None:
+    api = Recorder()
+    args = _args(egress_scripts, egress_service="10.96.0.77")
+    env = _gateway_env(egress_scripts, KERNEL_HTTPS_PROXY="http://evil:3128")
+    gateway_env = {**env, "SANDBOX_CLIENT_ENVS": "HTTPS_PROXY", "HTTPS_PROXY": "http://evil:1"}
+    launcher.launch(args, gateway_env, api, _template(egress_scripts))
+    pod_env = {e["name"]: e["value"] for e in api.created[0][1]["spec"]["containers"][0]["env"]}
+    assert pod_env["HTTPS_PROXY"] == "http://10.96.0.77:3128"
+
+
+def test_an_egress_service_that_does_not_resolve_refuses_the_launch(egress_scripts: Path) -> None:
+    api = Recorder()
+    args = _args(egress_scripts, egress_service="egress.nowhere.invalid")
+    with pytest.raises(launcher.LaunchError, match="cannot resolve the egress Service") as refused:
+        launcher.launch(args, _gateway_env(egress_scripts), api, _template(egress_scripts))
+    assert api.created == [] and "\n" not in str(refused.value)

@@ -4,12 +4,14 @@ tests/integration/egress, the whole in tests/e2e/docker/test_egress.py."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from sandbox_gateway.egress.gateway import (
     EgressSettings,
+    EgressUnavailable,
     GrantPublisher,
     SettingsError,
     grant_table,
@@ -65,7 +67,7 @@ def test_without_an_egress_process_or_a_ceiling_every_list_is_refused() -> None:
         ("SANDBOX_EGRESS_ALLOW", "10.0.0.0/8", "SANDBOX_EGRESS_ALLOW"),
         ("SANDBOX_EGRESS_URL", "egress:8900", "http(s) URL"),
         ("SANDBOX_EGRESS_CONTROL_TOKEN", "short", "16 characters"),
-        ("SANDBOX_EGRESS_ANSWER", "egress.svc", "IP address"),
+        ("SANDBOX_EGRESS_ANSWER", "egress_svc!", "IP address or a host name"),
         ("SANDBOX_EGRESS_RESEND", "0", "SANDBOX_EGRESS_RESEND"),
         ("SANDBOX_EGRESS_RESEND", "soon", "SANDBOX_EGRESS_RESEND"),
     ],
@@ -82,12 +84,9 @@ def test_the_table_answers_each_kernel_with_the_egress_address_on_its_own_networ
             ("k2", None, "pypi.org"),  # still starting: no address yet
             ("k3", "10.213.9.2", ""),
         ],
-        settings(),
     )
     assert table == {"10.213.4.18": {"session": "k1", "allow": "pypi.org", "answer": "10.213.4.30"}}
-    fixed = grant_table(
-        [("k1", "10.42.0.7", "pypi.org")], settings(SANDBOX_EGRESS_ANSWER="10.96.0.53")
-    )
+    fixed = grant_table([("k1", "10.42.0.7", "pypi.org")], "10.96.0.53")
     assert fixed["10.42.0.7"]["answer"] == "10.96.0.53"
 
 
@@ -124,3 +123,18 @@ def test_a_start_waits_for_the_table_when_it_has_a_list_or_its_address_was_anoth
     assert publisher.table() == {
         "10.213.5.2": {"session": "k", "allow": "pypi.org", "answer": "10.213.5.14"}
     }
+
+
+def test_an_answer_that_names_the_egress_service_is_resolved_and_kept_when_dns_fails() -> None:
+    publisher = GrantPublisher(
+        settings(SANDBOX_EGRESS_ANSWER="localhost"), Kernels({"k": "10.42.0.7"})
+    )
+    publisher.lists["k"] = "pypi.org"
+    asyncio.run(publisher.resolve_answer())
+    assert publisher.table()["10.42.0.7"]["answer"] == "127.0.0.1"
+    publisher.settings = settings(SANDBOX_EGRESS_ANSWER="nowhere.invalid")
+    asyncio.run(publisher.resolve_answer())  # a failed lookup keeps the address kernels were given
+    assert publisher.answer == "127.0.0.1"
+    fresh = GrantPublisher(settings(SANDBOX_EGRESS_ANSWER="nowhere.invalid"), Kernels({}))
+    with pytest.raises(EgressUnavailable, match=r"nowhere\.invalid"):
+        asyncio.run(fresh.resolve_answer())
