@@ -25,6 +25,8 @@ RESERVED_ENV_NAMES: Final = (
     # The controller: the kernel id it derives from the object's uid, the owning session.
     "KERNEL_ID",
     "KERNEL_SANDBOX_SESSION",
+    # The session's egress allow-list: from spec.egress.allow only, one place to read it.
+    "KERNEL_EGRESS_ALLOW",
     # Enterprise Gateway: the user (authorisation, per-user kernel count), the launch deadline,
     # and what it sets for the launcher itself.
     "KERNEL_USERNAME",

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Final, Protocol
 
 from jupyter_kernel_client import (
+    EgressRefusedError,
     GatewayError,
     GatewayRefusedError,
     KernelLimitError,
@@ -117,6 +118,8 @@ class Session:
     idle_timeout: int | None
     max_lifetime: int | None
     restarts: int
+    egress: tuple[str, ...] = ()
+    """``spec.egress.allow``: the names the kernel may reach (the gateway's ceiling bounds it)."""
 
     @property
     def kernel_id(self) -> str:
@@ -153,6 +156,7 @@ def session_of(
         idle_timeout=int(idle) if idle else None,
         max_lifetime=int(spec["maxLifetimeSeconds"]) if spec.get("maxLifetimeSeconds") else None,
         restarts=restarts,
+        egress=tuple(str(entry) for entry in (spec.get("egress") or {}).get("allow") or ()),
     )
 
 
@@ -170,7 +174,7 @@ def spec_env_problem(session: Session) -> str | None:
         return None
     return (
         f"spec.env sets {', '.join(reserved)}, which the platform controls "
-        "(the kernel's size comes from spec.resources)"
+        "(the kernel's size comes from spec.resources, its egress from spec.egress.allow)"
     )
 
 
@@ -186,8 +190,9 @@ def owner_problem(session: Session, settings: ControllerSettings) -> str | None:
 
 def launch_env(session: Session, settings: ControllerSettings) -> dict[str, str]:
     """The kernel's launch environment: the spec's env plus what the gateway's process proxies
-    read (``KERNEL_CPUS``/``KERNEL_MEMORY`` and their ``_LIMIT`` twins: request = limit), and
-    the tenant the kernel is started for, when namespaces are mapped to tenants."""
+    read (``KERNEL_CPUS``/``KERNEL_MEMORY`` and their ``_LIMIT`` twins: request = limit), the
+    egress allow-list (``KERNEL_EGRESS_ALLOW``), and the tenant the kernel is started for, when
+    namespaces are mapped to tenants."""
     env = dict(session.env)
     env[SESSION_ENV] = session.key
     owner = settings.namespace_tenants.get(session.namespace)
@@ -197,6 +202,8 @@ def launch_env(session: Session, settings: ControllerSettings) -> dict[str, str]
         env["KERNEL_CPUS"] = env["KERNEL_CPUS_LIMIT"] = session.cpu
     if session.memory:
         env["KERNEL_MEMORY"] = env["KERNEL_MEMORY_LIMIT"] = session.memory
+    if session.egress:
+        env["KERNEL_EGRESS_ALLOW"] = ",".join(session.egress)
     return env
 
 
@@ -370,6 +377,10 @@ async def _start(event: Event, *, restarting: bool, message: str = "") -> Outcom
     except KernelLimitError as exc:
         # A quota frees up when some kernel ends: wait for it, as for a gateway that is down.
         return _temporary(event, exc, doing="start a kernel", reason="KernelLimitReached")
+    except EgressRefusedError as exc:
+        # A list beyond the operator's ceiling, or a gateway without egress: never started
+        # without it (a kernel without the egress it was promised would fail later, obscurely).
+        return _failed(event, "EgressRefused", str(exc), permanent=True)
     except GatewayRefusedError as exc:
         return _failed(event, "GatewayRefused", str(exc), permanent=True)
     except (TransportError, GatewayError) as exc:
@@ -450,16 +461,18 @@ async def _shutdown_quietly(gateway: Gateway, kernel_id: str) -> None:
 
 async def apply_spec_change(event: Event, old_spec: Mapping[str, Any]) -> Outcome:
     """A spec edit (``event.spec`` is the new one): timeouts apply from the next check; a new
-    kernel name, env or resources replace the kernel (same id, new launch)."""
+    kernel name, env, resources or egress list replace the kernel (same id, new launch): a
+    running kernel keeps the grants it started with."""
     session = event.session
     if event.status.get("phase") in TERMINAL_PHASES:
         return Outcome(_generation_seen(session, event.status))
     before = session_of(event.meta, old_spec, event.settings)
-    relaunch = (before.kernel_name, before.env, before.cpu, before.memory) != (
+    relaunch = (before.kernel_name, before.env, before.cpu, before.memory, before.egress) != (
         session.kernel_name,
         session.env,
         session.cpu,
         session.memory,
+        session.egress,
     )
     if not relaunch:
         return Outcome(_generation_seen(session, event.status))

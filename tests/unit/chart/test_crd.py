@@ -167,7 +167,9 @@ def test_spec_rejects_unknown_fields_and_leaves_the_kernel_default_to_the_contro
         "resources",
         "idleTimeoutSeconds",
         "maxLifetimeSeconds",
+        "egress",
     }
+    assert "x-kubernetes-preserve-unknown-fields" not in spec["properties"]["egress"]
 
 
 def test_status_carries_what_clients_and_kubectl_need() -> None:
@@ -238,6 +240,11 @@ GOOD_SPECS = {
     "dotted kernel name": {"kernelName": "python3.11"},
     "env": {"env": {"MY_VAR": "x", "_private": ""}},
     "env with the user's own KERNEL_ names": {"env": {"KERNEL_GREETING": "hi", "KERNEL_IDX": "1"}},
+    "egress list": {
+        "egress": {"allow": ["pypi.org", "*.pythonhosted.org", "api.example.org:8443"]}
+    },
+    "no egress": {"egress": {}},
+    "an empty egress list": {"egress": {"allow": []}},
 }
 BAD_SPECS = {
     "integer cpu": {"resources": {"cpu": 1}},
@@ -256,6 +263,16 @@ BAD_SPECS = {
     "env sizes the kernel": {"env": {"KERNEL_MEMORY_LIMIT": "64Gi"}},
     "env names another user": {"env": {"KERNEL_USERNAME": "admin"}},
     "spec as string": "python3",
+    "egress as a string": {"egress": "pypi.org"},
+    "egress list as a string": {"egress": {"allow": "pypi.org"}},
+    "egress entry as a URL": {"egress": {"allow": ["https://pypi.org"]}},
+    "egress entry with a path": {"egress": {"allow": ["pypi.org/simple"]}},
+    "egress entry everything": {"egress": {"allow": ["*"]}},
+    "egress entry empty": {"egress": {"allow": [""]}},
+    "egress entry with a named port": {"egress": {"allow": ["pypi.org:https"]}},
+    "egress list too long": {"egress": {"allow": [f"h{i}.example.org" for i in range(65)]}},
+    "egress field unknown": {"egress": {"deny": ["pypi.org"]}},
+    "egress through env": {"env": {"KERNEL_EGRESS_ALLOW": "pypi.org"}},
 }
 
 

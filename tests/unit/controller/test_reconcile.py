@@ -24,6 +24,7 @@ from controller.reconcile import (
 )
 from controller.settings import ControllerSettings
 from jupyter_kernel_client import (
+    EgressRefusedError,
     GatewayError,
     KernelLimitError,
     TransportError,
@@ -239,6 +240,7 @@ async def test_unknown_kernel_name_is_a_permanent_failure() -> None:
         "KERNEL_SERVICE_ACCOUNT_NAME",
         "KERNEL_WORKING_DIR",
         "KERNEL_SANDBOX_SESSION",
+        "KERNEL_EGRESS_ALLOW",
         "RESPONSE_ADDRESS",
     ],
 )
@@ -276,7 +278,8 @@ def test_reserved_names_are_exact_names_and_the_size_prefixes() -> None:
 def test_every_variable_the_controller_sets_is_reserved() -> None:
     # What the controller itself puts into a launch (launch_env, then the gateway client's
     # KERNEL_ID and the protocol's KERNEL_USERNAME) is exactly what a spec must not override.
-    session = reconcile.session_of(meta(), {"resources": {"cpu": "1", "memory": "1Gi"}}, SETTINGS)
+    spec = {"resources": {"cpu": "1", "memory": "1Gi"}, "egress": {"allow": ["pypi.org"]}}
+    session = reconcile.session_of(meta(), spec, SETTINGS)
     config = SETTINGS.gateway_config().replace(launch_env=reconcile.launch_env(session, SETTINGS))
     body = proto.start_kernel_body(config)
     written = set(body["env"]) | {"KERNEL_ID"}
@@ -288,6 +291,7 @@ def test_every_variable_the_controller_sets_is_reserved() -> None:
         "KERNEL_MEMORY_LIMIT",
         "KERNEL_USERNAME",
         "KERNEL_ID",
+        "KERNEL_EGRESS_ALLOW",
     }
     assert all(is_reserved(name) for name in written)
     assert len(set(RESERVED_ENV_NAMES)) == len(RESERVED_ENV_NAMES)
@@ -444,6 +448,52 @@ async def test_new_timeouts_do_not_relaunch_but_a_new_env_does() -> None:
     assert gateway.shut_down == [kernel_id]
     assert gateway.started[0][2]["KERNEL_A"] == "b"
     assert relaunched.status["phase"] == "Ready"
+
+
+async def test_the_session_s_egress_list_is_its_launch_s_and_an_edit_relaunches() -> None:
+    gateway = FakeGateway()
+    spec = {"egress": {"allow": ["pypi.org", "*.pythonhosted.org"]}}
+    started = await reconcile.ensure_kernel(
+        reconcile.Event(meta(), spec, {}, gateway, SETTINGS, NOW)
+    )
+    assert started.status["phase"] == "Ready"
+    assert gateway.started[0][2]["KERNEL_EGRESS_ALLOW"] == "pypi.org,*.pythonhosted.org"
+    # No list, no variable: the gateway grants such a kernel nothing.
+    await reconcile.ensure_kernel(
+        reconcile.Event(meta(uid=str(uuid.uuid4())), {}, {}, gateway, SETTINGS, NOW)
+    )
+    assert "KERNEL_EGRESS_ALLOW" not in gateway.started[1][2]
+    # A running kernel keeps the grants it started with: a new list means a new launch.
+    kernel_id = derive_kernel_id(meta()["uid"])
+    edited = {"egress": {"allow": ["pypi.org"]}}
+    relaunched = await reconcile.apply_spec_change(
+        reconcile.Event(meta(), edited, READY_STATUS, gateway, SETTINGS, NOW), spec
+    )
+    assert gateway.shut_down == [kernel_id]
+    assert gateway.started[2][2]["KERNEL_EGRESS_ALLOW"] == "pypi.org"
+    assert relaunched.status["phase"] == "Ready"
+    unchanged = await reconcile.apply_spec_change(
+        reconcile.Event(meta(), edited, READY_STATUS, gateway, SETTINGS, NOW), edited
+    )
+    assert gateway.shut_down == [kernel_id] and unchanged.action == "none"
+
+
+async def test_a_list_beyond_the_gateway_s_ceiling_fails_the_session_for_good() -> None:
+    gateway = FakeGateway()
+    gateway.fail_with = EgressRefusedError(
+        "egress to example.com is beyond the ceiling pypi.org",
+        status_code=403,
+        requested="example.com",
+        ceiling="pypi.org",
+    )
+    spec = {"egress": {"allow": ["example.com"]}}
+    outcome = await reconcile.ensure_kernel(
+        reconcile.Event(meta(), spec, {}, gateway, SETTINGS, NOW)
+    )
+    assert outcome.status["phase"] == "Failed" and outcome.action == "failed"
+    assert outcome.status["conditions"][0]["reason"] == "EgressRefused"
+    assert outcome.permanent_error is not None and "example.com" in outcome.permanent_error
+    assert outcome.retry_in is None and outcome.status["kernelId"] is None
 
 
 async def test_an_edit_to_a_reserved_env_name_replaces_the_kernel_with_a_failure() -> None:
