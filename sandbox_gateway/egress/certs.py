@@ -135,12 +135,19 @@ class EgressCA:
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
+            .add_extension(self._authority_key_id(), critical=False)
             .sign(self._key, hashes.SHA256())
         )
+
+    def _authority_key_id(self) -> x509.AuthorityKeyIdentifier:
+        """The CA's own key identifier: a CA made elsewhere (the chart's, by Helm) may derive it
+        another way than from the key's SHA-1, and a leaf whose identifier differs from its CA's
+        is not chained to it by OpenSSL."""
+        try:
+            own = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        except x509.ExtensionNotFound:
+            return x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own.value)
 
 
 def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
