@@ -27,13 +27,18 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sandbox_gateway.egress.policy import AllowList, EgressRefused, parse, session_list
+from sandbox_gateway.egress.policy import (
+    HOST_LABEL,
+    AllowList,
+    EgressRefused,
+    parse,
+    session_list,
+)
 
 log = logging.getLogger("sandbox.egress")
 REQUEST_VARIABLE: Final = "KERNEL_EGRESS_ALLOW"
@@ -72,7 +77,7 @@ class EgressSettings:
                 "SANDBOX_EGRESS_URL needs SANDBOX_EGRESS_CONTROL_TOKEN, 16 characters or more"
             )
         answer = env.get("SANDBOX_EGRESS_ANSWER", "").strip().lower()
-        if answer and not (_is_address(answer) or _HOST_NAME.fullmatch(answer)):
+        if answer and not (_is_address(answer) or _is_host_name(answer)):
             raise SettingsError(
                 f"SANDBOX_EGRESS_ANSWER must be an IP address or a host name, got {answer!r}"
             )
@@ -107,7 +112,9 @@ def refusal(env: Mapping[str, Any], settings: EgressSettings) -> dict[str, Any] 
     return None
 
 
-_HOST_NAME: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+def _is_host_name(text: str) -> bool:
+    """A name of one or more labels: the egress Service's (``normalise_name`` wants two)."""
+    return all(HOST_LABEL.fullmatch(label) for label in text.split("."))
 
 
 def _is_address(text: str) -> bool:

@@ -25,7 +25,8 @@ from typing import Final
 
 DEFAULT_PORTS: Final = (443, 80)
 MAX_ENTRIES: Final = 64
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+"""One label of a host name, in lower case."""
 
 
 class EgressRefused(ValueError):
@@ -107,7 +108,7 @@ def normalise_name(name: str) -> str | None:
     if not text or len(text) > 253:
         return None
     labels = text.split(".")
-    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+    if len(labels) < 2 or not all(HOST_LABEL.fullmatch(label) for label in labels):
         return None
     if labels[-1].isdigit():
         return None  # an address, or what some resolvers would read as one
