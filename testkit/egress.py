@@ -184,6 +184,76 @@ async def serve(directory: Path, host: str, extra_answers: dict[str, str]) -> No
     await asyncio.Event().wait()
 
 
+class Records:
+    """What reached the test hosts, read from the directory ``serve`` writes to (by the tests,
+    from outside the test hosts' container or process)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request that reached the origin, oldest first."""
+        return _lines(self.directory / "requests.jsonl")
+
+    def asked(self) -> list[str]:
+        """Every name the logging resolver was asked."""
+        return _lines(self.directory / "dns.jsonl")
+
+
+def _lines(path: Path) -> list[Any]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+# Defined in a kernel by the egress e2e tests (Docker and Kubernetes): what hostile code tries.
+PROBES = r'''
+import json as _json, os as _os, socket as _socket, ssl as _ssl, urllib.error as _ue
+import urllib.request as _ur
+
+def via_proxy(url, timeout=10, data=None):
+    """What code using the proxy variables (pip, requests, urllib) gets."""
+    try:
+        with _ur.urlopen(url, timeout=timeout, data=data) as answer:
+            return [answer.status, answer.read().decode()]
+    except _ue.HTTPError as exc:
+        return [exc.code, exc.read().decode(errors="replace")]
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+
+def direct(host, port, tls=True, sni=None, host_header=None, path="/", timeout=10):
+    """What code that ignores the proxy variables gets: it resolves and connects itself."""
+    try:
+        sock = _socket.create_connection((host, port), timeout=timeout)
+        if tls:
+            sock = _ssl.create_default_context().wrap_socket(sock, server_hostname=sni or host)
+        request = f"GET {path} HTTP/1.1\r\nHost: {host_header or host}\r\nConnection: close\r\n\r\n"
+        sock.sendall(request.encode())
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+             if line.lower().startswith(b"content-length:")),
+            0,
+        )
+        while len(body) < length and (chunk := sock.recv(65536)):
+            body += chunk
+        return (head + b"\r\n\r\n" + body).decode(errors="replace") if head else ""
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+def resolve(name):
+    try:
+        return _socket.gethostbyname(name)
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+EGRESS = _os.environ["HTTPS_PROXY"].removeprefix("http://").rsplit(":", 1)[0]
+'''
+
+
 if __name__ == "__main__":
     import argparse
 

@@ -3,8 +3,10 @@
 ``up`` builds what is missing (cached by version, see ``build``), then starts etcd, the API
 server, the controller-manager, the scheduler, containerd, the kubelet, kube-proxy and the
 NetworkPolicy enforcer as processes, and cluster DNS and the ingress controller as pods; it
-imports the project's images and ``helm install``s the chart with
-``charts/mini-jupyter-sandbox/ci/local-cluster-values.yaml``.  ``down`` stops all of it and removes
+starts the egress tests' own test hosts (``testkit.egress``) on the node's address, outside every
+pod; it imports the project's images and ``helm install``s the chart with
+``charts/mini-jupyter-sandbox/ci/local-cluster-values.yaml`` and the egress values that name the
+test hosts.  ``down`` stops all of it and removes
 what it left on the machine.  The state lives in ``SANDBOX_K8S_STATE`` (default
 ``/var/lib/mini-jupyter-sandbox/cluster``); ``<state>/env`` holds the shell exports ``up`` prints.
 """
@@ -25,7 +27,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from testkit.cluster import addons, build, enforcer, node
-from testkit.cluster.control_plane import ControlPlane
+from testkit.cluster.control_plane import API_SERVICE_IP, ControlPlane, node_address
 from testkit.cluster.processes import Processes
 from testkit.gateway import free_port
 
@@ -40,6 +42,12 @@ IMAGES = [
     for name in ("gateway", "kernel-python", "notebook", "fileserver", "controller")
 ]
 TENANT = "e2e"  # the tenant of SandboxSessions in namespace "e2e" (local-cluster-values.yaml)
+# What the egress test hosts' logging resolver answers beyond testkit.egress's own private and
+# link-local names: the platform's own addresses, which the egress process must never dial.
+PLATFORM_ANSWERS = {"kernelnet.test": node.POD_CIDR.split("/")[0], "apiserver.test": API_SERVICE_IP}
+# The test hosts' origin names, which the operator's SANDBOX_EGRESS_RESOLVE maps to them.
+ORIGIN_NAMES = ("allowed.test", "other.test", "also.test")
+ORIGIN_PORTS = (443, 8443, 9443, 80)
 
 
 def state_dir() -> Path:
@@ -210,6 +218,7 @@ class Cluster:
         )
         node.create_cgroup_root()
         node.start_containerd(self.paths, self.processes)
+        self._start_test_hosts(plane.address)
         timer.lap("control plane and containerd")
 
         addons.scratch_image(node.PAUSE_IMAGE, build.pause_binary(), "65535:65535")
@@ -287,6 +296,44 @@ class Cluster:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(0.2)
 
+    @property
+    def test_hosts(self) -> Path:
+        """The egress test hosts' directory: their origin CA, and what reached them."""
+        return self.state / "egress-test-hosts"
+
+    def _start_test_hosts(self, address: str) -> None:
+        self.test_hosts.mkdir()
+        argv = [sys.executable, "-m", "testkit.egress", str(self.test_hosts), f"--host={address}"]
+        self.processes.spawn(
+            "egress-test-hosts",
+            [*argv, *(f"--answer={name}={ip}" for name, ip in PLATFORM_ANSWERS.items())],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        self._wait("the egress test hosts", (self.test_hosts / "ready").exists, 60)
+
+    def egress_values(self) -> Path:
+        """The chart's egress values that point the egress process at the test hosts: its
+        upstream resolver, the origin names mapped to them, their CA, and the NetworkPolicy rule
+        letting the egress pod reach them (the ceiling is in local-cluster-values.yaml)."""
+        address = node_address()  # where _start_test_hosts serves them
+        ports = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+        ports += [{"port": port, "protocol": "TCP"} for port in ORIGIN_PORTS]
+        values = {
+            "kernels": {
+                "egress": {
+                    "dns": f"{address}:53",
+                    "resolve": [f"{name}={address}" for name in ORIGIN_NAMES],
+                    "originCA": (self.test_hosts / "origin-ca.pem").read_text(),
+                    "extraEgress": [
+                        {"to": [{"ipBlock": {"cidr": f"{address}/32"}}], "ports": ports}
+                    ],
+                }
+            }
+        }
+        path = self.state / "egress-values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
     def install_chart(self) -> None:
         # Host directories owned by the pods' user (uid 1000, gid 100): the shared volume, and
         # the claim the gateway keeps its kernel sessions on (gateway.sessionClaim).
@@ -306,6 +353,8 @@ class Cluster:
             "--create-namespace",
             "-f",
             str(VALUES),
+            "-f",
+            str(self.egress_values()),
             "--set",
             f"sharedVolume.hostPath.path={shared}",
             "--wait",

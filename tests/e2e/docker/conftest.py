@@ -26,6 +26,7 @@ import requests
 
 from jupyter_kernel_client import GatewayKernelSession
 from testkit.compose import ComposeProject, compose_command, docker, write_tenants
+from testkit.egress import Records
 from testkit.gateway import REPO, free_port
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -65,12 +66,12 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-class TestHosts:
-    """The egress test hosts' container; what reached them is read from ``records``."""
+class TestHosts(Records):
+    """The egress test hosts' container; what reached them is recorded in ``directory``."""
 
     def __init__(self, project: str) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix=f"{project}-egress-")))
         self.name = f"{project}-egress-test-hosts"
-        self.records = Path(tempfile.mkdtemp(prefix=f"{project}-egress-"))
 
     def start(self) -> str:
         """Start the container; returns the origin CA (PEM) the egress process is to trust."""
@@ -79,16 +80,16 @@ class TestHosts:
         answers = [f"--answer={name}={address}" for name, address in UPSTREAM_ANSWERS.items()]
         docker(
             "run", "-d", "--name", self.name, "--network", self.name, "--ip", TEST_HOSTS,
-            "-v", f"{REPO}:/src:ro", "-v", f"{self.records}:/records", "-e", "PYTHONPATH=/src",
+            "-v", f"{REPO}:/src:ro", "-v", f"{self.directory}:/records", "-e", "PYTHONPATH=/src",
             "--entrypoint", "python", f"mini-jupyter-sandbox/gateway:{VERSION}",
             "-m", "testkit.egress", "/records", *answers,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while not (self.records / "ready").exists():
+        while not (self.directory / "ready").exists():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"egress test hosts not ready: {docker('logs', self.name)}")
             time.sleep(0.2)
-        return (self.records / "origin-ca.pem").read_text()
+        return (self.directory / "origin-ca.pem").read_text()
 
     def join(self, container: str) -> None:
         """Put ``container`` (the egress container) on the test hosts' network, once."""
@@ -96,23 +97,9 @@ class TestHosts:
         if self.name not in json.loads(attached):
             docker("network", "connect", self.name, container)
 
-    def requests(self) -> list[dict[str, Any]]:
-        """Every request that reached the origin, oldest first."""
-        return _lines(self.records / "requests.jsonl")
-
-    def asked(self) -> list[str]:
-        """Every name the logging resolver was asked."""
-        return _lines(self.records / "dns.jsonl")
-
     def stop(self) -> None:
         docker("rm", "-f", self.name, check=False)
         docker("network", "rm", self.name, check=False)
-
-
-def _lines(path: Path) -> list[Any]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 @dataclass

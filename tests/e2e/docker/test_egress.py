@@ -21,54 +21,9 @@ import pytest
 
 from jupyter_kernel_client import EgressRefusedError, GatewayConfig, GatewayKernelSession
 from testkit.compose import docker, metric_samples
+from testkit.egress import PROBES
 
 from .conftest import TEST_HOSTS, Stack
-
-PROBES = r'''
-import json as _json, os as _os, socket as _socket, ssl as _ssl, urllib.error as _ue
-import urllib.request as _ur
-
-def via_proxy(url, timeout=10, data=None):
-    """What code using the proxy variables (pip, requests, urllib) gets."""
-    try:
-        with _ur.urlopen(url, timeout=timeout, data=data) as answer:
-            return [answer.status, answer.read().decode()]
-    except _ue.HTTPError as exc:
-        return [exc.code, exc.read().decode(errors="replace")]
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-
-def direct(host, port, tls=True, sni=None, host_header=None, path="/", timeout=10):
-    """What code that ignores the proxy variables gets: it resolves and connects itself."""
-    try:
-        sock = _socket.create_connection((host, port), timeout=timeout)
-        if tls:
-            sock = _ssl.create_default_context().wrap_socket(sock, server_hostname=sni or host)
-        request = f"GET {path} HTTP/1.1\r\nHost: {host_header or host}\r\nConnection: close\r\n\r\n"
-        sock.sendall(request.encode())
-        data = b""
-        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-             if line.lower().startswith(b"content-length:")),
-            0,
-        )
-        while len(body) < length and (chunk := sock.recv(65536)):
-            body += chunk
-        return (head + b"\r\n\r\n" + body).decode(errors="replace") if head else ""
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-
-def resolve(name):
-    try:
-        return _socket.gethostbyname(name)
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc}"
-
-EGRESS = _os.environ["HTTPS_PROXY"].removeprefix("http://").rsplit(":", 1)[0]
-'''
 
 
 @contextlib.contextmanager

@@ -1,10 +1,12 @@
 """The chart's NetworkPolicies, enforced (kube-router) and probed from inside real kernel pods.
 
 A kernel that knows every address and port around it tries them all: another kernel's ports, the
-gateway's API and metrics, the notebook, the file server, the API server, the kubelet, and
-cluster DNS's other ports.  It reaches none of them; it reaches the gateway's launch-response port
-and resolves names.  The same probe with the enforcer stopped gets through everywhere, so the
-refusals are the policies' doing and not an unreachable address.
+gateway's API and metrics, the notebook, the file server, the API server, the kubelet, cluster
+DNS, the egress process's control port and the egress test hosts (the outside world, for these
+tests).  It reaches none of them; it reaches the gateway's launch-response port and the egress
+process's DNS, proxy and allowed ports, which is the only DNS it has.  The same probe with the
+enforcer stopped gets through everywhere, so the refusals are the policies' doing and not an
+unreachable address.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import yaml  # type: ignore[import-untyped]
 from jupyter_kernel_client import GatewayKernelSession
 from testkit.cluster import enforcer
 from testkit.cluster.cluster import RELEASE_NAMESPACE, Cluster
-from testkit.cluster.control_plane import API_SERVICE_IP
+from testkit.cluster.control_plane import API_SERVICE_IP, node_address
 
 from .conftest import PREFIX, gateway_pod, get, kernel_pods, ready_session
 
@@ -56,6 +58,14 @@ def connect_probe(targets: list[tuple[str, int]]) -> str:
 
 
 OWN_ADDRESS = "import socket; socket.gethostbyname(socket.gethostname())"
+RESOLVE_SERVICE = f"""
+import socket
+try:
+    outcome = socket.gethostbyname('{PREFIX}-gateway.{RELEASE_NAMESPACE}.svc.cluster.local')
+except OSError as exc:
+    outcome = type(exc).__name__
+outcome
+"""
 
 
 def evaluate(kernel: GatewayKernelSession, code: str) -> Any:
@@ -65,6 +75,11 @@ def evaluate(kernel: GatewayKernelSession, code: str) -> Any:
 def pod_ip(cluster: Cluster, selector: str, namespace: str = RELEASE_NAMESPACE) -> str:
     (pod,) = get(cluster, "pods", "-n", namespace, "-l", selector)["items"]
     ip: str = pod["status"]["podIP"]
+    return ip
+
+
+def service_ip(cluster: Cluster, name: str, namespace: str = RELEASE_NAMESPACE) -> str:
+    ip: str = get(cluster, "service", name, "-n", namespace)["spec"]["clusterIP"]
     return ip
 
 
@@ -78,23 +93,35 @@ def targets(cluster: Cluster, victim: dict[str, Any], victim_ports: list[int]) -
     api = cluster.kubectl("config", "view", "-o", "jsonpath={.clusters[0].cluster.server}")
     api_host, api_port = api.removeprefix("https://").rsplit(":", 1)
     dns_ip = pod_ip(cluster, "k8s-app=kube-dns", "kube-system")
+    egress = service_ip(cluster, f"{PREFIX}-egress")
     forbidden = [(victim_pod["status"]["podIP"], port) for port in victim_ports]
     forbidden += [
         (gateway_ip, ports["http"]),
         (gateway_ip, ports["metrics"]),
-        (f"{PREFIX}-gateway.{RELEASE_NAMESPACE}.svc", ports["http"]),
-        (f"{PREFIX}-notebook.{RELEASE_NAMESPACE}.svc", 8888),
+        (service_ip(cluster, f"{PREFIX}-gateway"), ports["http"]),
+        (service_ip(cluster, f"{PREFIX}-notebook"), 8888),
         (pod_ip(cluster, "app.kubernetes.io/component=notebook"), 8888),
-        (f"{PREFIX}-fileserver.{RELEASE_NAMESPACE}.svc", 8080),
+        (service_ip(cluster, f"{PREFIX}-fileserver"), 8080),
         (pod_ip(cluster, "app.kubernetes.io/component=fileserver"), 8080),
         (API_SERVICE_IP, 443),
         (api_host, int(api_port)),
         (kubelet["address"], kubelet["port"]),
-        # Cluster DNS: its health and readiness ports, beyond the DNS port the chart allows.
+        # Cluster DNS, every port: with egress allow-lists on, a kernel's DNS is the egress
+        # process alone.
+        (service_ip(cluster, "kube-dns", "kube-system"), 53),
+        (dns_ip, 53),
         (dns_ip, 8080),
         (dns_ip, 8181),
+        # The egress process's control port (the gateway's alone), and the egress test hosts.
+        (egress, 8900),
+        (pod_ip(cluster, "app.kubernetes.io/component=egress"), 8900),
+        (node_address(), 443),
+        (node_address(), 80),
     ]
-    return {"forbidden": forbidden, "allowed": [(gateway_ip, ports["response"])]}
+    # The egress process: its DNS (over TCP here), its proxy, and the ceiling's ports.
+    allowed = [(gateway_ip, ports["response"])]
+    allowed += [(egress, port) for port in (53, 3128, 80, 443, 8443)]
+    return {"forbidden": forbidden, "allowed": allowed}
 
 
 @contextlib.contextmanager
@@ -137,13 +164,15 @@ def test_a_kernel_reaches_only_its_launch_response_and_gets_through_without_the_
 
         outcomes = evaluate(attacker, probe)
         reached = sorted(t for t, outcome in outcomes.items() if outcome == "connected")
-        assert reached == [f"{h}:{p}" for h, p in wanted["allowed"]], outcomes
-        # DNS is allowed: the kernel resolves a Service name.
-        resolved = evaluate(
+        assert reached == sorted(f"{h}:{p}" for h, p in wanted["allowed"]), outcomes
+        # The kernel's only DNS server is the egress process, which answers no cluster name.
+        nameservers = evaluate(
             attacker,
-            f"import socket; socket.gethostbyname('{PREFIX}-gateway.{RELEASE_NAMESPACE}.svc')",
+            "[l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')]",
         )
-        assert resolved.count(".") == 3
+        assert nameservers == [service_ip(cluster, f"{PREFIX}-egress")], nameservers
+        resolved = evaluate(attacker, RESOLVE_SERVICE)
+        assert resolved == "gaierror", resolved
 
         enforcer.stop(cluster)
         try:
