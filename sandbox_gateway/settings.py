@@ -78,7 +78,14 @@ class SandboxLimits(Configurable):
         "SANDBOX_MAX_KERNELS",
         "Kernels on the whole gateway, starting and pooled ones included; a start beyond it is "
         "refused with 403.",
-        "floor(0.75 * the host's MemTotal / SandboxKernel.memory), at least 1",
+        "floor(0.75 * the host's MemTotal / min(128 MiB, SandboxKernel.memory)), at least 1",
+    )
+    memory_reserve = _text(
+        "SANDBOX_MEMORY_RESERVE",
+        "Host memory (MemAvailable, Docker's size syntax) below which every start, warm or cold, "
+        "is refused with 403 and the pool stops refilling: the cap overcommits memory (a kernel "
+        "counts at 128 MiB, twice an idle one, not at its limit). 0 turns the check off.",
+        "the larger of 5% of MemTotal and SandboxKernel.memory",
     )
     max_kernels_per_user = _int(
         "SANDBOX_MAX_KERNELS_PER_USER",

@@ -95,11 +95,13 @@ class UnknownKernelNameError(GatewayRefusedError):
 
 
 class KernelLimitError(GatewayRefusedError):
-    """The gateway runs as many kernels as it allows, in total or for this ``KERNEL_USERNAME``.
+    """The gateway runs as many kernels as it allows, in total or for this ``KERNEL_USERNAME``,
+    or its host is short of memory.
 
     Not retried: a slot frees only when a kernel is shut down (or culled), so the caller decides
-    whether to release one of its kernels, wait, or give up.  ``scope`` is ``"total"`` or
-    ``"user"``; ``limit``, ``in_use`` and ``user`` are the gateway's figures when it sent them.
+    whether to release one of its kernels, wait, or give up.  ``scope`` is ``"total"``,
+    ``"user"`` or ``"memory"`` (the host's available memory is below the gateway's reserve);
+    ``limit``, ``in_use`` and ``user`` are the gateway's figures when it sent them.
     """
 
     def __init__(

@@ -805,8 +805,9 @@ def kernel_limit_error(status: int, body: str, message: str) -> KernelLimitError
     """A :class:`KernelLimitError` if the answer says a kernel limit is reached, else ``None``.
 
     This project's gateway answers 403 with a ``kernel_limit`` object (``scope``, ``limit``,
-    ``in_use``, ``user``).  Stock Enterprise Gateway answers its own ``max_kernels`` and
-    ``max_kernels_per_user`` with a 403 too, told apart only by its wording.
+    ``in_use``, ``user``; for the scope ``memory``, the host's available and reserved bytes).
+    Stock Enterprise Gateway answers its own ``max_kernels`` and ``max_kernels_per_user`` with a
+    403 too, told apart only by its wording.
     """
     data = _json_object(body) if status in (403, 429) else None
     if data is None:
@@ -817,7 +818,7 @@ def kernel_limit_error(status: int, body: str, message: str) -> KernelLimitError
         return KernelLimitError(
             message,
             status_code=status,
-            scope="user" if figures.get("scope") == "user" else "total",
+            scope=figures["scope"] if figures.get("scope") in ("user", "memory") else "total",
             limit=_int_or_none(figures.get("limit")),
             in_use=_int_or_none(figures.get("in_use")),
             user=user if isinstance(user, str) else None,

@@ -7,14 +7,25 @@ Kernel limits
     those of one ``KERNEL_USERNAME`` (a request without one counts as the gateway's default user,
     the one Enterprise Gateway itself falls back to).  Both are whole numbers >= 1.
 
-    * Default total: ``floor(MemTotal * HOST_MEMORY_FRACTION / SANDBOX_KERNEL_MEMORY)``, at least 1.
-      ``MemTotal`` comes from ``/proc/meminfo`` (in a container, that is the host's memory, which
-      is what the kernel containers share); ``SANDBOX_KERNEL_MEMORY`` (default ``512m``, Docker's
-      size syntax: ``b``, ``k``, ``m``, ``g``, powers of 1024, as the launcher reads it) is each
-      kernel's memory limit.  ``HOST_MEMORY_FRACTION`` leaves a quarter of the host to the
-      gateway, the notebook, the file server and the OS.  In Kubernetes, where kernels run on
-      other nodes than the gateway, set ``SANDBOX_MAX_KERNELS`` explicitly.
+    * Default total: ``floor(MemTotal * HOST_MEMORY_FRACTION / footprint)``, at least 1, where
+      the footprint is ``KERNEL_FOOTPRINT`` (128 MiB: twice the 57 to 67 MiB an idle Python
+      kernel was measured to use) or the kernel's memory limit ``SANDBOX_KERNEL_MEMORY`` if that
+      is smaller.  ``MemTotal`` comes from ``/proc/meminfo`` (in a container, that is the host's
+      memory, which is what the kernel containers share); ``SANDBOX_KERNEL_MEMORY`` (default
+      ``512m``, Docker's size syntax: ``b``, ``k``, ``m``, ``g``, powers of 1024, as the launcher
+      reads it).  ``HOST_MEMORY_FRACTION`` leaves a quarter of the host to the gateway, the
+      notebook, the file server and the OS.  In Kubernetes, where kernels run on other nodes than
+      the gateway, set ``SANDBOX_MAX_KERNELS`` explicitly.
     * Default per user: the total, i.e. no separate per-user cap unless one is set.
+
+    Memory is overcommitted: the cap counts a kernel at its footprint, not its limit (on 24 GiB,
+    144 kernels of 512 MiB each may grow to 72 GiB).  Two things stand between that and the
+    gateway.  A start, warm or cold, is refused while the host's ``MemAvailable`` is below
+    ``SANDBOX_MEMORY_RESERVE`` (default: the larger of 5 % of ``MemTotal`` and one kernel's limit;
+    ``0`` turns the check off), so a host running short stops taking kernels before the OOM
+    killer has to choose; and the Docker launcher gives each kernel container the highest OOM
+    score (1000; a kernel cannot bring its own below the services' 0), so that when it must
+    choose, it prefers a kernel to a service.
 
     A kernel holds its slot from the moment its start request is accepted (a slot is reserved
     before the launch, so concurrent starts cannot overshoot) until it is gone from the gateway's
@@ -76,6 +87,8 @@ from sandbox_gateway.launchers import rules
 from sandbox_gateway.launchers.rules import DEFAULT_KERNEL_MEMORY, MIN_KERNEL_MEMORY
 
 HOST_MEMORY_FRACTION: Final = 0.75
+KERNEL_FOOTPRINT: Final = 128 * 1024**2
+MEMORY_RESERVE_FRACTION: Final = 0.05
 DEFAULT_MAX_LAUNCH_TIMEOUT: Final = 300.0
 MIN_LAUNCH_TIMEOUT: Final = 1.0
 # proxies.docker keeps a young kernel network for 600 s as "a launch may still be using it": no
@@ -121,21 +134,24 @@ def size_setting(env: Mapping[str, str], name: str, default: str) -> tuple[int, 
         raise SettingsError(f"{name}: {exc}") from None
 
 
-def host_memory_bytes(meminfo: str = MEMINFO) -> int:
-    """``MemTotal`` of ``/proc/meminfo`` in bytes."""
+def host_memory_bytes(meminfo: str = MEMINFO, name: str = "MemTotal") -> int:
+    """``name`` (``MemTotal``, ``MemAvailable``) of ``/proc/meminfo`` in bytes."""
     try:
         with open(meminfo) as f:
             for line in f:
-                if line.startswith("MemTotal:"):
+                if line.startswith(f"{name}:"):
                     value, unit = line.split()[1:3]
                     if unit.lower() != "kb":
                         break
                     return int(value) * 1024
     except (OSError, ValueError) as exc:
         raise SettingsError(
-            f"cannot read the host's memory from {meminfo} ({exc}); set SANDBOX_MAX_KERNELS"
+            f"cannot read the host's memory from {meminfo} ({exc}); set SANDBOX_MAX_KERNELS "
+            "and SANDBOX_MEMORY_RESERVE=0"
         ) from exc
-    raise SettingsError(f"no MemTotal in kB in {meminfo}; set SANDBOX_MAX_KERNELS")
+    raise SettingsError(
+        f"no {name} in kB in {meminfo}; set SANDBOX_MAX_KERNELS and SANDBOX_MEMORY_RESERVE=0"
+    )
 
 
 def _positive_int(env: Mapping[str, str], name: str) -> int | None:
@@ -161,6 +177,9 @@ class LimitSettings:
     """Kernels of one KERNEL_USERNAME, starting ones included."""
     max_launch_timeout: float
     """Upper bound of a client's KERNEL_LAUNCH_TIMEOUT, in seconds."""
+    memory_reserve: int = 0
+    """Bytes of the host's MemAvailable below which starts are refused; 0: never."""
+    meminfo: str = MEMINFO
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], meminfo: str = MEMINFO) -> LimitSettings:
@@ -172,8 +191,17 @@ class LimitSettings:
             raise SettingsError(f"SANDBOX_KERNEL_MEMORY must be at least 64m, got {memory_text!r}")
         max_kernels = _positive_int(env, "SANDBOX_MAX_KERNELS")
         if max_kernels is None:
+            footprint = min(KERNEL_FOOTPRINT, kernel_memory)
             host = host_memory_bytes(meminfo)
-            max_kernels = max(1, math.floor(host * HOST_MEMORY_FRACTION / kernel_memory))
+            max_kernels = max(1, math.floor(host * HOST_MEMORY_FRACTION / footprint))
+        reserve_text = env.get("SANDBOX_MEMORY_RESERVE", "").strip()
+        if reserve_text:
+            reserve, _ = size_setting(env, "SANDBOX_MEMORY_RESERVE", reserve_text)
+        else:
+            host = host_memory_bytes(meminfo)
+            reserve = max(kernel_memory, math.floor(host * MEMORY_RESERVE_FRACTION))
+        if reserve:
+            host_memory_bytes(meminfo, "MemAvailable")  # readable now, or no start could be
         per_user = _positive_int(env, "SANDBOX_MAX_KERNELS_PER_USER") or max_kernels
         timeout_text = env.get("SANDBOX_MAX_LAUNCH_TIMEOUT", "").strip()
         max_launch_timeout = DEFAULT_MAX_LAUNCH_TIMEOUT
@@ -187,7 +215,7 @@ class LimitSettings:
                     f"SANDBOX_MAX_LAUNCH_TIMEOUT must be a number of seconds between "
                     f"{MIN_LAUNCH_TIMEOUT:g} and {LAUNCH_TIMEOUT_CEILING:g}, got {timeout_text!r}"
                 )
-        return cls(max_kernels, per_user, max_launch_timeout)
+        return cls(max_kernels, per_user, max_launch_timeout, reserve, meminfo)
 
 
 # --- start requests ----------------------------------------------------------------------------
@@ -306,6 +334,35 @@ class KernelLimitReached(Exception):
         }
 
 
+class HostMemoryLow(KernelLimitReached):
+    """A start while the host's available memory is below the reserve
+    (``SANDBOX_MEMORY_RESERVE``)."""
+
+    def __init__(self, available: int, reserve: int) -> None:
+        mib = 1024**2
+        reason = (
+            f"host memory low: {available // mib} MiB available, below the "
+            f"{reserve // mib} MiB kept in reserve"
+        )
+        Exception.__init__(self, reason)
+        self.reason = reason
+        self.scope = "memory"
+        self.available = available
+        self.reserve = reserve
+        self.user = None
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "message": "shut a kernel down (idle kernels are also culled) and try again",
+            "kernel_limit": {
+                "scope": "memory",
+                "available_bytes": self.available,
+                "reserve_bytes": self.reserve,
+            },
+        }
+
+
 @dataclass(eq=False)
 class Reservation:
     """A slot held by one start request; ``kernel_id`` is known once the launch has chosen it."""
@@ -359,7 +416,8 @@ class KernelLedger:
         self.held_ids.discard(kernel_id)
 
     def reserve(self, user: str, live: set[str], *, per_user: bool = True) -> Reservation:
-        """Take a slot for a start by ``user``, or raise :class:`KernelLimitReached`.
+        """Take a slot for a start by ``user``, or raise :class:`KernelLimitReached` (a cap) or
+        :class:`HostMemoryLow`.
 
         Synchronous, so two concurrent requests never both see the last free slot.  The warm
         pool reserves with ``per_user=False``: its kernels count against the total only, until
@@ -370,6 +428,7 @@ class KernelLedger:
             raise KernelLimitReached("total", self.settings.max_kernels, len(kernels))
         if per_user:
             self._check_user(user, kernels)
+        self._check_memory()
         reservation = Reservation(user)
         self.starting.append(reservation)
         return reservation
@@ -378,6 +437,7 @@ class KernelLedger:
         """A pooled kernel's slot passes to ``user``: the total is unchanged, the user's count
         grows by one (or :class:`KernelLimitReached`, and nothing changes)."""
         self._check_user(user, self._kernels(live))
+        self._check_memory()  # the claimed kernel is a new one to its user, and will grow
         reservation.user = user
         if reservation.kernel_id is not None:
             self.users[reservation.kernel_id] = user
@@ -396,6 +456,13 @@ class KernelLedger:
     def user_limit(self, user: str) -> int:
         """The cap on ``user``'s kernels: a tenant's ``max_kernels``, else the per-user one."""
         return self.user_limits.get(user, self.settings.max_kernels_per_user)
+
+    def _check_memory(self) -> None:
+        reserve = self.settings.memory_reserve
+        if reserve:
+            available = host_memory_bytes(self.settings.meminfo, "MemAvailable")
+            if available < reserve:
+                raise HostMemoryLow(available, reserve)
 
     def _check_user(self, user: str, kernels: dict[object, str | None]) -> None:
         mine = _count(user, kernels)

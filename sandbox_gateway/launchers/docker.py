@@ -96,6 +96,7 @@ CONTAINER_LABEL_APP = "mini-jupyter-sandbox"
 DEPLOYMENT_LABEL = f"{CONTAINER_LABEL_APP}.deployment"
 KERNEL_NETWORK_PREFIX = 28  # 16 addresses: Docker's reserved gateway, the kernel, the gateway
 NETWORK_ATTEMPTS = 8
+OOM_SCORE_ADJ = 1000  # the highest: first to go when the host is out of memory
 
 _CONTAINER_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 # A container in one of these states holds (or is about to hold) the kernel's label and network;
@@ -306,6 +307,10 @@ def container_spec(
         "PidsLimit": settings.pids,
         "Memory": settings.memory,
         "MemorySwap": settings.memory,  # no swap, so a memory bomb is killed, not slowed
+        # The cap overcommits memory (admission.limits): if the host itself runs out, the OOM
+        # killer is to prefer a kernel to the gateway, the file server or the notebook (at 0; a
+        # kernel cannot lower its own below that).
+        "OomScoreAdj": OOM_SCORE_ADJ,
         "NanoCpus": int(settings.cpus * 1e9),
         # docker-init as PID 1 reaps what user code forks and forwards signals to the kernel.
         "Init": True,

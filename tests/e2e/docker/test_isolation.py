@@ -182,6 +182,7 @@ def test_container_carries_the_hardening(stack: Stack, kernel: GatewayKernelSess
     assert host["PidsLimit"] == 256
     assert host["Memory"] == 512 * 1024**2
     assert host["NanoCpus"] == 1_000_000_000
+    assert host["OomScoreAdj"] == 1000
     # The shared volume, and (egress is on in this stack) the egress CA's certificate, read-only.
     mounts = {m["Destination"]: m for m in info["Mounts"]}
     assert sorted(mounts) == ["/data/shared", "/etc/sandbox-egress"]
@@ -189,6 +190,36 @@ def test_container_carries_the_hardening(stack: Stack, kernel: GatewayKernelSess
     assert mounts["/etc/sandbox-egress"]["Name"] == stack.egress_ca_volume
     assert all("docker.sock" not in (m.get("Source") or "") for m in info["Mounts"])
     assert list(info["NetworkSettings"]["Networks"]) == [kernel_network_name(kernel.kernel_id)]
+
+
+def test_a_kernel_starts_as_the_oom_killers_first_choice_and_cannot_go_below_the_services(
+    stack: Stack, kernel: GatewayKernelSession
+) -> None:
+    # Kernels overcommit the host's memory (the cap counts a kernel at its idle footprint): if
+    # the host runs out, the kernel OOM killer is to take a kernel.  A kernel starts at the top
+    # score; without CAP_SYS_RESOURCE it cannot go below the services' 0 (where the runtime has
+    # that capability, not below its 1000 either).
+    start, tried = probe(
+        kernel,
+        "import json, os\n"
+        "start = open('/proc/self/oom_score_adj').read().strip()\n"
+        "def lower(value):\n"
+        "    try:\n"
+        "        fd = os.open('/proc/self/oom_score_adj', os.O_WRONLY)\n"
+        "        try:\n"
+        "            os.write(fd, value.encode())\n"
+        "        finally:\n"
+        "            os.close(fd)\n"
+        "    except OSError as e:\n"
+        "        return type(e).__name__\n"
+        "    return 'lowered'\n"
+        "print(json.dumps([start, {v: lower(v) for v in ('-1000', '-500', '-1')}]))",
+    )
+    assert start == "1000"
+    assert tried == dict.fromkeys(("-1000", "-500", "-1"), "PermissionError")
+    for service in ("gateway", "egress", "notebook", "fileserver"):
+        info = json.loads(docker("inspect", stack.container(service)))[0]
+        assert info["HostConfig"]["OomScoreAdj"] <= 0, service
 
 
 def test_kernel_environment_holds_no_gateway_settings(kernel: GatewayKernelSession) -> None:

@@ -324,6 +324,7 @@ def test_restart_of_a_known_kernel_still_works(gw: Gateway) -> None:
         ({"SANDBOX_KERNEL_MEMORY": "1m"}, "SANDBOX_KERNEL_MEMORY"),
         ({"SANDBOX_MAX_LAUNCH_TIMEOUT": "inf"}, "SANDBOX_MAX_LAUNCH_TIMEOUT"),
         ({"SANDBOX_MAX_LAUNCH_TIMEOUT": "0"}, "SANDBOX_MAX_LAUNCH_TIMEOUT"),
+        ({"SANDBOX_MEMORY_RESERVE": "some"}, "SANDBOX_MEMORY_RESERVE"),
     ],
 )
 def test_invalid_settings_stop_the_gateway_with_a_message(env: dict[str, str], named: str) -> None:
@@ -336,18 +337,17 @@ def test_invalid_settings_stop_the_gateway_with_a_message(env: dict[str, str], n
         gateway.stop()
 
 
-def test_default_total_comes_from_host_memory_and_culled_kernels_free_their_slot() -> None:
-    fraction = sandbox_limits.HOST_MEMORY_FRACTION
-    mem_total_kb = next(
+def mem_kb(name: str) -> int:
+    return next(
         int(line.split()[1])
         for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
+        if line.startswith(f"{name}:")
     )
-    # A kernel memory limit that fits the documented share of this host's memory twice.
-    kernel_kb = int(mem_total_kb * fraction // 2)
+
+
+def test_default_total_comes_from_host_memory_and_culled_kernels_free_their_slot() -> None:
     gateway = Gateway(
         env={
-            "SANDBOX_KERNEL_MEMORY": f"{kernel_kb}k",
             "SANDBOX_MAX_KERNELS": "",  # unset: the test gateway's fixed cap does not apply
             "SANDBOX_CULL_IDLE_TIMEOUT": "4",
             "SANDBOX_CULL_INTERVAL": "1",
@@ -355,37 +355,130 @@ def test_default_total_comes_from_host_memory_and_culled_kernels_free_their_slot
     )
     gateway.start()
     try:
+        # Three quarters of this host's memory, a kernel counted at its 128 MiB footprint.
+        expected = int(mem_kb("MemTotal") * 1024 * 0.75 // sandbox_limits.KERNEL_FOOTPRINT)
+        status = requests.get(f"{gateway.http}/api/sandbox/status", timeout=30).json()
+        assert status["kernels"]["total_limit"] == expected
         for user in ("first", "second"):
             assert start_raw(gateway, {"KERNEL_USERNAME": user}).status_code == 201
-        body = assert_plain_error(start_raw(gateway, {"KERNEL_USERNAME": "third"}), 403)
-        assert body["kernel_limit"] == {"scope": "total", "limit": 2, "in_use": 2}
-
         deadline = time.monotonic() + 60
         while gateway.kernels() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert gateway.kernels() == [], "idle kernels were not culled"
-        assert start_raw(gateway, {"KERNEL_USERNAME": "third"}).status_code == 201
+        status = requests.get(f"{gateway.http}/api/sandbox/status", timeout=30).json()
+        assert status["kernels"]["total"] == 0  # their slots are free again
     finally:
+        gateway.stop()
+
+
+GIB = 1024**3
+HOG = GIB  # what each hungry kernel holds: written, so resident
+
+
+def test_a_host_short_of_memory_refuses_starts_until_memory_is_freed() -> None:
+    # A reserve 3 GiB below what is available now: hungry kernels are admitted one after another
+    # until the host is short, then the next start is refused; freeing their memory admits it.
+    reserve = mem_kb("MemAvailable") * 1024 - 3 * GIB
+    assert reserve > 2 * GIB, "too little memory on this machine for the test"
+    gateway = Gateway(
+        env={"SANDBOX_MEMORY_RESERVE": f"{reserve // 1024}k", "SANDBOX_MAX_KERNELS": "10"}
+    )
+    gateway.start()
+    hungry: list[GatewayKernelSession] = []
+    try:
+        refusal = None
+        while refusal is None and len(hungry) < 6:
+            try:
+                kernel = session(gateway, f"user{len(hungry)}").start()
+            except KernelLimitError as exc:
+                refusal = exc
+                break
+            hungry.append(kernel)
+            kernel.execute(f"hog = b'x' * {HOG}").raise_for_error()
+        assert refusal is not None, "six hungry kernels and no refusal"
+        assert len(hungry) >= 2, f"refused with {len(hungry)} hungry kernels: {refusal}"
+        assert (refusal.scope, refusal.status_code) == ("memory", 403), refusal
+        assert "host memory low" in str(refusal)
+        before = {k["id"] for k in gateway.kernels()}
+        body = assert_plain_error(start_raw(gateway, {"KERNEL_USERNAME": "late"}), 403)
+        assert body["reason"].startswith("host memory low: "), body
+        figures = body["kernel_limit"]
+        assert figures["scope"] == "memory" and figures["reserve_bytes"] == reserve // 1024 * 1024
+        assert figures["available_bytes"] < figures["reserve_bytes"], figures
+        assert {k["id"] for k in gateway.kernels()} == before  # nothing was started
+
+        for kernel in hungry:
+            kernel.execute("del hog").raise_for_error()
+        with session(gateway, "late") as late:
+            assert str(late.execute("1 + 1")) == "2"
+    finally:
+        for kernel in hungry:
+            kernel.shutdown()
         gateway.stop()
 
 
 def test_settings_default_and_refuse_as_documented(tmp_path: Path) -> None:
     limits = sandbox_limits
     meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:        8388608 kB\nMemFree:         1 kB\n")  # 8 GiB
+    meminfo.write_text("MemTotal:       16777216 kB\nMemAvailable:    4194304 kB\n")  # 16, 4 GiB
 
     settings = limits.LimitSettings.from_env({}, str(meminfo))
-    assert settings.max_kernels == 12  # 8 GiB * 0.75 / 512 MiB
+    assert settings.max_kernels == 96  # 16 GiB * 0.75 / 128 MiB
     assert settings.max_kernels_per_user == settings.max_kernels
     assert settings.max_launch_timeout == 300
-    small = limits.LimitSettings.from_env({"SANDBOX_KERNEL_MEMORY": "16g"}, str(meminfo))
-    assert small.max_kernels == 1  # never 0
+    assert settings.memory_reserve == 16 * GIB // 20  # 5 % of 16 GiB: above one kernel's 512 MiB
+    small = limits.LimitSettings.from_env({"SANDBOX_KERNEL_MEMORY": "64m"}, str(meminfo))
+    assert small.max_kernels == 192  # the limit, when below the footprint
+    big = limits.LimitSettings.from_env({"SANDBOX_KERNEL_MEMORY": "6g"}, str(meminfo))
+    assert (big.max_kernels, big.memory_reserve) == (96, 6 * GIB)  # room for one at its limit
+    tiny = tmp_path / "tiny"
+    tiny.write_text("MemTotal: 65536 kB\nMemAvailable: 65536 kB\n")
+    assert limits.LimitSettings.from_env({}, str(tiny)).max_kernels == 1  # never 0
     explicit = limits.LimitSettings.from_env(
-        {"SANDBOX_MAX_KERNELS": "5", "SANDBOX_MAX_KERNELS_PER_USER": "2"}, "/nonexistent"
+        {
+            "SANDBOX_MAX_KERNELS": "5",
+            "SANDBOX_MAX_KERNELS_PER_USER": "2",
+            "SANDBOX_MEMORY_RESERVE": "0",
+        },
+        "/nonexistent",
     )
     assert (explicit.max_kernels, explicit.max_kernels_per_user) == (5, 2)
+    assert explicit.memory_reserve == 0  # off: the host's memory is never read
+    reserved = limits.LimitSettings.from_env({"SANDBOX_MEMORY_RESERVE": "2g"}, str(meminfo))
+    assert reserved.memory_reserve == 2 * GIB
     with pytest.raises(limits.SettingsError, match="SANDBOX_MAX_KERNELS"):
         limits.LimitSettings.from_env({}, "/nonexistent")  # no memory figure: say what to set
+    with pytest.raises(limits.SettingsError, match="SANDBOX_MEMORY_RESERVE"):
+        limits.LimitSettings.from_env({"SANDBOX_MEMORY_RESERVE": "plenty"}, str(meminfo))
+    old_kernel = tmp_path / "old"
+    old_kernel.write_text("MemTotal: 8388608 kB\n")  # Linux before 3.14: no MemAvailable
+    with pytest.raises(limits.SettingsError, match="no MemAvailable"):
+        limits.LimitSettings.from_env({"SANDBOX_MEMORY_RESERVE": "1g"}, str(old_kernel))
+
+
+def test_the_reserve_refuses_cold_starts_and_claims_and_changes_nothing(tmp_path: Path) -> None:
+    limits = sandbox_limits
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 8388608 kB\nMemAvailable: 4194304 kB\n")
+    settings = limits.LimitSettings.from_env({"SANDBOX_MEMORY_RESERVE": "3g"}, str(meminfo))
+    ledger = limits.KernelLedger(settings)
+    pooled = ledger.reserve("pool", set(), per_user=False)
+    ledger.named(pooled, "k1")
+    meminfo.write_text("MemTotal: 8388608 kB\nMemAvailable: 2097152 kB\n")  # 2 GiB left
+    with pytest.raises(limits.HostMemoryLow) as low:
+        ledger.reserve("alice", {"k1"})
+    assert low.value.body()["kernel_limit"] == {
+        "scope": "memory",
+        "available_bytes": 2 * GIB,
+        "reserve_bytes": 3 * GIB,
+    }
+    with pytest.raises(limits.HostMemoryLow):
+        ledger.hand_over(pooled, "alice", {"k1"})  # a warm claim too
+    assert (ledger.starting, pooled.user) == ([pooled], "pool")
+    assert ledger.usage("alice", {"k1"}).user == 0
+    meminfo.write_text("MemTotal: 8388608 kB\nMemAvailable: 4194304 kB\n")
+    ledger.hand_over(pooled, "alice", {"k1"})
+    assert ledger.usage("alice", {"k1"}).user == 1
 
 
 # --- what a launcher would refuse ----------------------------------------------------------------

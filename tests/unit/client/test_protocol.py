@@ -345,6 +345,19 @@ def test_kernel_limit_fails_at_once_as_its_own_error(status: int) -> None:
     assert [a.url for a in script.actions] == ["http://gw/api/kernels"]  # one POST, no retry
 
 
+def test_a_host_short_of_memory_is_a_kernel_limit_of_scope_memory() -> None:
+    body = {
+        "reason": "host memory low: 900 MiB available, below the 1228 MiB kept in reserve",
+        "message": "shut a kernel down (idle kernels are also culled) and try again",
+        "kernel_limit": {"scope": "memory", "available_bytes": 9, "reserve_bytes": 12},
+    }
+    script = Script([], http=lambda a: proto.Response(403, json.dumps(body)))
+    with pytest.raises(KernelLimitError, match="host memory low") as info:
+        script.run(proto.start_flow(CONFIG))
+    assert (info.value.scope, info.value.limit, info.value.in_use) == ("memory", None, None)
+    assert len(script.actions) == 1  # not retried
+
+
 @pytest.mark.parametrize(
     ("message", "scope"),
     [

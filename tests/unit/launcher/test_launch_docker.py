@@ -100,6 +100,7 @@ def test_container_is_hardened() -> None:
     assert host["PidsLimit"] == 256
     assert host["Memory"] == host["MemorySwap"] == 512 * 1024**2
     assert host["NanoCpus"] == 1_000_000_000
+    assert host["OomScoreAdj"] == 1000  # the OOM killer's first choice, never a service
     assert host["NetworkMode"] == "mini-jupyter-sandbox-kernel-k-1"
     assert list(spec["NetworkingConfig"]["EndpointsConfig"]) == [host["NetworkMode"]]
     assert host["Sysctls"] == {"net.ipv6.conf.all.disable_ipv6": "1"}
