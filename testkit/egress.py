@@ -8,6 +8,8 @@ import asyncio
 import datetime
 import json
 import ssl
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,53 @@ class Records:
         """Every name the logging resolver was asked."""
         return _lines(self.directory / "dns.jsonl")
 
+    def reached(self, path: str) -> list[dict[str, Any]]:
+        """The requests for ``path`` (a :func:`marker`) that reached the origin."""
+        return [seen for seen in self.requests() if seen["path"] == path]
+
+
+def marker() -> str:
+    """A request path no other probe uses, to tell whether this probe's request got out."""
+    return f"/probe-{uuid.uuid4().hex}"
+
+
+def check_refusals_and_bytes_are_seen(
+    kernel: Any,
+    metrics: Callable[[], list[tuple[str, dict[str, str], float]]],
+    logs: Callable[[], str],
+) -> None:
+    """A refusal for ``kernel`` (a session allowed allowed.test alone) is counted in the egress
+    process's ``metrics`` and logged with its session and reason; the bytes of an allowed
+    download are counted for the session."""
+
+    def refused(reason: str) -> float:
+        return sum(
+            value
+            for name, labels, value in metrics()
+            if name == "sandbox_egress_connections_total"
+            and labels == {"decision": "refused", "reason": reason}
+        )
+
+    before = refused("not_allowed")
+    assert probe(kernel, "via_proxy('http://other.test/counted')")[0] == 403
+    assert refused("not_allowed") == before + 1
+    line = next(line for line in reversed(logs().splitlines()) if "other.test" in line)
+    assert kernel.kernel_id in line and "not_allowed" in line, line
+    assert probe(kernel, "via_proxy('https://allowed.test/bytes/100000')")[0] == 200
+    moved = {
+        labels["direction"]: value
+        for name, labels, value in metrics()
+        if name == "sandbox_egress_bytes_total" and labels.get("session") == kernel.kernel_id
+    }
+    assert moved.get("in", 0) >= 100000 and moved.get("out", 0) > 0, moved
+
+
+def probe(kernel: Any, expression: str) -> Any:
+    """``expression``'s value in a kernel (a client session) where :data:`PROBES` ran."""
+    result = kernel.execute(f"print(_json.dumps({expression}))", timeout=60)
+    result.raise_for_error()
+    return json.loads(result.stdout)
+
 
 def _lines(path: Path) -> list[Any]:
     if not path.exists():
@@ -249,6 +298,27 @@ def resolve(name):
         return _socket.gethostbyname(name)
     except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
+
+def udp(host, port):
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    sock.settimeout(3)
+    try:
+        sock.sendto(b"\x00" * 1200, (host, port))
+        return sock.recv(2048).hex()
+    except Exception as exc:
+        return type(exc).__name__
+
+def transports(origin):
+    """QUIC, DNS over TLS and DNS over HTTPS, at the egress process and at the origin."""
+    return {
+        "quic_egress": udp(EGRESS, 443),
+        "quic_origin": udp(origin, 443),
+        "dot": direct(EGRESS, 853, timeout=3),
+        "dot_origin": direct(origin, 853, timeout=3),
+        "doh": via_proxy(
+            "https://other.test/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB"
+        ),
+    }
 
 EGRESS = _os.environ["HTTPS_PROXY"].removeprefix("http://").rsplit(":", 1)[0]
 '''

@@ -48,6 +48,7 @@ DEPLOYMENT_LABEL = f"{APP}.deployment"
 # A network younger than this may belong to a launch still in progress (its container does not
 # exist yet): the sweep leaves it alone.  Longer than any allowed launch timeout.
 LAUNCH_GRACE_SECONDS = 600.0
+ENDPOINT_WAIT_SECONDS = 15.0  # how long a removal waits for the kernel's container to go
 # How long a relaunch waits for its kernel's previous network to be removed (it takes ~0.1 s).
 REMOVAL_WAIT_SECONDS = 30.0
 
@@ -205,18 +206,31 @@ def remove_network(name: str) -> None:
             pass
         except APIError as exc:
             log.debug("detaching %s from %s: %s", member, name, exc)
-    try:
-        client.api.remove_network(name)
-    except NotFound:
-        pass
-    except APIError as exc:
-        log.warning("kernel network %s not removed yet (the sweep retries): %s", name, exc)
+    deadline = time.monotonic() + ENDPOINT_WAIT_SECONDS
+    while True:
+        try:
+            client.api.remove_network(name)
+            return
+        except NotFound:
+            return
+        except APIError as exc:
+            # The kernel's container is still being removed (AutoRemove runs after it exits):
+            # wait for it rather than leave the network to the sweep, which waits a launch's
+            # whole grace before it takes a network.
+            if "active endpoints" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.25)
+                continue
+            log.warning("kernel network %s not removed yet (the sweep retries): %s", name, exc)
+            return
 
 
 def rename_container(current: str, new_name: str) -> None:
     try:
         _docker().api.rename(current, new_name)
-    except APIError as exc:  # NotFound too: the kernel may be gone already
+    except NotFound:
+        # Renames run behind the claims: a short session may have ended before its turn.
+        log.debug("kernel container %s gone before its rename to %s", current, new_name)
+    except APIError as exc:
         log.warning("kernel container %s not renamed to %s: %s", current, new_name, exc)
 
 
@@ -248,12 +262,14 @@ def sweep(deployment: str, gateway: str, alias: str) -> None:
     egress = os.environ.get("SANDBOX_EGRESS_CONTAINER", "")
     client = _docker()
     labels = [f"{DEPLOYMENT_LABEL}={deployment}"]
+    # One listing, no inspect per container: a kernel removed between the two made the whole
+    # sweep fail (404), and with hundreds of kernels each inspect is a request to the engine.
     alive = {
-        container.labels.get("kernel_id")
-        for container in client.containers.list(
+        (container.get("Labels") or {}).get("kernel_id")
+        for container in client.api.containers(
             all=True, filters={"label": [*labels, "component=kernel"]}
         )
-        if container.status in ("created", "running", "restarting")
+        if container.get("State") in ("created", "running", "restarting")
     }
     networks = client.networks.list(filters={"label": [*labels, "component=kernel-network"]})
     for network in networks:

@@ -21,7 +21,7 @@ import pytest
 
 from jupyter_kernel_client import EgressRefusedError, GatewayConfig, GatewayKernelSession
 from testkit.compose import docker, metric_samples
-from testkit.egress import PROBES
+from testkit.egress import PROBES, check_refusals_and_bytes_are_seen, marker, probe
 
 from .conftest import TEST_HOSTS, Stack
 
@@ -41,19 +41,9 @@ def session(stack: Stack, allow: str | None = None) -> Iterator[GatewayKernelSes
         yield kernel
 
 
-def run(kernel: GatewayKernelSession, expression: str) -> Any:
-    result = kernel.execute(f"print(_json.dumps({expression}))", timeout=60)
-    result.raise_for_error()
-    return json.loads(result.stdout)
-
-
-def marker() -> str:
-    return f"/probe-{uuid.uuid4().hex}"
-
-
 def reached(stack: Stack, path: str) -> list[dict[str, Any]]:
     assert stack.test_hosts is not None
-    return [seen for seen in stack.test_hosts.requests() if seen["path"] == path]
+    return stack.test_hosts.reached(path)
 
 
 def asked(stack: Stack) -> list[str]:
@@ -107,11 +97,11 @@ def test_an_allowed_name_works_over_https_and_http_through_the_proxy_variables(
     stack: Stack, allowed: GatewayKernelSession
 ) -> None:
     path = marker()
-    status, body = run(allowed, f"via_proxy('https://allowed.test{path}')")
+    status, body = probe(allowed, f"via_proxy('https://allowed.test{path}')")
     assert status == 200, body
     seen = json.loads(body)
     assert (seen["host"], seen["tls"], seen["sni"]) == ("allowed.test", True, "allowed.test")
-    status, body = run(allowed, f"via_proxy('http://allowed.test{path}-plain')")
+    status, body = probe(allowed, f"via_proxy('http://allowed.test{path}-plain')")
     assert status == 200, body
     assert json.loads(body)["tls"] is False
     assert len(reached(stack, path)) == 1 and len(reached(stack, path + "-plain")) == 1
@@ -121,10 +111,10 @@ def test_an_allowed_name_works_for_code_that_ignores_the_proxy_variables(
     stack: Stack, allowed: GatewayKernelSession
 ) -> None:
     path = marker()
-    assert run(allowed, "resolve('allowed.test')") == run(allowed, "EGRESS")
-    answer = run(allowed, f"direct('allowed.test', 443, path='{path}')")
+    assert probe(allowed, "resolve('allowed.test')") == probe(allowed, "EGRESS")
+    answer = probe(allowed, f"direct('allowed.test', 443, path='{path}')")
     assert answer.startswith("HTTP/1.1 200"), answer
-    answer = run(allowed, f"direct('allowed.test', 80, tls=False, path='{path}-plain')")
+    answer = probe(allowed, f"direct('allowed.test', 80, tls=False, path='{path}-plain')")
     assert answer.startswith("HTTP/1.1 200"), answer
     assert [seen["tls"] for seen in reached(stack, path) + reached(stack, path + "-plain")] == [
         True,
@@ -135,9 +125,9 @@ def test_an_allowed_name_works_for_code_that_ignores_the_proxy_variables(
 def test_a_port_the_list_names_is_allowed_and_no_other(stack: Stack) -> None:
     path = marker()
     with session(stack, "allowed.test:8443") as kernel:
-        status, body = run(kernel, f"via_proxy('https://allowed.test:8443{path}')")
+        status, body = probe(kernel, f"via_proxy('https://allowed.test:8443{path}')")
         assert status == 200, body
-        status, body = run(kernel, f"via_proxy('https://allowed.test{path}-443')")
+        status, body = probe(kernel, f"via_proxy('https://allowed.test{path}-443')")
         assert status != 200
     assert len(reached(stack, path)) == 1 and not reached(stack, path + "-443")
 
@@ -147,15 +137,15 @@ def test_a_port_the_list_names_is_allowed_and_no_other(stack: Stack) -> None:
 
 def test_a_name_not_on_the_list_is_refused(stack: Stack, allowed: GatewayKernelSession) -> None:
     path = marker()
-    status, body = run(allowed, f"via_proxy('https://other.test{path}')")
+    status, body = probe(allowed, f"via_proxy('https://other.test{path}')")
     assert status != 200 and "403" in str(status) + body, body
-    status, body = run(allowed, f"via_proxy('http://other.test{path}')")
+    status, body = probe(allowed, f"via_proxy('http://other.test{path}')")
     assert status == 403, body
-    assert "NXDOMAIN" in run(allowed, "resolve('other.test')") or "gaierror" in run(
+    assert "NXDOMAIN" in probe(allowed, "resolve('other.test')") or "gaierror" in probe(
         allowed, "resolve('other.test')"
     )
     # Straight at the egress address with the other name: refused at the handshake.
-    assert not run(allowed, f"direct(EGRESS, 443, sni='other.test', path='{path}')").startswith(
+    assert not probe(allowed, f"direct(EGRESS, 443, sni='other.test', path='{path}')").startswith(
         "HTTP/1.1 200"
     )
     assert not reached(stack, path)
@@ -163,16 +153,16 @@ def test_a_name_not_on_the_list_is_refused(stack: Stack, allowed: GatewayKernelS
 
 def test_a_direct_address_is_refused(stack: Stack, allowed: GatewayKernelSession) -> None:
     path = marker()
-    status, body = run(allowed, f"via_proxy('https://{TEST_HOSTS}{path}')")
+    status, body = probe(allowed, f"via_proxy('https://{TEST_HOSTS}{path}')")
     assert status != 200, body
-    status, body = run(allowed, f"via_proxy('http://{TEST_HOSTS}{path}')")
+    status, body = probe(allowed, f"via_proxy('http://{TEST_HOSTS}{path}')")
     assert status in (400, 403), body  # not a host name
     # No route: the kernel's network is internal.
     for port in (443, 80):
-        answer = run(allowed, f"direct('{TEST_HOSTS}', {port}, tls=False, path='{path}')")
+        answer = probe(allowed, f"direct('{TEST_HOSTS}', {port}, tls=False, path='{path}')")
         assert answer.startswith("OSError") or "Error" in answer.split(":")[0], answer
     # An address in the Host header of a plain request to the egress address.
-    answer = run(
+    answer = probe(
         allowed, f"direct(EGRESS, 80, tls=False, host_header='{TEST_HOSTS}', path='{path}')"
     )
     assert not answer.startswith("HTTP/1.1 200"), answer
@@ -181,7 +171,7 @@ def test_a_direct_address_is_refused(stack: Stack, allowed: GatewayKernelSession
 
 def test_sni_and_host_must_agree(stack: Stack, allowed: GatewayKernelSession) -> None:
     path = marker()
-    answer = run(
+    answer = probe(
         allowed,
         f"direct('allowed.test', 443, sni='allowed.test', host_header='other.test', path='{path}')",
     )
@@ -218,7 +208,7 @@ def test_an_allowed_name_resolving_to_a_private_or_platform_address_is_refused(
 ) -> None:
     path = marker()
     with session(stack, name) as kernel:
-        status, body = run(kernel, f"via_proxy('http://{name}{path}')")
+        status, body = probe(kernel, f"via_proxy('http://{name}{path}')")
         assert status != 200, body
         assert "private" in body or "never dialled" in body, body
     assert name in asked(stack)  # resolved by the enforcement point, then refused
@@ -226,26 +216,7 @@ def test_an_allowed_name_resolving_to_a_private_or_platform_address_is_refused(
 
 
 def test_udp_quic_dot_and_doh_are_refused(stack: Stack, allowed: GatewayKernelSession) -> None:
-    code = """
-def udp(host, port):
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
-    sock.settimeout(3)
-    try:
-        sock.sendto(b"\\x00" * 1200, (host, port))
-        return sock.recv(2048).hex()
-    except Exception as exc:
-        return type(exc).__name__
-print(_json.dumps({
-    "quic_egress": udp(EGRESS, 443),
-    "quic_origin": udp(ORIGIN, 443),
-    "dot": direct(EGRESS, 853),
-    "dot_origin": direct(ORIGIN, 853),
-    "doh": via_proxy("https://other.test/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB"),
-}))
-"""
-    result = allowed.execute(f"ORIGIN = {TEST_HOSTS!r}\n{code}", timeout=60)
-    result.raise_for_error()
-    seen = json.loads(result.stdout)
+    seen = probe(allowed, f"transports({TEST_HOSTS!r})")
     assert seen["quic_egress"] in ("ConnectionRefusedError", "TimeoutError", "timeout"), seen
     assert seen["quic_origin"] in ("OSError", "TimeoutError", "timeout"), seen
     assert seen["dot"].startswith("ConnectionRefusedError"), seen
@@ -262,7 +233,7 @@ def test_the_kernels_dns_answers_only_its_list_and_asks_no_one_for_the_rest(
 ) -> None:
     secret = f"exfil-{uuid.uuid4().hex[:20]}"
     names = [f"{secret}.other.test", f"{secret}.allowed.test", f"{secret}.example.com"]
-    answers = run(allowed, f"[resolve(n) for n in {names!r}] + [resolve('allowed.test'), EGRESS]")
+    answers = probe(allowed, f"[resolve(n) for n in {names!r}] + [resolve('allowed.test'), EGRESS]")
     assert all(not answer[0].isdigit() for answer in answers[:3]), answers
     assert answers[3] == answers[4]
     assert not [name for name in asked(stack) if secret in name]
@@ -279,9 +250,9 @@ def test_a_warm_kernel_takes_its_list_at_claim_and_leaves_none_behind(stack: Sta
     warm_before = stack.metric("sandbox_kernel_starts_total", kernelspec="python3", source="warm")
     path = marker()
     with session(stack, "also.test") as kernel:
-        status, body = run(kernel, f"via_proxy('https://also.test{path}')")
+        status, body = probe(kernel, f"via_proxy('https://also.test{path}')")
         assert status == 200, body
-        address = run(kernel, "_socket.gethostbyname(_socket.gethostname())")
+        address = probe(kernel, "_socket.gethostbyname(_socket.gethostname())")
         kernel_id = kernel.kernel_id
     assert (
         stack.metric("sandbox_kernel_starts_total", kernelspec="python3", source="warm")
@@ -294,8 +265,8 @@ def test_a_warm_kernel_takes_its_list_at_claim_and_leaves_none_behind(stack: Sta
         time.sleep(0.1)
     stack.wait_pool_ready()
     with session(stack) as stranger:  # warm too, and asks for nothing
-        assert run(stranger, "via_proxy('https://also.test/')")[0] != 200
-        assert not run(stranger, "resolve('also.test')")[0].isdigit()
+        assert probe(stranger, "via_proxy('https://also.test/')")[0] != 200
+        assert not probe(stranger, "resolve('also.test')")[0].isdigit()
     assert len(reached(stack, path)) == 1
 
 
@@ -303,9 +274,9 @@ def test_a_session_without_a_list_gets_nothing(stack: Stack) -> None:
     path = marker()
     with session(stack) as kernel:
         for url in (f"https://allowed.test{path}", f"http://allowed.test{path}"):
-            assert run(kernel, f"via_proxy('{url}')")[0] != 200
-        assert not run(kernel, "resolve('allowed.test')")[0].isdigit()
-        assert not run(
+            assert probe(kernel, f"via_proxy('{url}')")[0] != 200
+        assert not probe(kernel, "resolve('allowed.test')")[0].isdigit()
+        assert not probe(
             kernel, f"direct(EGRESS, 443, sni='allowed.test', path='{path}')"
         ).startswith("HTTP/1.1 200")
     assert not reached(stack, path)
@@ -315,7 +286,7 @@ def test_a_session_without_a_list_gets_nothing(stack: Stack) -> None:
 
 
 def test_the_kernel_cannot_reach_the_egress_control_port(allowed: GatewayKernelSession) -> None:
-    answer = run(allowed, "direct(EGRESS, 8900, tls=False, path='/health')")
+    answer = probe(allowed, "direct(EGRESS, 8900, tls=False, path='/health')")
     assert answer.startswith(("ConnectionRefusedError", "ConnectionResetError")), answer
 
 
@@ -338,24 +309,6 @@ def test_a_list_beyond_the_ceiling_refuses_the_start(stack: Stack) -> None:
 def test_refusals_are_logged_and_counted_and_bytes_are_counted_per_session(
     stack: Stack, allowed: GatewayKernelSession
 ) -> None:
-    def refused(reason: str) -> float:
-        return sum(
-            value
-            for name, labels, value in egress_metrics(stack)
-            if name == "sandbox_egress_connections_total"
-            and labels == {"decision": "refused", "reason": reason}
-        )
-
-    before = refused("not_allowed")
-    assert run(allowed, "via_proxy('http://other.test/counted')")[0] == 403
-    assert refused("not_allowed") == before + 1
-    logs = egress_logs(stack)
-    line = next(line for line in reversed(logs.splitlines()) if "other.test" in line)
-    assert allowed.kernel_id in line and "not_allowed" in line, line
-    assert run(allowed, "via_proxy('https://allowed.test/bytes/100000')")[0] == 200
-    moved = {
-        labels["direction"]: value
-        for name, labels, value in egress_metrics(stack)
-        if name == "sandbox_egress_bytes_total" and labels.get("session") == allowed.kernel_id
-    }
-    assert moved.get("in", 0) >= 100000 and moved.get("out", 0) > 0, moved
+    check_refusals_and_bytes_are_seen(
+        allowed, lambda: egress_metrics(stack), lambda: egress_logs(stack)
+    )

@@ -16,7 +16,6 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -24,7 +23,7 @@ from jupyter_kernel_client import EgressRefusedError, GatewayConfig, GatewayKern
 from testkit.cluster.cluster import RELEASE_NAMESPACE, Cluster
 from testkit.cluster.control_plane import node_address
 from testkit.compose import metric_samples
-from testkit.egress import PROBES, Records
+from testkit.egress import PROBES, Records, check_refusals_and_bytes_are_seen, marker, probe
 
 from .conftest import (
     PREFIX,
@@ -62,20 +61,6 @@ def session(exports: dict[str, str], allow: str | None = None) -> Iterator[Gatew
     ) as kernel:
         kernel.execute(PROBES, timeout=120).raise_for_error()
         yield kernel
-
-
-def run(kernel: GatewayKernelSession, expression: str) -> Any:
-    result = kernel.execute(f"print(_json.dumps({expression}))", timeout=60)
-    result.raise_for_error()
-    return json.loads(result.stdout)
-
-
-def marker() -> str:
-    return f"/probe-{uuid.uuid4().hex}"
-
-
-def reached(test_hosts: Records, path: str) -> list[dict[str, Any]]:
-    return [seen for seen in test_hosts.requests() if seen["path"] == path]
 
 
 def egress_logs(cluster: Cluster) -> str:
@@ -125,21 +110,21 @@ def test_an_allowed_name_works_through_the_proxy_variables_and_for_code_that_ign
 ) -> None:
     path = marker()
     # The kernel's proxy and DNS are the egress Service, as the launcher resolved it.
-    assert run(allowed, "EGRESS") == service_ip(cluster, EGRESS)
-    status, body = run(allowed, f"via_proxy('https://allowed.test{path}')")
+    assert probe(allowed, "EGRESS") == service_ip(cluster, EGRESS)
+    status, body = probe(allowed, f"via_proxy('https://allowed.test{path}')")
     assert status == 200, body
     seen = json.loads(body)
     assert (seen["host"], seen["tls"], seen["sni"]) == ("allowed.test", True, "allowed.test")
-    status, body = run(allowed, f"via_proxy('http://allowed.test{path}-plain')")
+    status, body = probe(allowed, f"via_proxy('http://allowed.test{path}-plain')")
     assert status == 200 and json.loads(body)["tls"] is False, body
     # Code that resolves and connects itself gets the egress address, and is served there.
-    assert run(allowed, "resolve('allowed.test')") == run(allowed, "EGRESS")
-    answer = run(allowed, f"direct('allowed.test', 443, path='{path}-direct')")
+    assert probe(allowed, "resolve('allowed.test')") == probe(allowed, "EGRESS")
+    answer = probe(allowed, f"direct('allowed.test', 443, path='{path}-direct')")
     assert answer.startswith("HTTP/1.1 200"), answer
-    answer = run(allowed, f"direct('allowed.test', 80, tls=False, path='{path}-direct-plain')")
+    answer = probe(allowed, f"direct('allowed.test', 80, tls=False, path='{path}-direct-plain')")
     assert answer.startswith("HTTP/1.1 200"), answer
     suffixes = ("", "-plain", "-direct", "-direct-plain")
-    assert [len(reached(test_hosts, path + suffix)) for suffix in suffixes] == [1, 1, 1, 1]
+    assert [len(test_hosts.reached(path + suffix)) for suffix in suffixes] == [1, 1, 1, 1]
 
 
 def test_a_port_the_list_names_is_allowed_and_no_other(
@@ -147,12 +132,12 @@ def test_a_port_the_list_names_is_allowed_and_no_other(
 ) -> None:
     path = marker()
     with session(exports, "allowed.test:8443") as kernel:
-        status, body = run(kernel, f"via_proxy('https://allowed.test:8443{path}')")
+        status, body = probe(kernel, f"via_proxy('https://allowed.test:8443{path}')")
         assert status == 200, body
-        assert run(kernel, f"via_proxy('https://allowed.test{path}-443')")[0] != 200
-        assert run(kernel, f"via_proxy('https://allowed.test:9443{path}-9443')")[0] != 200
-    assert len(reached(test_hosts, path)) == 1
-    assert not reached(test_hosts, path + "-443") and not reached(test_hosts, path + "-9443")
+        assert probe(kernel, f"via_proxy('https://allowed.test{path}-443')")[0] != 200
+        assert probe(kernel, f"via_proxy('https://allowed.test:9443{path}-9443')")[0] != 200
+    assert len(test_hosts.reached(path)) == 1
+    assert not test_hosts.reached(path + "-443") and not test_hosts.reached(path + "-9443")
 
 
 # --- 2. refused, with nothing leaving the platform ---------------------------------------------
@@ -162,26 +147,26 @@ def test_a_name_not_on_the_list_and_a_direct_address_are_refused(
     test_hosts: Records, allowed: GatewayKernelSession
 ) -> None:
     path, origin = marker(), node_address()
-    status, body = run(allowed, f"via_proxy('https://other.test{path}')")
+    status, body = probe(allowed, f"via_proxy('https://other.test{path}')")
     assert status != 200 and "403" in str(status) + body, body
-    assert run(allowed, f"via_proxy('http://other.test{path}')")[0] == 403
-    assert not run(allowed, "resolve('other.test')")[0].isdigit()
-    answer = run(allowed, f"direct(EGRESS, 443, sni='other.test', path='{path}')")
+    assert probe(allowed, f"via_proxy('http://other.test{path}')")[0] == 403
+    assert not probe(allowed, "resolve('other.test')")[0].isdigit()
+    answer = probe(allowed, f"direct(EGRESS, 443, sni='other.test', path='{path}')")
     assert not answer.startswith("HTTP/1.1 200"), answer
     # The test hosts' own address: not a name, through the proxy; no route, directly.
-    assert run(allowed, f"via_proxy('https://{origin}{path}')")[0] != 200
-    assert run(allowed, f"via_proxy('http://{origin}{path}')")[0] in (400, 403)
+    assert probe(allowed, f"via_proxy('https://{origin}{path}')")[0] != 200
+    assert probe(allowed, f"via_proxy('http://{origin}{path}')")[0] in (400, 403)
     for port in (443, 80):
-        answer = run(allowed, f"direct('{origin}', {port}, tls=False, path='{path}', timeout=3)")
+        answer = probe(allowed, f"direct('{origin}', {port}, tls=False, path='{path}', timeout=3)")
         assert "Error" in answer.split(":")[0], answer
-    assert not reached(test_hosts, path)
+    assert not test_hosts.reached(path)
 
 
 def test_fronting_and_a_connect_to_another_host_are_refused(
     test_hosts: Records, allowed: GatewayKernelSession
 ) -> None:
     path = marker()
-    answer = run(
+    answer = probe(
         allowed,
         f"direct('allowed.test', 443, sni='allowed.test', host_header='other.test', path='{path}')",
     )
@@ -194,7 +179,7 @@ print(_json.dumps(sock.recv(4096).decode(errors="replace").split("\\r\\n")[0]))
     result = allowed.execute(code, timeout=60)
     result.raise_for_error()
     assert " 403 " in json.loads(result.stdout) + " ", result.stdout
-    assert not reached(test_hosts, path)
+    assert not test_hosts.reached(path)
 
 
 def test_an_allowed_name_resolving_to_a_private_or_platform_address_is_refused(
@@ -204,36 +189,17 @@ def test_an_allowed_name_resolving_to_a_private_or_platform_address_is_refused(
     path = marker()
     with session(exports, ",".join(names)) as kernel:
         for name in names:
-            status, body = run(kernel, f"via_proxy('http://{name}{path}')")
+            status, body = probe(kernel, f"via_proxy('http://{name}{path}')")
             assert status != 200 and ("private" in body or "never dialled" in body), (name, body)
     asked = test_hosts.asked()
     assert [name for name in names if name not in asked] == []  # resolved, then refused
-    assert not reached(test_hosts, path)
+    assert not test_hosts.reached(path)
 
 
 def test_udp_quic_dot_and_doh_are_refused(
     test_hosts: Records, allowed: GatewayKernelSession
 ) -> None:
-    code = """
-def udp(host, port):
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
-    sock.settimeout(3)
-    try:
-        sock.sendto(b"\\x00" * 1200, (host, port))
-        return sock.recv(2048).hex()
-    except Exception as exc:
-        return type(exc).__name__
-print(_json.dumps({
-    "quic_egress": udp(EGRESS, 443),
-    "quic_origin": udp(ORIGIN, 443),
-    "dot": direct(EGRESS, 853, timeout=3),
-    "dot_origin": direct(ORIGIN, 853, timeout=3),
-    "doh": via_proxy("https://other.test/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB"),
-}))
-"""
-    result = allowed.execute(f"ORIGIN = {node_address()!r}\n{code}", timeout=60)
-    result.raise_for_error()
-    seen = json.loads(result.stdout)
+    seen = probe(allowed, f"transports({node_address()!r})")
     # Nothing answers UDP or 853 on the egress Service, and the policy drops what is not its.
     assert seen["quic_egress"] in ("ConnectionRefusedError", "TimeoutError", "timeout"), seen
     assert seen["quic_origin"] in ("ConnectionRefusedError", "TimeoutError", "timeout"), seen
@@ -251,7 +217,7 @@ def test_the_kernels_dns_answers_only_its_list_and_asks_no_one_for_the_rest(
     secret = f"exfil-{uuid.uuid4().hex[:20]}"
     names = [f"{secret}.other.test", f"{secret}.allowed.test", f"{secret}.example.com"]
     names.append(f"{PREFIX}-gateway.{RELEASE_NAMESPACE}.svc.cluster.local")  # cluster names too
-    answers = run(allowed, f"[resolve(n) for n in {names!r}] + [resolve('allowed.test'), EGRESS]")
+    answers = probe(allowed, f"[resolve(n) for n in {names!r}] + [resolve('allowed.test'), EGRESS]")
     assert all(not answer[0].isdigit() for answer in answers[:4]), answers
     assert answers[4] == answers[5]
     assert not [name for name in test_hosts.asked() if secret in name or ".svc" in name]
@@ -277,18 +243,18 @@ def test_a_warm_kernel_takes_its_list_at_claim_and_leaves_none_behind(
     path = marker()
     with session(exports, "also.test") as kernel:
         assert starts(gateway_metrics(cluster, token), "warm") == warm + 1
-        status, body = run(kernel, f"via_proxy('https://also.test{path}')")
+        status, body = probe(kernel, f"via_proxy('https://also.test{path}')")
         assert status == 200, body
-        address = run(kernel, "_socket.gethostbyname(_socket.gethostname())")
+        address = probe(kernel, "_socket.gethostbyname(_socket.gethostname())")
         kernel_id = kernel.kernel_id
     revoked = f"{address} revoked (session {kernel_id})"
     wait_for("the grant to be revoked", lambda: revoked in egress_logs(cluster), 10, 0.2)
     wait_for("the warm pool to refill", pool_ready, 180, 2)
     with session(exports) as stranger:  # warm too, and asks for nothing
         assert starts(gateway_metrics(cluster, token), "warm") == warm + 2
-        assert run(stranger, f"via_proxy('https://also.test{path}-stranger')")[0] != 200
-        assert not run(stranger, "resolve('also.test')")[0].isdigit()
-    assert len(reached(test_hosts, path)) == 1 and not reached(test_hosts, path + "-stranger")
+        assert probe(stranger, f"via_proxy('https://also.test{path}-stranger')")[0] != 200
+        assert not probe(stranger, "resolve('also.test')")[0].isdigit()
+    assert len(test_hosts.reached(path)) == 1 and not test_hosts.reached(path + "-stranger")
 
 
 def test_a_session_without_a_list_gets_nothing(
@@ -297,11 +263,11 @@ def test_a_session_without_a_list_gets_nothing(
     path = marker()
     with session(exports) as kernel:
         for url in (f"https://allowed.test{path}", f"http://allowed.test{path}"):
-            assert run(kernel, f"via_proxy('{url}')")[0] != 200
-        assert not run(kernel, "resolve('allowed.test')")[0].isdigit()
-        answer = run(kernel, f"direct(EGRESS, 443, sni='allowed.test', path='{path}')")
+            assert probe(kernel, f"via_proxy('{url}')")[0] != 200
+        assert not probe(kernel, "resolve('allowed.test')")[0].isdigit()
+        answer = probe(kernel, f"direct(EGRESS, 443, sni='allowed.test', path='{path}')")
         assert not answer.startswith("HTTP/1.1 200"), answer
-    assert not reached(test_hosts, path)
+    assert not test_hosts.reached(path)
 
 
 def test_a_sandbox_session_gets_its_spec_egress_allow(
@@ -319,9 +285,9 @@ def test_a_sandbox_session_gets_its_spec_egress_allow(
         ) as kernel,
     ):
         kernel.execute(PROBES, timeout=120).raise_for_error()
-        assert run(kernel, f"via_proxy('https://also.test{path}')")[0] == 200
-        assert run(kernel, f"via_proxy('https://allowed.test{path}-other')")[0] != 200
-    assert len(reached(test_hosts, path)) == 1 and not reached(test_hosts, path + "-other")
+        assert probe(kernel, f"via_proxy('https://also.test{path}')")[0] == 200
+        assert probe(kernel, f"via_proxy('https://allowed.test{path}-other')")[0] != 200
+    assert len(test_hosts.reached(path)) == 1 and not test_hosts.reached(path + "-other")
 
 
 def test_a_sandbox_session_beyond_the_ceiling_fails_and_starts_no_pod(cluster: Cluster) -> None:
@@ -342,7 +308,7 @@ def test_a_sandbox_session_beyond_the_ceiling_fails_and_starts_no_pod(cluster: C
 
 
 def test_the_kernel_cannot_reach_the_egress_control_port(allowed: GatewayKernelSession) -> None:
-    answer = run(allowed, "direct(EGRESS, 8900, tls=False, path='/health', timeout=3)")
+    answer = probe(allowed, "direct(EGRESS, 8900, tls=False, path='/health', timeout=3)")
     assert "Error" in answer.split(":")[0], answer
 
 
@@ -371,25 +337,6 @@ def test_a_list_beyond_the_ceiling_refuses_the_start(
 def test_refusals_are_logged_and_counted_and_bytes_are_counted_per_session(
     cluster: Cluster, allowed: GatewayKernelSession
 ) -> None:
-    def refused(reason: str) -> float:
-        return sum(
-            value
-            for name, labels, value in egress_metrics(cluster)
-            if name == "sandbox_egress_connections_total"
-            and labels == {"decision": "refused", "reason": reason}
-        )
-
-    before = refused("not_allowed")
-    assert run(allowed, "via_proxy('http://other.test/counted')")[0] == 403
-    assert refused("not_allowed") == before + 1
-    line = next(
-        line for line in reversed(egress_logs(cluster).splitlines()) if "other.test" in line
+    check_refusals_and_bytes_are_seen(
+        allowed, lambda: egress_metrics(cluster), lambda: egress_logs(cluster)
     )
-    assert allowed.kernel_id in line and "not_allowed" in line, line
-    assert run(allowed, "via_proxy('https://allowed.test/bytes/100000')")[0] == 200
-    moved = {
-        labels["direction"]: value
-        for name, labels, value in egress_metrics(cluster)
-        if name == "sandbox_egress_bytes_total" and labels.get("session") == allowed.kernel_id
-    }
-    assert moved.get("in", 0) >= 100000 and moved.get("out", 0) > 0, moved
