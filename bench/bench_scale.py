@@ -3,7 +3,7 @@
 One run, one markdown table.  The bench brings up a compose project of its own (the gateway
 only, ``bench_pool.Stack``: pool python3=2, ``SANDBOX_KERNEL_MEMORY=256m``, the cap above the
 last checkpoint) and starts sessions of tenant "bench" that it keeps alive, idle, until the end.
-At each checkpoint (``--checkpoints``, default 10 and 300 live kernels; the pool's two are not
+At each checkpoint (``--checkpoints``, default 10, 150 and 300 live kernels; the pool's two are not
 counted) it measures, with every earlier kernel still live:
 
 * warm start -> first result: a python3 session (served by the pool), ``start()`` +
@@ -18,7 +18,7 @@ counted) it measures, with every earlier kernel still live:
 The last column compares the last checkpoint with the first against the targets.  The bench
 stops starting kernels at the first refusal and says why (a cap, or the host's memory reserve).
 
-    python bench/bench_scale.py                                 # 10 and 300: about 25 minutes
+    python bench/bench_scale.py                                 # 10, 150, 300: about 10 minutes
     python bench/bench_scale.py --checkpoints 5,20 --runs 3     # quick
 """
 
@@ -197,7 +197,7 @@ def render(points: list[Checkpoint]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", default="10,300", help="live kernels, comma-separated")
+    parser.add_argument("--checkpoints", default="10,150,300", help="live kernels, comma-separated")
     parser.add_argument("--runs", type=int, default=8, help="warm and cold starts per checkpoint")
     parser.add_argument("--executes", type=int, default=200, help="round trips per checkpoint")
     parser.add_argument("--idle-seconds", type=float, default=20, help="idle CPU window")

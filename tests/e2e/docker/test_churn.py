@@ -22,6 +22,7 @@ from .conftest import Stack, docker
 SESSIONS = 200
 AT_ONCE = 20
 RSS_GROWTH = 50 * 1024**2
+POOL = 2  # the stack's python3 pool
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -71,6 +72,21 @@ def gateway_rss(stack: Stack) -> int:
     return total
 
 
+def quiet(stack: Stack, timeout: float = 120) -> dict[str, int]:
+    """The footprint with the pool full and nothing else left of earlier sessions: the pool's
+    containers and networks alone, and two readings 2 s apart alike."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, int] = {}
+    while True:
+        stack.wait_pool_ready()
+        now = footprint(stack)
+        pool_only = now["kernel containers"] == now["kernel networks"] == POOL
+        if (pool_only and now == last) or time.monotonic() > deadline:
+            return now
+        last = now
+        time.sleep(2)
+
+
 def settled(stack: Stack, baseline: dict[str, int], timeout: float = 180) -> dict[str, int]:
     """The footprint once it is back at ``baseline`` (the pool refilled, the last containers and
     networks removed), or as it stands after ``timeout``."""
@@ -102,9 +118,7 @@ def test_churn_of_200_sessions_leaves_nothing_behind(stack: Stack) -> None:
     # imports, caches) is in the baseline.
     with ThreadPoolExecutor(AT_ONCE) as workers:
         list(workers.map(lambda n: use_once(stack, n), range(AT_ONCE)))
-    stack.wait_pool_ready()
-    time.sleep(5)  # the last shutdowns' removals
-    baseline = footprint(stack)
+    baseline = quiet(stack)
     rss_before = gateway_rss(stack)
     warm_before = stack.metric("sandbox_kernel_starts_total", kernelspec="python3", source="warm")
     cold_before = stack.metric("sandbox_kernel_starts_total", kernelspec="python3", source="cold")
