@@ -96,6 +96,17 @@ class TestHosts(Records):
         attached = docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", container)
         if self.name not in json.loads(attached):
             docker("network", "connect", self.name, container)
+        self._keep_bridge_open()
+
+    def _keep_bridge_open(self) -> None:
+        """Docker's rule that lets the network's members reach each other, put back if it is
+        gone.  The local cluster's NetworkPolicy enforcer, on this same host during the run,
+        rewrites the filter table from a snapshot of it; a rule Docker added in between is
+        lost (seen in CI: the egress container could no longer reach the test hosts)."""
+        bridge = "br-" + docker("network", "inspect", "-f", "{{.Id}}", self.name).strip()[:12]
+        rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+        if subprocess.run(["iptables", "-w", "-C", *rule], capture_output=True).returncode:
+            subprocess.run(["iptables", "-w", "-I", *rule], check=True)
 
     def stop(self) -> None:
         docker("rm", "-f", self.name, check=False)
