@@ -190,15 +190,15 @@ class LimitSettings:
         if kernel_memory < MIN_KERNEL_MEMORY:
             raise SettingsError(f"SANDBOX_KERNEL_MEMORY must be at least 64m, got {memory_text!r}")
         max_kernels = _positive_int(env, "SANDBOX_MAX_KERNELS")
+        reserve_text = env.get("SANDBOX_MEMORY_RESERVE", "").strip()
+        # Read only when a default needs it: both settings given, the host's memory is not.
+        host = host_memory_bytes(meminfo) if max_kernels is None or not reserve_text else 0
         if max_kernels is None:
             footprint = min(KERNEL_FOOTPRINT, kernel_memory)
-            host = host_memory_bytes(meminfo)
             max_kernels = max(1, math.floor(host * HOST_MEMORY_FRACTION / footprint))
-        reserve_text = env.get("SANDBOX_MEMORY_RESERVE", "").strip()
         if reserve_text:
             reserve, _ = size_setting(env, "SANDBOX_MEMORY_RESERVE", reserve_text)
         else:
-            host = host_memory_bytes(meminfo)
             reserve = max(kernel_memory, math.floor(host * MEMORY_RESERVE_FRACTION))
         if reserve:
             host_memory_bytes(meminfo, "MemAvailable")  # readable now, or no start could be

@@ -51,6 +51,11 @@ def get(cluster: Cluster, *args: str) -> dict[str, Any]:
     return loaded
 
 
+def service_ip(cluster: Cluster, name: str, namespace: str = RELEASE_NAMESPACE) -> str:
+    ip: str = get(cluster, "service", name, "-n", namespace)["spec"]["clusterIP"]
+    return ip
+
+
 def kernel_pods(cluster: Cluster, selector: str) -> list[dict[str, Any]]:
     pods: list[dict[str, Any]] = get(cluster, "pods", "-n", KERNEL_NS, "-l", selector)["items"]
     return pods

@@ -29,9 +29,9 @@ from .conftest import (
     PREFIX,
     delete_session,
     gateway_metrics,
-    get,
     kernel_pods,
     ready_session,
+    service_ip,
     session_manifest,
     starts,
     wait_for,
@@ -88,11 +88,6 @@ def session_pods(cluster: Cluster) -> set[str]:
     """The kernel pods serving sessions (the pool's own may come and go meanwhile)."""
     names = {p["metadata"]["name"] for p in kernel_pods(cluster, "kernel_id")}
     return {name for name in names if not name.startswith("sandbox-pool-")}
-
-
-def service_ip(cluster: Cluster, name: str) -> str:
-    ip: str = get(cluster, "service", name, "-n", RELEASE_NAMESPACE)["spec"]["clusterIP"]
-    return ip
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from testkit.cluster import enforcer
 from testkit.cluster.cluster import RELEASE_NAMESPACE, Cluster
 from testkit.cluster.control_plane import API_SERVICE_IP, node_address
 
-from .conftest import PREFIX, gateway_pod, get, kernel_pods, ready_session
+from .conftest import PREFIX, gateway_pod, get, kernel_pods, ready_session, service_ip
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -75,11 +75,6 @@ def evaluate(kernel: GatewayKernelSession, code: str) -> Any:
 def pod_ip(cluster: Cluster, selector: str, namespace: str = RELEASE_NAMESPACE) -> str:
     (pod,) = get(cluster, "pods", "-n", namespace, "-l", selector)["items"]
     ip: str = pod["status"]["podIP"]
-    return ip
-
-
-def service_ip(cluster: Cluster, name: str, namespace: str = RELEASE_NAMESPACE) -> str:
-    ip: str = get(cluster, "service", name, "-n", namespace)["spec"]["clusterIP"]
     return ip
 
 
