@@ -8,7 +8,7 @@
 #
 # Env: SANDBOX_BUILD_NO_CACHE=1 rebuilds every layer (to measure a cold build).
 #
-# Usage: images/build.sh [name ...]     (default: all of kernel-python gateway notebook
+# Usage: images/build.sh [name ...]     (default: all of kernel-python kernel-bash gateway notebook
 #                                        fileserver controller; controller only once controller/
 #                                        exists)
 set -euo pipefail
@@ -32,7 +32,7 @@ echo "base image: $BASE_IMAGE"
 if [[ $# -gt 0 ]]; then
     names=("$@")
 else
-    names=(kernel-python gateway notebook fileserver)
+    names=(kernel-python kernel-bash kernel-javascript kernel-r gateway notebook fileserver)
     if [[ -d controller ]]; then
         names+=(controller)
     else

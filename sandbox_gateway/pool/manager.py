@@ -152,6 +152,8 @@ class KernelPool:
         self._images = {name: _image(spec) for name, spec in specs.items()}
         # The variables besides KERNEL_* that the kernelspec's launcher passes into a kernel.
         self._client_envs = {name: _client_envs(spec) for name, spec in specs.items()}
+        # The language a claim writes its code in.
+        self._languages = {name: _language(spec) for name, spec in specs.items()}
         for name, size in settings.sizes.items():
             metrics.target.labels(name).set(size)
             self._publish(name)
@@ -214,7 +216,8 @@ class KernelPool:
                     working_dir=self._keeps_working_dir(pooled.manager),
                     client_envs=self._client_envs[kernel_name],
                 )
-                await self._run(pooled.manager, claim_code(variables), stream=pooled.shell)
+                code = claim_code(variables, self._languages[kernel_name])
+                await self._run(pooled.manager, code, stream=pooled.shell)
             except Exception as exc:
                 log.warning("pooled kernel %s failed its claim (%s): replacing it", pooled.key, exc)
                 self._discard(pooled)
@@ -369,8 +372,10 @@ class KernelPool:
                     raise RuntimeError("the kernel exited before it answered kernel_info")
         finally:
             reply.cancel()
-        # A kernel's first execution costs it ~12 ms more than later ones (IPython's first run of
-        # its display hook): pay that now, then clear the output cache it filled (``_``, ``Out``),
+        if self._languages.get(manager.kernel_name, "python") != "python":
+            return info
+        # An IPython kernel's first execution costs it ~12 ms more than later ones (its display
+        # hook's first run): pay that now, then clear the output cache it filled (``_``, ``Out``),
         # so the session's first cell finds a kernel exactly as fresh as a cold one.
         await self._run(manager, "0", stream=shell, silent=False)
         await self._run(manager, "get_ipython().displayhook.flush()", stream=shell)
@@ -574,6 +579,10 @@ def _client_envs(spec: Any) -> frozenset[str]:
     return client_env_names(str((getattr(spec, "env", None) or {}).get("SANDBOX_CLIENT_ENVS", "")))
 
 
+def _language(spec: Any) -> str:
+    return str(getattr(spec, "language", None) or "python").lower()
+
+
 def _quietly(action: Any) -> None:
     try:
         action()
@@ -672,11 +681,15 @@ def _run_with_the_gateway(settings: PoolSettings, metrics: Metrics, ledger: Any)
         global _pool
         for name in settings.sizes:
             try:
-                self.kernel_manager.kernel_spec_manager.get_kernel_spec(name)
+                spec = self.kernel_manager.kernel_spec_manager.get_kernel_spec(name)
             except NoSuchKernel:
                 raise SystemExit(
                     f"SANDBOX_POOL names kernelspec {name!r}, which does not exist"
                 ) from None
+            try:
+                claim_code({}, _language(spec))
+            except ValueError as exc:
+                raise SystemExit(f"SANDBOX_POOL names kernelspec {name!r}: {exc}") from None
         _pool = KernelPool(self.kernel_manager, settings, ledger, metrics)
         IOLoop.current().add_callback(_pool.start)
         original_start(self)

@@ -6,8 +6,10 @@ Used by ``sandbox_gateway.pool.manager``; tested on their own in ``tests/unit/ga
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import shlex
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -115,14 +117,44 @@ def kernel_variables(
     return variables
 
 
-def claim_code(variables: Mapping[str, str]) -> str:
-    """Python run (silently) in a claimed kernel: its environment, then its working directory."""
-    # repr() of a dict of str is a literal: no value can become code.
-    lines = ["import os as _sandbox_os", f"_sandbox_os.environ.update({dict(variables)!r})"]
+def claim_code(variables: Mapping[str, str], language: str = "python") -> str:
+    """Code run (silently) in a claimed kernel of ``language`` (its kernelspec's): its
+    environment, then its working directory if that exists there.  Every value is written as a
+    string literal of that language, so no value can become code; the names are environment
+    variable names (``launchers.rules``), never quoted.  Raises ValueError for a language the
+    pool cannot claim a kernel of."""
     workdir = variables.get("KERNEL_WORKING_DIR")
-    if workdir:
-        lines.append(f"if _sandbox_os.path.isdir({workdir!r}): _sandbox_os.chdir({workdir!r})")
-    lines.append("del _sandbox_os")
+    key = language.lower()
+    if key == "python":
+        # repr() of a dict of str is a literal.
+        lines = ["import os as _sandbox_os", f"_sandbox_os.environ.update({dict(variables)!r})"]
+        if workdir:
+            lines.append(f"if _sandbox_os.path.isdir({workdir!r}): _sandbox_os.chdir({workdir!r})")
+        lines.append("del _sandbox_os")
+    elif key == "bash":
+        lines = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+        if workdir:
+            lines.append(f"if [ -d {shlex.quote(workdir)} ]; then cd {shlex.quote(workdir)}; fi")
+    elif key in ("javascript", "typescript"):
+        # JSON strings are JavaScript string literals.
+        lines = [
+            f"Deno.env.set({json.dumps(name)}, {json.dumps(value)});"
+            for name, value in variables.items()
+        ]
+        if workdir:
+            lines.append(f"try {{ Deno.chdir({json.dumps(workdir)}); }} catch {{}}")
+    elif key == "r":
+        # R reads JSON's escapes but \/ (never written by json.dumps); non-ASCII stays UTF-8.
+        lines = [
+            f"Sys.setenv({name} = {json.dumps(value, ensure_ascii=False)})"
+            for name, value in variables.items()
+        ]
+        if workdir:
+            path = json.dumps(workdir, ensure_ascii=False)
+            lines.append(f"if (dir.exists({path})) setwd({path})")
+        lines.append("invisible(NULL)")
+    else:
+        raise ValueError(f"the warm pool cannot claim a kernel of language {language!r}")
     return "\n".join(lines)
 
 

@@ -28,10 +28,19 @@ from jupyter_kernel_client import GatewayKernelSession
 from testkit.compose import ComposeProject, compose_command, docker, write_tenants
 from testkit.egress import Records
 from testkit.gateway import REPO, free_port
+from testkit.languages import LANGUAGES
 
 ARTIFACTS = REPO / "test-artifacts"
 VERSION = os.environ.get("SANDBOX_VERSION", "0.1.0")
-IMAGES = ("gateway", "notebook", "fileserver", "kernel-python")
+# The stack's warm pool: python3 as compose has it, and one kernel of every other language.
+POOL = {"python3": 2, **{kernelspec: 1 for kernelspec in LANGUAGES}}
+IMAGES = (
+    "gateway",
+    "notebook",
+    "fileserver",
+    "kernel-python",
+    *(f"kernel-{name}" for name in LANGUAGES),
+)
 PROJECT = os.environ.get("SANDBOX_E2E_PROJECT", "mjse2e")
 FILE_SERVER_TOKEN = "e2e-file-server-token"
 TOKEN_ENV = "JUPYTER_GATEWAY_AUTH_TOKEN"  # the client's default gateway token
@@ -219,6 +228,11 @@ class Stack(ComposeProject):
             f"the {kernelspec} pool did not reach {size} ready kernels in {timeout} s"
         )
 
+    def wait_pools_ready(self, timeout: float = 120) -> None:
+        """Until every pool of the stack (``POOL``) is full."""
+        for kernelspec, size in POOL.items():
+            self.wait_pool_ready(kernelspec, size, timeout)
+
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         endpoints = {
@@ -300,6 +314,7 @@ def stack() -> Iterator[Stack]:
             "SANDBOX_BIND_ADDRESS": "127.0.0.1",
             # Not the defaults: test_containment checks that they reach the launcher.
             "SANDBOX_KERNEL_TMP_SIZE": "48m",
+            "SANDBOX_POOL": ",".join(f"{name}={size}" for name, size in POOL.items()),
             "SANDBOX_ALLOWED_KERNEL_IMAGES": f"mini-jupyter-sandbox/kernel-python:{VERSION}"
             ",mini-jupyter-sandbox/kernel-python:latest",
             # Egress on, as an operator would run it: every kernel network has the egress

@@ -18,12 +18,11 @@ import pytest
 
 from jupyter_kernel_client import GatewayKernelSession
 
-from .conftest import Stack, docker
+from .conftest import POOL, Stack, docker
 
 SESSIONS = 200
 AT_ONCE = 20
 RSS_GROWTH = 50 * 1024**2
-POOL = 2  # the stack's python3 pool
 BRIDGE = re.compile(r"\bbr-[0-9a-f]{12}\b")
 
 pytestmark = pytest.mark.timeout(1200)
@@ -85,9 +84,9 @@ def quiet(stack: Stack, timeout: float = 120) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     last: dict[str, int] = {}
     while True:
-        stack.wait_pool_ready()
+        stack.wait_pools_ready()
         now = footprint(stack)
-        pool_only = now["kernel containers"] == now["kernel networks"] == POOL
+        pool_only = now["kernel containers"] == now["kernel networks"] == sum(POOL.values())
         if (pool_only and now == last) or time.monotonic() > deadline:
             return now
         last = now
@@ -99,7 +98,7 @@ def settled(stack: Stack, baseline: dict[str, int], timeout: float = 180) -> dic
     networks removed), or as it stands after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        stack.wait_pool_ready()
+        stack.wait_pools_ready()
         now = footprint(stack)
         if now == baseline or time.monotonic() > deadline:
             return now

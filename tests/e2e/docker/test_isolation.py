@@ -2,6 +2,9 @@
 
 No probe sends traffic to an outside or public address: reachability is judged from the
 kernel's routing table and interfaces and from the network's configuration.
+
+Every probe runs in every language's kernel: Python's runs the probe itself, the others start it
+as a Python subprocess (``testkit.languages``), which is code in that kernel's box all the same.
 """
 
 from __future__ import annotations
@@ -17,23 +20,24 @@ from typing import Any
 import pytest
 
 from jupyter_kernel_client import GatewayKernelSession
+from testkit.languages import LANGUAGES, python_probe
 
 from .conftest import Stack, docker, kernel_network_name
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def kernel(stack: Stack) -> Iterator[GatewayKernelSession]:
+@pytest.fixture(scope="module", params=["python3", *sorted(LANGUAGES)])
+def kernel(stack: Stack, request: pytest.FixtureRequest) -> Iterator[GatewayKernelSession]:
     with GatewayKernelSession(
-        stack.gateway_http, stack.gateway_ws, "python3", gateway_token=stack.gateway_token
+        stack.gateway_http, stack.gateway_ws, str(request.param), gateway_token=stack.gateway_token
     ) as session:
         yield session
 
 
 def probe(session: GatewayKernelSession, code: str) -> Any:
-    """Run code that prints one JSON document; return it decoded."""
-    result = session.execute(code, timeout=60)
+    """Run Python code that prints one JSON document in the session's kernel; return it decoded."""
+    result = session.execute(python_probe(session.kernel_name, code), timeout=60)
     assert result.error is None, result.error
     return json.loads(result.stdout)
 

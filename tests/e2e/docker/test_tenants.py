@@ -19,11 +19,9 @@ import websocket
 from jupyter_kernel_client import GatewayKernelSession
 from testkit.concurrent import at_once
 
-from .conftest import GATEWAY_TOKENS, INTRUDER_MAX, Stack, docker
+from .conftest import GATEWAY_TOKENS, INTRUDER_MAX, POOL, Stack, docker
 
 pytestmark = pytest.mark.integration
-
-POOL_SIZE = 2  # the compose stack's python3 pool
 
 
 def api(stack: Stack, tenant: str | None, method: str, path: str, **kwargs: Any) -> Any:
@@ -125,9 +123,9 @@ def test_concurrent_starts_with_one_id_from_two_tenants_make_one_container(
         loser = "intruder" if winner == "e2e" else "e2e"
         assert api(stack, loser, "GET", f"/api/kernels/{kernel_id}").status_code == 404
         # Every kernel container is a pooled one or a listed kernel's: none runs unmapped.
-        stack.wait_pool_ready()
+        stack.wait_pools_ready()
         listed = [k for t in GATEWAY_TOKENS for k in api(stack, t, "GET", "/api/kernels").json()]
-        assert len(stack.kernel_container_ids()) == POOL_SIZE + len(listed)
+        assert len(stack.kernel_container_ids()) == sum(POOL.values()) + len(listed)
         if kernelspec == "sandbox-python":  # a cold container carries the kernel's id
             assert len(containers_of(kernel_id)) == 1
     finally:

@@ -132,3 +132,25 @@ def test_a_missing_working_directory_is_ignored() -> None:
     )
     assert done.stdout.strip() == "/"
     assert os.environ.get("KERNEL_WORKING_DIR") is None  # nothing leaked into this process
+
+
+def test_the_bash_claim_code_sets_values_literally(tmp_path: Path) -> None:
+    hostile = "x'; touch PWNED; echo '\n$(touch PWNED2)`touch PWNED3`\\"
+    variables = {"KERNEL_PROJECT": hostile, "KERNEL_WORKING_DIR": str(tmp_path)}
+    script = pool.claim_code(variables, "bash") + '\nprintf "%s|%s" "$KERNEL_PROJECT" "$PWD"'
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert done.stdout == f"{hostile}|{tmp_path}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript", "R"])
+def test_every_shipped_language_has_claim_code(language: str) -> None:
+    code = pool.claim_code({"KERNEL_PROJECT": 'a"b\n', "KERNEL_WORKING_DIR": "/d"}, language)
+    assert 'KERNEL_PROJECT' in code and '"a\\"b\\n"' in code and '"/d"' in code
+
+
+def test_a_language_without_claim_code_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot claim a kernel of language 'cobol'"):
+        pool.claim_code({}, "cobol")
