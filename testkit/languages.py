@@ -38,6 +38,8 @@ class Language:
     """Code that runs Python source with python3 and passes its stdout through."""
     merged_streams: bool = False
     """stdout and stderr arrive as one stream (a kernel that runs its language on a pty)."""
+    uninterruptible: str | None = None
+    """Code of a few seconds that the kernel does not stop when interrupted (None: none)."""
 
 
 def _heredoc(source: str) -> str:
@@ -92,6 +94,7 @@ JAVASCRIPT = Language(
     display=f"Deno.jupyter.display({{ 'image/png': '{PNG_BASE64}' }}, {{ raw: true }});",
     write=lambda path, text: f"Deno.writeTextFileSync({json.dumps(path)}, {json.dumps(text)});",
     python=lambda source: "{\n" + _deno_python(source) + "\n}",
+    uninterruptible="await new Promise((resolve) => setTimeout(resolve, 8_000));",
 )
 
 

@@ -21,6 +21,7 @@ from ._exceptions import (
     CommandTimeoutError,
     ConnectionLostError,
     ExecutionTimeoutError,
+    FileOperationError,
     KernelClientError,
     KernelDiedError,
     SessionStateError,
@@ -227,11 +228,7 @@ class SessionBase:
             cmd, timeout=timeout, cwd=cwd, env=env, budget=self.config.max_output_bytes
         )
         self._require_started()
-        language = self.kernel_info.get("language_info", {}).get("name")
-        if language not in (None, "python"):
-            raise CommandError(
-                f"run_command needs a Python kernel; {self.kernel_name!r} runs {language!r}"
-            )
+        self._require_python("run_command", CommandError)
         flow = self._noting_death(self._run_command(cmd, request, on_output))
         return self._instrumented(flow, "command")
 
@@ -271,9 +268,19 @@ class SessionBase:
         self, op: FileOp, path: str, content: str | bytes | None, binary: bool, timeout: float
     ) -> proto.Flow:
         code = file_op_code(op, path, content, self._require_files().shared_dir)
+        self._require_python("execute_file_op", FileOperationError)
         result = yield from self._execute_flow(code, timeout, None)
         value: FileOpValue = file_op_result(op, path, result, binary=binary)
         return value
+
+    def _require_python(self, operation: str, error: type[KernelClientError]) -> None:
+        """Refuse an operation that runs Python in the kernel when the kernel runs another
+        language (it would fail there with that language's syntax error, or worse)."""
+        language = self.kernel_info.get("language_info", {}).get("name")
+        if language not in (None, "python"):
+            raise error(
+                f"{operation} needs a Python kernel; {self.kernel_name!r} runs {language!r}"
+            )
 
     def _require_files(self) -> FileServerConfig:
         if self.files is None:

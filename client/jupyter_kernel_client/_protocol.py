@@ -623,6 +623,13 @@ def execute_flow(
             grace_deadline = time.monotonic() + INTERRUPT_GRACE
             while not collector.done and (left := grace_deadline - time.monotonic()) > 0:
                 yield from _receive_one(ref, collector, left)
+            if not collector.done:
+                raise ExecutionTimeoutError(
+                    f"execution did not finish within {timeout:g} s; the kernel was interrupted"
+                    f" but is still busy {INTERRUPT_GRACE:g} s later (its kernel does not"
+                    " interrupt this code): later executions wait until it ends",
+                    stopped=False,
+                )
             raise ExecutionTimeoutError(
                 f"execution did not finish within {timeout:g} s; the kernel was interrupted"
             )

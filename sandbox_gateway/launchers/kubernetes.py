@@ -12,12 +12,12 @@ and creates that pod. It replaces EG's stock ``launch_kubernetes.py`` because th
   value with a quote and a newline could add fields to the pod.
 
 Here the template receives a fixed set of keywords, each validated (pod name, kernel id, the
-kernel's CPU and memory); everything else in the pod (namespace, image, identity, security
-context, volumes) is fixed by the chart. The kernel's environment is an allowlist: what its
-bootstrap needs, the ``KERNEL_*`` variables (set by the client or by EG, never secret) except
-those that steer the gateway or a launcher, and the client variables named in
-``SANDBOX_CLIENT_ENVS`` (from the kernelspec, i.e. the chart). That rule, and the kernel id's,
-are the Docker launcher's too: ``sandbox_gateway.launchers.rules``.
+kernel's CPU and memory, the kernelspec's image from ``--image``); everything else in the pod
+(namespace, identity, security context, volumes) is fixed by the chart. The kernel's
+environment is an allowlist: what its bootstrap needs, the ``KERNEL_*`` variables (set by the
+client or by EG, never secret) except those that steer the gateway or a launcher, and the client
+variables named in ``SANDBOX_CLIENT_ENVS`` (from the kernelspec, i.e. the chart). That rule, and
+the kernel id's, are the Docker launcher's too: ``sandbox_gateway.launchers.rules``.
 
 Size of a kernel: one value per resource, used as both request and limit, so the scheduler
 reserves everything a kernel may use and kernels never overcommit a node. The value is the
@@ -76,6 +76,10 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # A kernel pod's owner, in a label: the tenant that started it ("sandbox-pool" for a warm
 # kernel until a claim relabels it, proxies.kubernetes).  Tenant names are valid label values.
 OWNER_LABEL = "minisandbox.dev/kernel-username"
+# A container image reference: [registry[:port]/]path[:tag][@digest], no spaces or quotes.
+IMAGE_REFERENCE = re.compile(
+    r"^[a-z0-9][a-z0-9._:/-]{0,254}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 # Template keyword -> the client's variables for it (the limit's name wins), the smallest amount
 # Kubernetes can express for it, and its unit in messages.
@@ -143,7 +147,9 @@ def template_keywords(env: Mapping[str, str], args: argparse.Namespace) -> dict[
     pod_name = env.get("KERNEL_POD_NAME", "")
     if not DNS_LABEL.match(pod_name):
         raise LaunchError(f"invalid KERNEL_POD_NAME {pod_name!r}")
-    keywords = {"kernel_id": kernel_id, "kernel_pod_name": pod_name}
+    if not IMAGE_REFERENCE.match(args.image):
+        raise LaunchError(f"invalid --image {args.image!r}")
+    keywords = {"kernel_id": kernel_id, "kernel_pod_name": pod_name, "kernelspec_image": args.image}
     keywords.update(kernel_size(env, {"cpu": args.max_cpu, "memory": args.max_memory}))
     if args.egress_service:
         keywords["egress_address"] = egress_address(args.egress_service)
@@ -325,6 +331,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kernel-class-name", default="")
     # The chart's kernel pod template (Jinja), mounted from the kernelspec ConfigMap.
     parser.add_argument("--pod-template", required=True)
+    # The kernelspec's kernel image (a client's KERNEL_IMAGE is never used).
+    parser.add_argument("--image", required=True)
     # The largest kernel (the kernel namespace's LimitRange maximum), from the kernelspec.
     parser.add_argument("--max-cpu", required=True)
     parser.add_argument("--max-memory", required=True)

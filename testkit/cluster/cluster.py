@@ -30,6 +30,7 @@ from testkit.cluster import addons, build, enforcer, node
 from testkit.cluster.control_plane import API_SERVICE_IP, ControlPlane, node_address
 from testkit.cluster.processes import Processes
 from testkit.gateway import free_port
+from testkit.languages import LANGUAGES
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "mini-jupyter-sandbox"
@@ -40,7 +41,7 @@ VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 IMAGES = [
     f"mini-jupyter-sandbox/{name}:{VERSION}"
     for name in ("gateway", "kernel-python", "notebook", "fileserver", "controller")
-]
+] + [f"mini-jupyter-sandbox/kernel-{name}:{VERSION}" for name in LANGUAGES]
 TENANT = "e2e"  # the tenant of SandboxSessions in namespace "e2e" (local-cluster-values.yaml)
 # What the egress test hosts' logging resolver answers beyond testkit.egress's own private and
 # link-local names: the platform's own addresses, which the egress process must never dial.

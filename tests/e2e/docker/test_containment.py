@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from jupyter_kernel_client import GatewayKernelSession
+from testkit.languages import LANGUAGES, python_probe
 
 from .conftest import Stack, docker, kernel_network_name
 
@@ -29,8 +30,9 @@ MARKER = "victim-marker-0815"
 
 
 def probe(session: GatewayKernelSession, code: str, timeout: float = 60) -> Any:
-    """Run code that prints one JSON document; return it decoded."""
-    result = session.execute(code, timeout=timeout)
+    """Run Python code that prints one JSON document in the session's kernel (a subprocess of a
+    kernel of another language, ``testkit.languages``); return it decoded."""
+    result = session.execute(python_probe(session.kernel_name, code), timeout=timeout)
     assert result.error is None, result.error
     return json.loads(result.stdout)
 
@@ -361,3 +363,41 @@ def test_the_gateway_routes_nothing_between_its_networks(stack: Stack) -> None:
     gateway = stack.container("gateway")
     read = "cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/all/arp_ignore"
     assert docker("exec", gateway, "sh", "-c", read).split() == ["0", "1"]
+
+
+@pytest.fixture(scope="module", params=sorted(LANGUAGES))
+def language_attacker(
+    request: pytest.FixtureRequest, stack: Stack
+) -> Iterator[GatewayKernelSession]:
+    session = start(stack, str(request.param))
+    try:
+        yield session
+    finally:
+        session.shutdown()
+
+
+def test_a_kernel_of_any_language_reaches_no_neighbour(
+    stack: Stack, language_attacker: GatewayKernelSession
+) -> None:
+    """The probes above, from code that a Bash, Deno or R kernel starts: the box is the same."""
+    victim = start_probed(stack, "python3")
+    try:
+        victim_ips = addresses(stack, stack.kernel_container(str(victim.kernel_id))["Id"])
+        ports = listening_ports(victim)
+        gateway = stack.container("gateway")
+        targets = [(ip, port) for ip in victim_ips for port in ports]
+        targets += [("sandbox-gateway", 8889)] + [(ip, 8889) for ip in addresses(stack, gateway)]
+        targets += [(ip, 8888) for ip in addresses(stack, stack.container("notebook"))]
+        targets += [(ip, 8080) for ip in addresses(stack, stack.container("fileserver"))]
+        outcome = connect_from(language_attacker, targets)
+        assert "connected" not in outcome.values(), outcome
+        # And the other way: the victim cannot reach the attacker's kernel ports either.
+        attacker_ips = addresses(
+            stack, stack.kernel_container(str(language_attacker.kernel_id))["Id"]
+        )
+        back = connect_from(
+            victim, [(ip, p) for ip in attacker_ips for p in listening_ports(language_attacker)]
+        )
+        assert back and "connected" not in back.values(), back
+    finally:
+        victim.shutdown()

@@ -5,6 +5,7 @@ test_containment run their probes in these kernels too)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -46,6 +47,19 @@ def test_the_gateway_offers_the_kernelspec_with_its_language(
     assert "sandboxed container" in spec["display_name"]
 
 
+def test_the_notebook_offers_the_kernel_with_its_name_and_logo(
+    stack: Stack, language: Language
+) -> None:
+    notebook = stack.notebook_api()
+    listed = notebook.get(f"{stack.notebook_url}/api/kernelspecs", timeout=30).json()
+    entry = listed["kernelspecs"][language.kernelspec]
+    assert entry["spec"]["language"] == language.language
+    assert "sandboxed container" in entry["spec"]["display_name"]
+    # The logo is the kernelspec's, fetched through the notebook from the gateway.
+    logo = notebook.get(f"{stack.notebook_url}{entry['resources']['logo-svg']}", timeout=30)
+    assert logo.status_code == 200 and logo.text.startswith("<svg"), logo.text[:200]
+
+
 def test_state_is_kept_across_executes(session: GatewayKernelSession, language: Language) -> None:
     session.execute(language.assign).raise_for_error()
     result = session.execute(language.read).raise_for_error()
@@ -77,6 +91,20 @@ def test_a_timeout_interrupts_and_the_session_stays_usable(
 ) -> None:
     with pytest.raises(ExecutionTimeoutError):
         session.execute(language.sleeps, timeout=2)
+    assert session.execute(language.read, timeout=30).raise_for_error().stdout.strip() == "42"
+
+
+def test_code_the_kernel_cannot_interrupt_is_reported_not_waited_on(
+    session: GatewayKernelSession, language: Language
+) -> None:
+    if language.uninterruptible is None:
+        pytest.skip(f"{language.kernelspec} interrupts all it runs")
+    started = time.monotonic()
+    with pytest.raises(ExecutionTimeoutError) as late:
+        session.execute(language.uninterruptible, timeout=1)
+    assert not late.value.stopped and "still busy" in str(late.value)
+    assert time.monotonic() - started < 8
+    # The next execution runs once that code is over; nothing was lost.
     assert session.execute(language.read, timeout=30).raise_for_error().stdout.strip() == "42"
 
 

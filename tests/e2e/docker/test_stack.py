@@ -13,6 +13,7 @@ import requests
 
 from jupyter_kernel_client import GatewayKernelSession, UnknownKernelNameError
 from testkit.gateway import free_port
+from testkit.languages import LANGUAGES
 
 from .conftest import REPO, Stack, docker
 
@@ -41,13 +42,14 @@ def test_readme_async_flow(stack: Stack) -> None:
     assert asyncio.run(main()) == "Hello, async world!\n"
 
 
-def test_both_kernelspecs_run_in_containers(stack: Stack) -> None:
+def test_both_python_kernelspecs_run_in_containers(stack: Stack) -> None:
     specs = requests.get(
         f"{stack.gateway_http}/api/kernelspecs", headers=stack.auth, timeout=10
     ).json()
-    # The gateway offers exactly the two containerized kernels, python3 the default.
+    # The gateway offers exactly the containerized kernels, python3 the default (the other
+    # languages' are tested in test_languages).
     assert specs["default"] == "python3"
-    assert sorted(specs["kernelspecs"]) == ["python3", "sandbox-python"]
+    assert sorted(specs["kernelspecs"]) == sorted(["python3", "sandbox-python", *LANGUAGES])
     for name in ("python3", "sandbox-python"):
         with GatewayKernelSession(stack.gateway_http, stack.gateway_ws, name) as session:
             hostname = str(session.execute("import socket; socket.gethostname()")).strip("'")

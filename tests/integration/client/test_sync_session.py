@@ -90,9 +90,10 @@ def test_streaming_callback_sees_output_before_the_execution_ends(
 def test_timeout_interrupts_and_the_session_stays_usable(session: GatewayKernelSession) -> None:
     session.execute("state = 'kept'")
     started = time.monotonic()
-    with pytest.raises(ExecutionTimeoutError):
+    with pytest.raises(ExecutionTimeoutError) as late:
         session.execute("import time; time.sleep(120)", timeout=1)
     assert time.monotonic() - started < 60  # interrupted, not waited out
+    assert late.value.stopped
     assert str(session.execute("state")) == "'kept'"
 
 

@@ -92,16 +92,19 @@ def kernel_pod(docs: list[dict[str, Any]], **keywords: Any) -> dict[str, Any]:
     """The kernel pod as the gateway's launcher would create it.
 
     The launcher renders kernel-pod.yaml.j2 with Jinja and its checked keywords (kernel_id,
-    kernel_pod_name, and cpu / memory when the client asked for a size); rendering it the same
-    way here checks the pod that actually runs, not the template text.
+    kernel_pod_name, kernelspec_image, and cpu / memory when the client asked for a size);
+    rendering it the same way here checks the pod that actually runs, not the template text.
     """
     configmap = one(docs, "ConfigMap", "-kernelspecs")
     template = configmap["data"]["kernel-pod.yaml.j2"]
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
+    images = kernel_images(docs)
     base = {
         "kernel_id": "8f0f5c9e-2b65-4d5e-9d65-0b3a3c1d7e11",
         "kernel_pod_name": "jovyan-8f0f5c9e-2b65-4d5e-9d65-0b3a3c1d7e11",
         "kernel_namespace": "ignored-by-the-template",
+        # The image its launcher is given (its kernelspec's --image): python3's, or the first's.
+        "kernelspec_image": images.get("python3") or next(iter(images.values())),
     }
     rendered = env.from_string(template).render(**{**base, **keywords})
     pods = [d for d in yaml.safe_load_all(rendered) if d]
@@ -110,6 +113,17 @@ def kernel_pod(docs: list[dict[str, Any]], **keywords: Any) -> dict[str, Any]:
     )
     pod: dict[str, Any] = pods[0]
     return pod
+
+
+def kernel_images(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """Each kernelspec's image, as its argv gives it to the launcher (``--image``)."""
+    configmap = one(docs, "ConfigMap", "-kernelspecs")
+    images = {}
+    for key, text in sorted(configmap["data"].items()):
+        if key.endswith(".kernel.json"):
+            argv = json.loads(text)["argv"]
+            images[key.removesuffix(".kernel.json")] = argv[argv.index("--image") + 1]
+    return images
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 from chart_testlib import (
+    CHART_DIR,
     CI_DIR,
     NAMESPACE,
     ci_scenarios,
     find,
+    kernel_images,
     load_values,
     parse,
     pod_specs,
@@ -59,12 +61,12 @@ def http_services(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def pulled_images(docs: list[dict[str, Any]]) -> set[str]:
-    """Every image a pod of the release would pull, kernel pods included."""
+    """Every image a pod of the release would pull, every kernelspec's kernel pods included."""
     return {
         container["image"]
         for spec in pod_specs(docs).values()
         for container in [*spec.get("initContainers", []), *spec["containers"]]
-    }
+    } | set(kernel_images(docs).values())
 
 
 @pytest.mark.parametrize("scenario", ci_scenarios(), ids=lambda p: p.stem)
@@ -137,6 +139,8 @@ def test_the_warning_names_the_values_that_move_the_images() -> None:
     assert "images/build.sh" in notes
     for key in ("gateway", "kernels", "notebook", "fileserver", "controller"):
         assert f"({key}.image.repository, {key}.image.tag)" in notes
+    # A kernelspec with an image of its own is named by its place in kernels.specs.
+    assert "(kernels.specs[2].image.repository, kernels.specs[2].image.tag)" in notes
     assert "imagePullSecrets" in notes
 
 
@@ -151,6 +155,12 @@ def test_images_from_a_registry_need_no_warning() -> None:
             ("controller", "controller"),
         )
     }
+    # The kernelspecs with an image of their own name it from the registry too.
+    specs = load_values(CHART_DIR / "values.yaml")["kernels"]["specs"]
+    for spec in specs:
+        if "image" in spec:
+            spec["image"]["repository"] = f"{REGISTRY}/{spec['image']['repository'].split('/')[-1]}"
+    values["kernels"]["specs"] = specs
     notes, docs = render_notes(values)
     assert all(image.startswith(REGISTRY) for image in pulled_images(docs))
     assert "WARNING" not in notes and "ImagePullBackOff" not in notes

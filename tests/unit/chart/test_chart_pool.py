@@ -53,12 +53,23 @@ def test_pool_may_fill_the_kernel_limit_exactly_and_hold_zero_sizes() -> None:
 
 
 def test_pool_follows_the_chart_kernelspecs() -> None:
-    specs = [{"name": "py.3_11", "displayName": "Python 3.11"}]
+    specs = [python_spec("py.3_11", "Python 3.11")]
     values = {
         "kernels": {"specs": specs, "defaultKernelName": "py.3_11"},
         "gateway": {"pool": {"py.3_11": 4}},
     }
     assert _pool_env(values)[0] == {"name": "SANDBOX_POOL", "value": "py.3_11=4"}
+
+
+def python_spec(name: str, display_name: str) -> dict[str, Any]:
+    """A kernels.specs entry for a Python kernelspec of kernels.image."""
+    return {
+        "name": name,
+        "displayName": display_name,
+        "language": "python",
+        "interruptMode": "",
+        "image": {"repository": "", "tag": ""},
+    }
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -96,7 +107,7 @@ def test_pool_accepts_the_longest_kernelspec_name() -> None:
     # kernels.specs caps names at 63 characters, under the gateway's 64.
     name = "p" * 63
     values = {
-        "kernels": {"specs": [{"name": name, "displayName": "long"}], "defaultKernelName": name},
+        "kernels": {"specs": [python_spec(name, "long")], "defaultKernelName": name},
         "gateway": {"pool": {name: 1}},
     }
     assert _pool_env(values)[0] == {"name": "SANDBOX_POOL", "value": f"{name}=1"}
@@ -115,7 +126,7 @@ def test_pool_larger_than_the_kernel_limit_is_refused() -> None:
 def test_pool_for_an_unknown_kernelspec_is_refused() -> None:
     message = (
         r'gateway\.pool: kernelspec "r-kernel" is not one of kernels\.specs '
-        r"\(python3, sandbox-python\)"
+        r"\(python3, sandbox-python, bash, javascript, r\)"
     )
     with pytest.raises(helm_python.HelmRenderError, match=message):
         render({"gateway": {"pool": {"python3": 1, "r-kernel": 1}}})

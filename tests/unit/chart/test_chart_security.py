@@ -16,6 +16,7 @@ from chart_testlib import (
     ci_scenarios,
     cluster_render,
     find,
+    kernel_images,
     kernel_pod,
     load_values,
     one,
@@ -720,8 +721,7 @@ def test_gateway_environment_matches_enterprise_gateway() -> None:
     # Options EG 3.3 reads (it reads no EG_ALLOWED_KERNELS): only the chart's kernelspecs.
     assert "--KernelSpecManager.ensure_native_kernel=False" in args
     assert [a for a in args if a.startswith("--KernelSpecManager.whitelist=")] == [
-        "--KernelSpecManager.whitelist=python3",
-        "--KernelSpecManager.whitelist=sandbox-python",
+        f"--KernelSpecManager.whitelist={name}" for name in SPEC_NAMES
     ]
     # Inheriting KERNEL_NAMESPACE is what keeps EG from creating namespaces per kernel.
     assert env["EG_INHERITED_ENVS"] == "KERNEL_NAMESPACE"
@@ -729,6 +729,28 @@ def test_gateway_environment_matches_enterprise_gateway() -> None:
     mounts = {m["name"]: m["mountPath"] for m in docs_container(docs, "-gateway")["volumeMounts"]}
     assert mounts["sessions"] == env["SANDBOX_SESSION_ROOT"]
     assert mounts["kernelspecs"] == "/opt/sandbox/share/jupyter/kernels"
+
+
+SPEC_NAMES = ("python3", "sandbox-python", "bash", "javascript", "r")
+SPEC_IMAGES = {
+    name: f"mini-jupyter-sandbox/kernel-{image}:0.1.0"
+    for name, image in {
+        "python3": "python", "sandbox-python": "python", "bash": "bash",
+        "javascript": "javascript", "r": "r",
+    }.items()
+}  # fmt: skip
+SPEC_LANGUAGES = {
+    "python3": "python", "sandbox-python": "python", "bash": "bash",
+    "javascript": "typescript", "r": "R",
+}  # fmt: skip
+
+
+def test_every_kernelspec_gets_its_image_in_the_one_pod_template() -> None:
+    docs = render_docs()
+    for name, image in SPEC_IMAGES.items():
+        pod = kernel_pod(docs, kernelspec_image=kernel_images(docs)[name])
+        assert pod["spec"]["containers"][0]["image"] == image
+        assert_hardened(name, pod["spec"])
 
 
 def test_kernelspecs_are_kubernetes_launched() -> None:
@@ -742,14 +764,18 @@ def test_kernelspecs_are_kubernetes_launched() -> None:
         for k, v in data.items()
         if k.endswith(".kernel.json")
     }
-    assert set(specs) == {"python3", "sandbox-python"}
+    assert set(specs) == set(SPEC_NAMES)
     for name, spec in specs.items():
         proxy = spec["metadata"]["process_proxy"]
         assert (
             proxy["class_name"]
             == "sandbox_gateway.proxies.kubernetes.SandboxKubernetesProcessProxy"
         )
-        assert proxy["config"]["image_name"] == "mini-jupyter-sandbox/kernel-python:0.1.0"
+        # Each kernelspec's own image, the same in the proxy's config and the launcher's argv.
+        image = SPEC_IMAGES[name]
+        assert proxy["config"]["image_name"] == image
+        assert spec["argv"][spec["argv"].index("--image") + 1] == image
+        assert spec["language"] == spec["env"]["KERNEL_LANGUAGE"] == SPEC_LANGUAGES[name]
         # The launcher is the gateway image's module; the argv names the pod template the
         # gateway mounts beside this kernelspec's kernel.json.
         assert spec["argv"][:6] == [
@@ -764,13 +790,13 @@ def test_kernelspecs_are_kubernetes_launched() -> None:
         # That module is installed with the gateway's package (the one the gateway image holds).
         assert importlib.util.find_spec(spec["argv"][3]) is not None
     # The ConfigMap carries no launcher, only the kernelspecs and the pod template...
-    assert set(data) == {"python3.kernel.json", "sandbox-python.kernel.json", "kernel-pod.yaml.j2"}
+    assert set(data) == {f"{name}.kernel.json" for name in SPEC_NAMES} | {"kernel-pod.yaml.j2"}
     # ...and the gateway mounts exactly these.
     volumes = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]["volumes"]
     (kernelspecs,) = [v for v in volumes if v["name"] == "kernelspecs"]
     assert {i["path"] for i in kernelspecs["configMap"]["items"]} == {
         f"{name}/{path}"
-        for name in ("python3", "sandbox-python")
+        for name in SPEC_NAMES
         for path in ("kernel.json", "scripts/kernel-pod.yaml.j2")
     }
 
@@ -795,7 +821,8 @@ def test_kernelspec_choices_are_consistent() -> None:
 
     with pytest.raises(helm_python.HelmRenderError, match=r"is not one of kernels\.specs"):
         render_docs({"kernels": {"defaultKernelName": "r-kernel"}})
-    twice = [{"name": "python3", "displayName": "a"}, {"name": "python3", "displayName": "b"}]
+    spec = {"language": "python", "interruptMode": "", "image": {"repository": "", "tag": ""}}
+    twice = [{**spec, "name": "python3", "displayName": n} for n in ("a", "b")]
     with pytest.raises(helm_python.HelmRenderError, match="must be unique"):
         render_docs({"kernels": {"specs": twice}})
 

@@ -65,7 +65,7 @@ def kernel_variables(example: Path) -> tuple[dict[str, str], set[str]]:
     args = launcher.parse_args(
         [
             *("--kernel-id", KERNEL_ID, "--response-address", "10.1.2.3:8877"),
-            *("--public-key", "KEY", "--pod-template", "unused"),
+            *("--public-key", "KEY", "--pod-template", "unused", "--image", "kernel:1"),
             *("--max-cpu", "2", "--max-memory", "4Gi"),
         ]
     )

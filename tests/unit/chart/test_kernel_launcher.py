@@ -520,3 +520,22 @@ def test_an_egress_service_that_does_not_resolve_refuses_the_launch(egress_scrip
     with pytest.raises(launcher.LaunchError, match="cannot resolve the egress Service") as refused:
         launcher.launch(args, _gateway_env(egress_scripts), api, _template(egress_scripts))
     assert api.created == [] and "\n" not in str(refused.value)
+
+
+def test_the_pod_runs_the_kernelspecs_image_and_nothing_else(scripts: Path) -> None:
+    pod = launcher.launch(_args(scripts), _gateway_env(scripts), Recorder(), _template(scripts))
+    assert pod["spec"]["containers"][0]["image"] == "mini-jupyter-sandbox/kernel-python:0.1.0"
+    # A client's KERNEL_IMAGE changes nothing: the image is the kernelspec's argv.
+    env = {**_gateway_env(scripts), "KERNEL_IMAGE": "evil/miner:latest"}
+    pod = launcher.launch(_args(scripts), env, Recorder(), _template(scripts))
+    assert pod["spec"]["containers"][0]["image"] == "mini-jupyter-sandbox/kernel-python:0.1.0"
+
+
+@pytest.mark.parametrize("image", ["", "evil image", 'x"\nhostNetwork: true', "UPPER/case"])
+def test_a_malformed_image_in_the_argv_is_refused(scripts: Path, image: str) -> None:
+    recorder = Recorder()
+    with pytest.raises(launcher.LaunchError, match="invalid --image"):
+        launcher.launch(
+            _args(scripts, image=image), _gateway_env(scripts), recorder, _template(scripts)
+        )
+    assert recorder.created == []

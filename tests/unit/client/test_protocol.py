@@ -137,10 +137,12 @@ def test_missing_idle_means_not_done_and_times_out_with_interrupt(
     request = proto.execute_request("x", session_id="s", username="u")
     collector = proto.ExecutionCollector(request["header"]["msg_id"])
     script = Script([])
-    with pytest.raises(ExecutionTimeoutError):
+    with pytest.raises(ExecutionTimeoutError) as late:
         script.run(proto.execute_flow(REF, proto.JSON_CODEC, request, collector, 0.01))
     urls = [a.url for a in script.actions if isinstance(a, proto.Http)]
     assert "http://gw/api/kernels/k-1/interrupt" in urls
+    # Still busy after the grace period: said so, never waited on.
+    assert late.value.stopped is False and "still busy" in str(late.value)
 
 
 def test_kernel_restart_notice_raises_kernel_died() -> None:

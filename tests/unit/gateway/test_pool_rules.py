@@ -148,7 +148,7 @@ def test_the_bash_claim_code_sets_values_literally(tmp_path: Path) -> None:
 @pytest.mark.parametrize("language", ["javascript", "typescript", "R"])
 def test_every_shipped_language_has_claim_code(language: str) -> None:
     code = pool.claim_code({"KERNEL_PROJECT": 'a"b\n', "KERNEL_WORKING_DIR": "/d"}, language)
-    assert 'KERNEL_PROJECT' in code and '"a\\"b\\n"' in code and '"/d"' in code
+    assert "KERNEL_PROJECT" in code and '"a\\"b\\n"' in code and '"/d"' in code
 
 
 def test_a_language_without_claim_code_is_refused() -> None:
