@@ -53,7 +53,7 @@ def _apply(app: Any) -> None:
     from sandbox_gateway import response, settings
     from sandbox_gateway.admission import limits, tenants
     from sandbox_gateway.egress import gateway as egress
-    from sandbox_gateway.http import hosts, messages, patches, status
+    from sandbox_gateway.http import hosts, messages, ordering, patches, status
     from sandbox_gateway.pool import manager as pool
 
     try:
@@ -66,6 +66,7 @@ def _apply(app: Any) -> None:
     tenants.apply()  # SANDBOX_TENANTS_FILE: tokens are tenants, kernels have owners
     status.apply()  # GET /api/sandbox/status: versions, the caller's kernels, the pool
     messages.apply()  # a kernel message above SANDBOX_MAX_MESSAGE_BYTES is cut
+    ordering.apply()  # a request's idle after its outputs, for kernels that send it early
     response.apply()
     if _env_bool("SANDBOX_KEEP_KERNELS_ON_STOP", False):  # before the pool wraps the shutdown
         if not _env_bool("SANDBOX_SESSION_PERSISTENCE", False):

@@ -40,6 +40,8 @@ class Language:
     """stdout and stderr arrive as one stream (a kernel that runs its language on a pty)."""
     uninterruptible: str | None = None
     """Code of a few seconds that the kernel does not stop when interrupted (None: none)."""
+    wedged_by_interrupt: bool = False
+    """Whether that interrupt leaves the kernel busy for good (Deno 2.9's does)."""
 
 
 def _heredoc(source: str) -> str:
@@ -82,11 +84,7 @@ JAVASCRIPT = Language(
     language="typescript",
     assign="var x: number = 41;",
     read="console.log(x + 1);",
-    # Deno 2.9 forwards console output from a pipe: a cell that ends right after writing can
-    # report idle before its last line is sent (about 1 cell in 30), so this one yields once.
-    streams=(
-        "console.log('out'); console.error('err');\nawait new Promise((r) => setTimeout(r, 50));"
-    ),
+    streams="console.log('out'); console.error('err');",
     fails="throw new TypeError('sandbox-failure');",
     error_text="sandbox-failure",
     # Deno's kernel interrupts running JavaScript, not an awaited promise (kernels/README.md).
@@ -95,6 +93,7 @@ JAVASCRIPT = Language(
     write=lambda path, text: f"Deno.writeTextFileSync({json.dumps(path)}, {json.dumps(text)});",
     python=lambda source: "{\n" + _deno_python(source) + "\n}",
     uninterruptible="await new Promise((resolve) => setTimeout(resolve, 8_000));",
+    wedged_by_interrupt=True,
 )
 
 

@@ -142,8 +142,9 @@ class ExecutionTimeoutError(KernelClientError, TimeoutError):
     """An execution exceeded its timeout; the kernel was interrupted and the session is usable.
 
     :attr:`stopped` is False when the kernel was still busy after the interrupt's grace period:
-    not every kernel interrupts everything (Deno's does not stop an awaited promise), and then
-    the session's next executions wait until the code ends on its own."""
+    not every kernel interrupts everything (Deno's does not stop an awaited promise, and stays
+    busy for good after such an interrupt), and then the session's next executions wait until
+    the code ends, if ever: shut the session down and start another."""
 
     def __init__(self, message: str, *, stopped: bool = True) -> None:
         super().__init__(message)

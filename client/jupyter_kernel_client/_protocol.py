@@ -627,7 +627,8 @@ def execute_flow(
                 raise ExecutionTimeoutError(
                     f"execution did not finish within {timeout:g} s; the kernel was interrupted"
                     f" but is still busy {INTERRUPT_GRACE:g} s later (its kernel does not"
-                    " interrupt this code): later executions wait until it ends",
+                    " interrupt this code): later executions wait for it; shut the session down"
+                    " if it never ends",
                     stopped=False,
                 )
             raise ExecutionTimeoutError(

@@ -68,6 +68,7 @@ def python_spec(name: str, display_name: str) -> dict[str, Any]:
         "displayName": display_name,
         "language": "python",
         "interruptMode": "",
+        "lateOutputGrace": 0,
         "image": {"repository": "", "tag": ""},
     }
 

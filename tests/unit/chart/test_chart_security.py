@@ -821,7 +821,12 @@ def test_kernelspec_choices_are_consistent() -> None:
 
     with pytest.raises(helm_python.HelmRenderError, match=r"is not one of kernels\.specs"):
         render_docs({"kernels": {"defaultKernelName": "r-kernel"}})
-    spec = {"language": "python", "interruptMode": "", "image": {"repository": "", "tag": ""}}
+    spec = {
+        "language": "python",
+        "interruptMode": "",
+        "lateOutputGrace": 0,
+        "image": {"repository": "", "tag": ""},
+    }
     twice = [{**spec, "name": "python3", "displayName": n} for n in ("a", "b")]
     with pytest.raises(helm_python.HelmRenderError, match="must be unique"):
         render_docs({"kernels": {"specs": twice}})
