@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,6 +17,7 @@ from jupyter_kernel_client import ExecutionTimeoutError, GatewayKernelSession
 from testkit.languages import LANGUAGES, Language
 
 from .conftest import Stack, docker
+from .test_cli import mini_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +201,16 @@ def test_a_pooled_kernel_is_claimed_warm_with_the_clients_environment(
             )
         ).raise_for_error()
         assert json.loads(seen.stdout) == [hostile, False]
+
+
+def test_the_command_line_runs_code_in_the_language(
+    stack: Stack, language: Language, tmp_path: Path
+) -> None:
+    code = f"{language.assign}\n{language.read}"
+    done = mini_sandbox(stack, tmp_path, "run", "--kernel", language.kernelspec, "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "42"
+    failed = mini_sandbox(
+        stack, tmp_path, "run", "--kernel", language.kernelspec, "-c", language.fails
+    )
+    assert failed.returncode != 0
