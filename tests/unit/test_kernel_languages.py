@@ -112,7 +112,7 @@ def test_another_language_has_its_probes_logo_and_the_shared_launcher(name: str)
     dockerfile = (REPO / "images" / image_dir(KERNELSPECS[name]) / "Dockerfile").read_text()
     assert "FROM ${BASE_IMAGE}" in dockerfile and "USER 1000:100" in dockerfile
     assert (
-        "COPY kernels/launcher/launch_kernel.py /usr/local/lib/sandbox/launch_kernel.py"
+        "COPY kernels/launcher /tmp/launcher\nRUN /tmp/launcher/install.sh"
         in dockerfile
     )
     (cmd,) = re.findall(
