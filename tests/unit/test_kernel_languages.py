@@ -111,10 +111,7 @@ def test_another_language_has_its_probes_logo_and_the_shared_launcher(name: str)
     assert (REPO / "kernels" / name / "logo-svg.svg").read_text().startswith("<svg")
     dockerfile = (REPO / "images" / image_dir(KERNELSPECS[name]) / "Dockerfile").read_text()
     assert "FROM ${BASE_IMAGE}" in dockerfile and "USER 1000:100" in dockerfile
-    assert (
-        "COPY kernels/launcher /tmp/launcher\nRUN /tmp/launcher/install.sh"
-        in dockerfile
-    )
+    assert "COPY kernels/launcher /tmp/launcher\nRUN /tmp/launcher/install.sh" in dockerfile
     (cmd,) = re.findall(
         r"^CMD (\[.*?\])$", dockerfile.replace("\\\n", " "), re.MULTILINE | re.DOTALL
     )
